@@ -1,0 +1,27 @@
+"""The one ``streamrec`` command: a click group whose subcommands live beside their code."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from streamrec import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMREC"})
+@click.version_option(__version__, prog_name="streamrec")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(log_level: str) -> None:
+    """streamrec: events from Kafka in, fresh FAISS recommendations out."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from streamrec.kafka.cli import kafka
+
+    main.add_command(kafka)
+
+
+_register()

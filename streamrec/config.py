@@ -1,0 +1,79 @@
+"""Typed, frozen settings: one object, one env prefix (``STREAMREC_``), split into parts.
+
+Nested fields read from ``STREAMREC_<PART>__<FIELD>``, e.g. ``STREAMREC_KAFKA__BOOTSTRAP``.
+Numerical hyper-parameters of the model live in :mod:`streams.interest` as a plain frozen
+dataclass so that the numerical core never imports pydantic.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap: str = "127.0.0.1:9092"
+    events_topic: str = "events"
+    recommendations_topic: str = "recommendations"
+    dlq_topic: str = "events-dlq"
+    partitions: int = Field(4, ge=1)
+    #: SASL password for brokers that need one (unused by the local broker).
+    sasl_password: SecretStr | None = None
+
+
+class LocalKafkaSettings(BaseModel):
+    """Where ``streamrec kafka up`` keeps the broker's jars, data and logs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path = PROJECT_ROOT / ".kafka"
+    port: int = Field(9092, ge=1, le=65535)
+    controller_port: int = Field(9093, ge=1, le=65535)
+    heap: str = "1g"
+
+
+class IndexSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    #: Folder holding versioned model artifacts (``v000001/``, ...) and the ``LATEST`` pointer.
+    models_dir: Path = PROJECT_ROOT / "models"
+    #: FAISS factory string; ``auto`` picks one from the catalog size (see indexing.index).
+    factory: str = "Flat"
+    #: Put the index on a GPU when FAISS sees one.
+    use_gpu: bool = True
+    #: IVF probes / HNSW efSearch for approximate indexes.
+    nprobe: int = Field(32, ge=1)
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    app_id: str = "streamrec"
+    data_dir: Path = PROJECT_ROOT / ".worker"
+    batch_size: int = Field(1000, ge=1)
+    batch_within_s: float = Field(0.05, gt=0)
+    #: How often the worker looks for a newer model version, in seconds.
+    model_poll_s: float = Field(10.0, gt=0)
+    web_port: int = Field(6066, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True)
+
+    kafka: KafkaSettings = KafkaSettings()
+    local_kafka: LocalKafkaSettings = LocalKafkaSettings()
+    index: IndexSettings = IndexSettings()
+    worker: WorkerSettings = WorkerSettings()
+    datasets_dir: Path = PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,237 @@
+"""The wire contract: events in, recommendations out, rejects to the dead-letter topic.
+
+Defined once here and imported by producers, the Faust worker, the evaluation harness and
+the benchmarks. JSON on the wire (orjson), keyed by ``user_id``. The JSON Schemas in
+``docs/schemas/`` describe the same shapes; ``tests/unit/test_contract.py`` checks that the
+two agree.
+
+>>> raw = encode_event(Event("e1", "u1", "sku-1", "view", 1700000000.0))
+>>> decode_event(raw).item_id
+'sku-1'
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "favorite", "purchase")
+EVENT_TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(EVENT_TYPES)}
+
+#: Longest accepted string field (ids, session ids, categories, queries), in characters.
+MAX_STRING_LENGTH = 256
+#: Largest accepted encoded event, in bytes.
+MAX_EVENT_BYTES = 16 * 1024
+#: Events stamped further than this into the future (relative to the decoder's clock) are rejected.
+MAX_FUTURE_SKEW_S = 24 * 3600.0
+
+REQUIRED_FIELDS = ("event_id", "user_id", "item_id", "type", "ts")
+OPTIONAL_FIELDS = ("session_id", "price", "category", "query")
+_ALL_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing a shopper did. ``ts`` is event time in Unix seconds."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    ts: float
+    session_id: str | None = None
+    price: float | None = None
+    category: str | None = None
+    query: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "item_id": self.item_id,
+            "type": self.type,
+            "ts": self.ts,
+        }
+        for name in OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    item_id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """A fresh top-k list for one user, triggered by one event."""
+
+    user_id: str
+    items: tuple[ScoredItem, ...]
+    model_version: str
+    event_id: str
+    event_ts: float
+    produced_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "items": [{"item_id": i.item_id, "score": i.score} for i in self.items],
+            "model_version": self.model_version,
+            "event_id": self.event_id,
+            "event_ts": self.event_ts,
+            "produced_at": self.produced_at,
+        }
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _string(payload: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        if required:
+            raise InvalidEvent("missing_field", f"field {name!r} is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidEvent("empty_string", f"field {name!r} must not be empty")
+    if len(value) > MAX_STRING_LENGTH:
+        raise InvalidEvent("string_too_long", f"field {name!r} has {len(value)} characters, the limit is {MAX_STRING_LENGTH}")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidEvent("wrong_type", f"field {name!r} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidEvent("not_finite", f"field {name!r} must be finite, got {value!r}")
+    return number
+
+
+def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
+    """Validate a decoded JSON object and build an :class:`Event`; raise :class:`InvalidEvent`."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent("not_an_object", f"an event must be a JSON object, got {type(payload).__name__}")
+    extra = payload.keys() - _ALL_FIELDS
+    if extra:
+        raise InvalidEvent("unknown_field", f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
+    event_id = _string(payload, "event_id", required=True)
+    user_id = _string(payload, "user_id", required=True)
+    item_id = _string(payload, "item_id", required=True)
+    kind = _string(payload, "type", required=True)
+    if kind not in EVENT_TYPE_CODES:
+        raise InvalidEvent("unknown_type", f"type {kind!r} is not one of {', '.join(EVENT_TYPES)}")
+    if "ts" not in payload or payload["ts"] is None:
+        raise InvalidEvent("missing_field", "field 'ts' is required")
+    ts = _number(payload["ts"], "ts")
+    if ts < 0:
+        raise InvalidEvent("bad_timestamp", f"ts must be Unix seconds >= 0, got {ts!r}")
+    limit = (time.time() if now is None else now) + MAX_FUTURE_SKEW_S
+    if ts > limit:
+        raise InvalidEvent("future_timestamp", f"ts {ts!r} is more than {MAX_FUTURE_SKEW_S:.0f} s in the future")
+    price = payload.get("price")
+    if price is not None:
+        price = _number(price, "price")
+        if price < 0:
+            raise InvalidEvent("bad_price", f"price must be >= 0, got {price!r}")
+    return Event(
+        event_id=event_id,  # type: ignore[arg-type]
+        user_id=user_id,  # type: ignore[arg-type]
+        item_id=item_id,  # type: ignore[arg-type]
+        type=kind,
+        ts=ts,
+        session_id=_string(payload, "session_id", required=False),
+        price=price,
+        category=_string(payload, "category", required=False),
+        query=_string(payload, "query", required=False),
+    )
+
+
+def decode_event(raw: bytes | None, *, now: float | None = None) -> Event:
+    """Decode one message value into an :class:`Event`; raise :class:`InvalidEvent`."""
+    if raw is None:
+        raise InvalidEvent("empty_payload", "the message has no value")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("payload_too_large", f"{len(raw)} bytes, the limit is {MAX_EVENT_BYTES}")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "not_utf8" if "utf-8" in str(exc).lower() else "malformed_json"
+        raise InvalidEvent(reason, str(exc)) from None
+    return event_from_dict(payload, now=now)
+
+
+def encode_event(event: Event) -> bytes:
+    return orjson.dumps(event.to_dict())
+
+
+# --------------------------------------------------------------------------- recommendations
+
+
+def encode_recommendation(rec: Recommendation) -> bytes:
+    return orjson.dumps(rec.to_dict())
+
+
+def decode_recommendation(raw: bytes) -> Recommendation:
+    payload = orjson.loads(raw)
+    return Recommendation(
+        user_id=payload["user_id"],
+        items=tuple(ScoredItem(i["item_id"], float(i["score"])) for i in payload["items"]),
+        model_version=payload["model_version"],
+        event_id=payload["event_id"],
+        event_ts=float(payload["event_ts"]),
+        produced_at=float(payload["produced_at"]),
+    )
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def encode_dead_letter(
+    raw: bytes | None,
+    reason: str,
+    detail: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    rejected_at: float | None = None,
+) -> bytes:
+    """A dead-letter record: why, where from, and the original bytes (base64)."""
+    return orjson.dumps(
+        {
+            "reason": reason,
+            "detail": detail,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "rejected_at": time.time() if rejected_at is None else rejected_at,
+            "raw_base64": base64.b64encode(raw or b"").decode("ascii"),
+        }
+    )
+
+
+def decode_dead_letter(raw: bytes) -> dict[str, Any]:
+    payload = orjson.loads(raw)
+    payload["raw"] = base64.b64decode(payload.pop("raw_base64"))
+    return payload

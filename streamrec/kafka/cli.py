@@ -1,0 +1,6 @@
+import click
+
+
+@click.group()
+def kafka() -> None:
+    """Run a real Apache Kafka broker locally (no Docker)."""
