@@ -19,9 +19,18 @@ def main(log_level: str) -> None:
 
 
 def _register() -> None:
+    from indexing.cli import train
+    from producers.cli import produce
+    from streamrec.demo import demo
     from streamrec.kafka.cli import kafka
+    from streams.cli import consume, worker
 
-    main.add_command(kafka)
+    for command in (kafka, produce, train, worker, consume, demo):
+        main.add_command(command)
 
 
 _register()
+
+
+if __name__ == "__main__":
+    main()

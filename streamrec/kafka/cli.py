@@ -1,6 +1,136 @@
+"""``streamrec kafka fetch|up|down|status``: a real local Kafka broker, no Docker needed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+
+from streamrec.config import LocalKafkaSettings, get_settings
+from streamrec.kafka.launcher import KafkaLauncher, KafkaLauncherError, KafkaStatus
+
+T = TypeVar("T")
+
+_home_option = click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder for the broker's jars, data and logs  [default: from settings, <repo>/.kafka]")
+_port_option = click.option("--port", type=click.IntRange(1, 65535), default=None,
+                             help="Broker port on 127.0.0.1  [default: from settings, 9092]")
+_controller_port_option = click.option(
+    "--controller-port", type=click.IntRange(1, 65535), default=None,
+    help="KRaft controller port on 127.0.0.1  [default: from settings, 9093]")
+
+
+def _launcher(home: Path | None, port: int | None = None, controller_port: int | None = None) -> KafkaLauncher:
+    """A launcher from the settings, with the command-line overrides applied."""
+    base = get_settings().local_kafka
+    overrides: dict[str, Any] = {key: value for key, value in
+                                 (("home", home), ("port", port), ("controller_port", controller_port))
+                                 if value is not None}
+    settings = LocalKafkaSettings(**{**base.model_dump(), **overrides})
+    try:
+        return KafkaLauncher(settings)
+    except KafkaLauncherError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _attempt(action: Callable[[], T]) -> T:
+    """Run a launcher call, turning its errors into a click error (message, exit code 1)."""
+    try:
+        return action()
+    except KafkaLauncherError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _describe(status: KafkaStatus) -> str:
+    """Human-readable lines for ``status``."""
+    if status.running:
+        state = f"running, pid {status.pid}" + ("" if status.ready else ", not answering yet")
+    else:
+        state = "stopped"
+    return "\n".join([
+        f"Kafka {status.kafka_version or '(jars not fetched yet)'}: {state}",
+        f"  bootstrap   {status.bootstrap}",
+        f"  controller  {status.controller}",
+        f"  home        {status.home}",
+        f"  data        {status.data_dir}" + ("" if status.formatted else "  (not formatted yet)"),
+        f"  jars        {status.lib_dir}",
+        f"  log         {status.log_file}",
+    ])
 
 
 @click.group()
 def kafka() -> None:
-    """Run a real Apache Kafka broker locally (no Docker)."""
+    """Run a real Apache Kafka broker locally (no Docker).
+
+    Needs Java 17+ and, for the first `fetch`, Maven with access to Maven Central.
+    """
+
+
+@kafka.command()
+@_home_option
+@click.option("--force", is_flag=True, help="Download again even if the jars are up to date.")
+def fetch(home: Path | None, force: bool) -> None:
+    """Download the Kafka jars with Maven (done once; `up` does it when needed)."""
+    launcher = _launcher(home)
+    if not force and launcher.jars_ready():
+        click.echo(f"Kafka jars are already in {launcher.lib_dir}.")
+        return
+    click.echo(f"Downloading the Kafka jars into {launcher.lib_dir} with Maven ...")
+    _attempt(lambda: launcher.fetch(force=force))
+    click.echo(f"Done: Kafka {launcher.status().kafka_version} is ready to start.")
+
+
+@kafka.command()
+@_home_option
+@_port_option
+@_controller_port_option
+@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds to wait for the broker to answer.")
+def up(home: Path | None, port: int | None, controller_port: int | None, timeout: float) -> None:
+    """Start the broker in the background and wait until it answers."""
+    launcher = _launcher(home, port, controller_port)
+    started_at = time.monotonic()
+    if not launcher.jars_ready() and not launcher.status().running:
+        _attempt(launcher.check_ports_free)  # fail fast, before a long download
+        click.echo(f"Downloading the Kafka jars into {launcher.lib_dir} with Maven (first time only) ...")
+        _attempt(launcher.fetch)
+    started = _attempt(lambda: launcher.up(timeout=timeout))
+    status = launcher.status()
+    if started:
+        click.echo(f"Kafka {status.kafka_version} is up at {status.bootstrap} (pid {status.pid}, "
+                   f"{time.monotonic() - started_at:.1f} s). Logs: {status.log_file}")
+    else:
+        click.echo(f"Kafka is already running at {status.bootstrap} (pid {status.pid}).")
+    configured = get_settings().kafka.bootstrap
+    if configured != status.bootstrap:
+        click.echo(f"Note: clients use {configured}; "
+                   f"set STREAMREC_KAFKA__BOOTSTRAP={status.bootstrap} to reach this broker.")
+
+
+@kafka.command()
+@_home_option
+@click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Seconds to wait for a clean shutdown before killing the broker.")
+def down(home: Path | None, timeout: float) -> None:
+    """Stop the broker (its data is kept)."""
+    launcher = _launcher(home)
+    if _attempt(lambda: launcher.down(timeout=timeout)):
+        click.echo("Kafka stopped.")
+    else:
+        click.echo(f"Kafka is not running (home {launcher.home}).")
+
+
+@kafka.command()
+@_home_option
+@_port_option
+@_controller_port_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(home: Path | None, port: int | None, controller_port: int | None, as_json: bool) -> None:
+    """Show whether the broker runs, where it listens and where its files are."""
+    result = _attempt(_launcher(home, port, controller_port).status)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else _describe(result))

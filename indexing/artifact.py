@@ -1,0 +1,177 @@
+"""Versioned model artifacts: item vectors, their FAISS index, the item-id map and metadata.
+
+Layout of a models folder::
+
+    models/
+      LATEST                 # name of the newest complete version, written last (atomic rename)
+      v000001/
+        index.faiss          # FAISS index over the target vectors (inner product)
+        context.npy          # float32 (n_items, d): vectors added to a user's interest vector
+        item_ids.json        # row -> item_id
+        meta.json            # version, dimension, metric, factory, training summary, created_at
+
+A version folder is complete once ``meta.json`` exists; ``LATEST`` only ever names complete
+versions, so a worker polling it never loads half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from indexing.index import build_index, check_vectors, choose_factory, maybe_to_gpu, set_search_effort
+
+logger = logging.getLogger(__name__)
+
+_VERSION_RE = re.compile(r"^v(\d{6})$")
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact that is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class ModelArtifact:
+    """A loaded model: everything the worker needs to update vectors and search."""
+
+    version: str
+    path: Path
+    item_ids: list[str]
+    context: np.ndarray
+    index: faiss.Index
+    meta: dict[str, Any]
+    row_of: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.row_of = {item_id: row for row, item_id in enumerate(self.item_ids)}
+
+    @property
+    def dim(self) -> int:
+        return int(self.context.shape[1])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def _versions(models_dir: Path) -> list[int]:
+    if not models_dir.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in models_dir.iterdir() if (m := _VERSION_RE.match(p.name)))
+
+
+def save_artifact(
+    models_dir: Path,
+    item_ids: list[str],
+    context: np.ndarray,
+    target: np.ndarray,
+    *,
+    factory: str = "Flat",
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a new version folder, then point ``LATEST`` at it. Returns the folder."""
+    context = check_vectors(context, "context vectors")
+    target = check_vectors(target, "target vectors")
+    if context.shape != target.shape or len(item_ids) != len(context):
+        raise ValueError(
+            f"context {context.shape}, target {target.shape} and {len(item_ids)} item ids must agree"
+        )
+    if len(set(item_ids)) != len(item_ids):
+        raise ValueError("item ids must be unique")
+    if factory == "auto":
+        factory = choose_factory(len(item_ids))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    number = (_versions(models_dir) or [0])[-1] + 1
+    version = f"v{number:06d}"
+    folder = models_dir / version
+    folder.mkdir()
+    index = build_index(target, factory)
+    faiss.write_index(index, str(folder / "index.faiss"))
+    np.save(folder / "context.npy", context)
+    (folder / "item_ids.json").write_text(json.dumps(item_ids))
+    meta = {
+        "version": version,
+        "dimension": int(context.shape[1]),
+        "n_items": len(item_ids),
+        "metric": "inner_product",
+        "factory": factory,
+        "created_at": time.time(),
+        "training": training or {},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+    pointer = models_dir / "LATEST.tmp"
+    pointer.write_text(version)
+    os.replace(pointer, models_dir / "LATEST")
+    logger.info("saved model %s (%d items, d=%d) to %s", version, len(item_ids), context.shape[1], folder)
+    return folder
+
+
+def latest_version(models_dir: Path) -> str | None:
+    pointer = models_dir / "LATEST"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def resolve(path: Path) -> Path:
+    """A version folder itself, or the version a models folder's ``LATEST`` names."""
+    if (path / "meta.json").is_file():
+        return path
+    version = latest_version(path)
+    if version is None:
+        raise ArtifactError(f"no model in {path}: neither meta.json nor a LATEST pointer (run `streamrec train`)")
+    return path / version
+
+
+def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int = 32) -> ModelArtifact:
+    """Load and check a model; raise :class:`ArtifactError` naming the file at fault."""
+    folder = resolve(Path(path))
+    files = {name: folder / name for name in ("meta.json", "index.faiss", "context.npy", "item_ids.json")}
+    for name, file in files.items():
+        if not file.is_file():
+            raise ArtifactError(f"model {folder} is incomplete: {file} is missing")
+    try:
+        meta = json.loads(files["meta.json"].read_text())
+        item_ids = json.loads(files["item_ids.json"].read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"model {folder}: cannot parse its JSON files ({exc})") from exc
+    try:
+        context = np.load(files["context.npy"], allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ArtifactError(f"{files['context.npy']} is unreadable or truncated ({exc})") from exc
+    try:
+        index = faiss.read_index(str(files["index.faiss"]))
+    except RuntimeError as exc:
+        raise ArtifactError(f"{files['index.faiss']} is unreadable or truncated ({str(exc).splitlines()[0]})") from exc
+    dim = meta.get("dimension")
+    problems = []
+    if context.ndim != 2 or context.shape[1] != dim:
+        problems.append(f"{files['context.npy']} has shape {context.shape}, meta.json says dimension {dim}")
+    if index.d != dim:
+        problems.append(f"{files['index.faiss']} has dimension {index.d}, meta.json says {dim}")
+    if index.ntotal != len(item_ids) or len(context) != len(item_ids):
+        problems.append(
+            f"{files['index.faiss']} holds {index.ntotal} vectors, context.npy {len(context)}, "
+            f"item_ids.json {len(item_ids)}: they must be equal"
+        )
+    if context.ndim == 2 and not np.all(np.isfinite(context)):
+        problems.append(f"{files['context.npy']} contains NaN or infinite values")
+    if problems:
+        raise ArtifactError("model " + str(folder) + " is inconsistent: " + "; ".join(problems))
+    set_search_effort(index, nprobe)
+    index = maybe_to_gpu(index, use_gpu=use_gpu)
+    return ModelArtifact(
+        version=meta.get("version", folder.name),
+        path=folder,
+        item_ids=item_ids,
+        context=np.ascontiguousarray(context, dtype=np.float32),
+        index=index,
+        meta=meta,
+    )

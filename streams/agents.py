@@ -1,0 +1,122 @@
+"""The worker's agents: the thin I/O shell around :func:`streams.processor.process_batch`.
+
+``recommend`` takes micro-batches of raw events, reads the touched users' states from the
+table, lets the pure core decide, then writes states, sends one recommendation per user and
+dead-letters what was rejected. Nothing here computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections import Counter
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+
+from faust.streams import _current_event
+from faust.types import EventT
+
+from streamrec.contract import encode_dead_letter, encode_recommendation
+from streams.processor import process_batch
+from streams.state import StateDecodeError, UserState, decode_state, encode_state
+
+if TYPE_CHECKING:
+    from streams.app import StreamrecApp
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def acting_for(event: EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event while touching the table.
+
+    Faust picks the RocksDB partition and the changelog partition of a table key from the
+    *current* event. In a micro-batch that is the batch's last event, which may sit on another
+    partition than the user being written, so each user's reads and writes run under one of
+    that user's own events.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class WorkerStats:
+    """Counters the worker logs (and tests read): processed, recommended, rejected by reason."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.recommended = 0
+        self.batches = 0
+        self.rejected: Counter[str] = Counter()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "processed": self.processed,
+            "recommended": self.recommended,
+            "batches": self.batches,
+            "rejected": dict(self.rejected),
+        }
+
+
+def register_agents(bundle: StreamrecApp) -> None:
+    app = bundle.app
+    settings = bundle.settings.worker
+    table = bundle.user_states
+    stats = WorkerStats()
+    bundle.stats = stats  # type: ignore[attr-defined]
+
+    def load_state_for(batch: list[EventT]):
+        def load(user_id: str, position: int) -> UserState | None:
+            with acting_for(batch[position]):
+                raw = table.get(user_id.encode())
+            if raw is None:
+                return None
+            try:
+                return decode_state(raw)
+            except StateDecodeError:
+                logger.exception("unreadable state for user %r; starting afresh", user_id)
+                return None
+
+        return load
+
+    @app.agent(bundle.events_topic, name="recommend")
+    async def recommend(stream):  # noqa: ANN001 - Faust passes its own stream type
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            model = bundle.model.current
+            messages = [(e.message.key, e.message.value) for e in batch]
+            result = process_batch(messages, load_state_for(batch), model, bundle.params)
+            for user_id, (state, position) in result.states.items():
+                with acting_for(batch[position]):
+                    table[user_id.encode()] = encode_state(state)
+            for rec in result.recommendations:
+                await bundle.recommendations_topic.send(key=rec.user_id.encode(), value=encode_recommendation(rec))
+            for rejected in result.rejected:
+                message = batch[rejected.position].message
+                logger.warning(
+                    "rejected %s[%d]@%d: %s (%s)", message.topic, message.partition, message.offset, rejected.reason, rejected.detail
+                )
+                await bundle.dlq_topic.send(
+                    key=message.key,
+                    value=encode_dead_letter(
+                        message.value,
+                        rejected.reason,
+                        rejected.detail,
+                        topic=message.topic,
+                        partition=message.partition,
+                        offset=message.offset,
+                    ),
+                )
+                stats.rejected[rejected.reason] += 1
+            stats.batches += 1
+            stats.processed += len(batch) - len(result.rejected)
+            stats.recommended += len(result.recommendations)
+
+    @app.timer(interval=settings.model_poll_s)
+    async def poll_model() -> None:
+        bundle.model.reload_if_newer()
+
+    @app.timer(interval=30.0)
+    async def log_stats() -> None:
+        logger.info("worker stats: %s", stats.as_dict())

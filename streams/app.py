@@ -1,0 +1,105 @@
+"""The Faust application: topics, the ``user-states`` table (RocksDB via rocksdict) and agents.
+
+``create_app(settings)`` builds a fresh app (tests build several, one per broker); the
+``streamrec worker`` command runs it. Events are read as raw bytes and decoded by the
+contract in the agent, so a malformed message never reaches Faust's own decoder and can be
+dead-lettered with its original bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+
+from indexing.artifact import ModelArtifact, latest_version, load_artifact
+from streamrec.config import Settings
+from streams.interest import InterestParams
+
+logger = logging.getLogger(__name__)
+
+from streams.tables import USER_STATES_TABLE
+
+
+class ModelHolder:
+    """The model the worker serves, swapped for a newer version when one appears.
+
+    It holds files' contents, not state: every worker derives it from ``models_dir``.
+    """
+
+    def __init__(self, models_dir: Path, *, use_gpu: bool, nprobe: int) -> None:
+        self.models_dir = models_dir
+        self.use_gpu = use_gpu
+        self.nprobe = nprobe
+        self.current: ModelArtifact = load_artifact(models_dir, use_gpu=use_gpu, nprobe=nprobe)
+        logger.info("serving model %s (%d items, d=%d)", self.current.version, self.current.n_items, self.current.dim)
+
+    def reload_if_newer(self) -> bool:
+        version = latest_version(self.models_dir)
+        if version is None or version == self.current.version:
+            return False
+        try:
+            model = load_artifact(self.models_dir / version, use_gpu=self.use_gpu, nprobe=self.nprobe)
+        except Exception:  # a broken new version must not take the worker down
+            logger.exception("model %s in %s could not be loaded; still serving %s", version, self.models_dir, self.current.version)
+            return False
+        logger.info("swapping model %s -> %s", self.current.version, model.version)
+        self.current = model
+        return True
+
+
+@dataclass
+class StreamrecApp:
+    app: faust.App
+    events_topic: faust.TopicT
+    recommendations_topic: faust.TopicT
+    dlq_topic: faust.TopicT
+    user_states: faust.Table
+    model: ModelHolder
+    params: InterestParams
+    settings: Settings
+
+
+def create_app(settings: Settings, params: InterestParams | None = None) -> StreamrecApp:
+    """Build the app; raises :class:`indexing.artifact.ArtifactError` when no usable model exists."""
+    from streams.agents import register_agents
+
+    params = params or InterestParams()
+    model = ModelHolder(settings.index.models_dir, use_gpu=settings.index.use_gpu, nprobe=settings.index.nprobe)
+    kafka = settings.kafka
+    worker = settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=f"kafka://{kafka.bootstrap}",
+        store="rocksdb://",
+        datadir=str(worker.data_dir),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        web_port=worker.web_port,
+        producer_linger_ms=5,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4 * worker.batch_size, 4096),
+        broker_commit_every=max(worker.batch_size, 1000),
+        table_cleanup_interval=600.0,
+        rocksdb_options={"block_cache_size": 64 * 1024**2, "block_cache_compressed_size": 0, "write_buffer_size": 16 * 1024**2},
+    )
+    events_topic = app.topic(kafka.events_topic, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
+    recommendations_topic = app.topic(
+        kafka.recommendations_topic, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions
+    )
+    dlq_topic = app.topic(kafka.dlq_topic, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)
+    user_states = app.Table(
+        USER_STATES_TABLE,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=kafka.partitions,
+        options={"driver": "rocksdict"},
+    )
+    bundle = StreamrecApp(app, events_topic, recommendations_topic, dlq_topic, user_states, model, params, settings)
+    register_agents(bundle)
+    return bundle

@@ -1,0 +1,125 @@
+"""``streamrec worker`` and ``streamrec consume``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import click
+
+from streamrec.config import get_settings
+from streamrec.contract import decode_recommendation
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_worker_topics(bootstrap: str, partitions: int) -> None:
+    from producers.publisher import ensure_topics
+
+    kafka = get_settings().kafka
+    ensure_topics(
+        bootstrap,
+        {kafka.events_topic: partitions, kafka.recommendations_topic: partitions, kafka.dlq_topic: partitions},
+    )
+
+
+@click.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers [default: from settings].")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of model versions.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where RocksDB tables live.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Events per micro-batch.")
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def worker(bootstrap, models_dir, data_dir, batch_size, loglevel) -> None:  # noqa: ANN001
+    """Run the Faust worker: events in, user vectors updated, recommendations out."""
+    import faust
+
+    from indexing.artifact import ArtifactError
+    from streams.app import create_app
+
+    settings = get_settings()
+    updates: dict[str, dict] = {}
+    if bootstrap:
+        updates["kafka"] = {"bootstrap": bootstrap}
+    worker_updates = {k: v for k, v in {"data_dir": data_dir, "batch_size": batch_size}.items() if v is not None}
+    if worker_updates:
+        updates["worker"] = worker_updates
+    if models_dir:
+        updates["index"] = {"models_dir": models_dir}
+    settings = settings.model_copy(
+        update={part: getattr(settings, part).model_copy(update=values) for part, values in updates.items()}
+    )
+    try:
+        bundle = create_app(settings)
+    except ArtifactError as exc:
+        raise click.ClickException(f"cannot start the worker: {exc}") from None
+    ensure_worker_topics(settings.kafka.bootstrap, settings.kafka.partitions)
+    click.echo(
+        f"worker {settings.worker.app_id}: {settings.kafka.events_topic} -> {settings.kafka.recommendations_topic} "
+        f"on {settings.kafka.bootstrap}, model {bundle.model.current.version}",
+        err=True,
+    )
+    faust.Worker(bundle.app, loglevel=loglevel.lower(), quiet=True).execute_from_commandline()
+
+
+def format_recommendation(rec, now: float) -> str:  # noqa: ANN001
+    items = ", ".join(f"{i.item_id} ({i.score:.3f})" for i in rec.items) or "(nothing)"
+    lag_ms = (rec.produced_at - rec.event_ts) * 1000 if now - rec.event_ts < 3600 else None
+    fresh = f", {lag_ms:.0f} ms after the event" if lag_ms is not None else ""
+    return f"{rec.user_id}: {items}  [model {rec.model_version}, event {rec.event_id}{fresh}]"
+
+
+@click.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers [default: from settings].")
+@click.option("--topic", help="Recommendations topic [default: from settings].")
+@click.option("--user", "users", multiple=True, help="Only this user (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of readable lines.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message instead of new ones.")
+@click.option("--max-messages", type=click.IntRange(min=1), help="Stop after this many messages.")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Stop after this many seconds without a message.")
+def consume(bootstrap, topic, users, as_json, from_beginning, max_messages, timeout) -> None:  # noqa: ANN001
+    """Tail the recommendations topic."""
+    from confluent_kafka import Consumer, KafkaError
+
+    settings = get_settings().kafka
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap or settings.bootstrap,
+            "group.id": f"streamrec-consume-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic or settings.recommendations_topic])
+    wanted = set(users)
+    seen = 0
+    idle_since = time.monotonic()
+    try:
+        while max_messages is None or seen < max_messages:
+            message = consumer.poll(0.5)
+            if message is None:
+                if timeout is not None and time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    click.echo(f"consumer error: {message.error()}", err=True)
+                continue
+            idle_since = time.monotonic()
+            try:
+                rec = decode_recommendation(message.value())
+            except (ValueError, KeyError, TypeError) as exc:
+                click.echo(f"skipping an unreadable message at offset {message.offset()}: {exc}", err=True)
+                continue
+            if wanted and rec.user_id not in wanted:
+                continue
+            seen += 1
+            click.echo(message.value().decode() if as_json else format_recommendation(rec, time.time()))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()

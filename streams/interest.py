@@ -1,0 +1,146 @@
+"""How an event changes a user's interest vector: the pure numerical core of the worker.
+
+A user's interest vector lives in the *context* space of the item vectors; recommendations
+are the items whose *target* vectors have the largest inner product with it. One event
+``(item, type, ts)`` updates it in O(d)::
+
+    f = event_decay * 0.5 ** (max(0, ts - last_ts) / half_life_s)
+    v <- f * v + weight[type] * context[item]
+    last_ts <- max(last_ts, ts)
+
+so the vector is an exponentially decayed, type-weighted sum of the context vectors of
+what the user did, most recent first (see docs/model.md). The same functions serve the
+Faust agent, the offline evaluation harness and the tests; nothing here knows about Kafka.
+
+>>> import numpy as np
+>>> p = InterestParams(event_decay=0.5, half_life_s=float("inf"))
+>>> v, ts = update_vector(np.zeros(2, np.float32), None, np.array([1, 0], np.float32), "view", 10.0, p)
+>>> v, ts = update_vector(v, ts, np.array([0, 1], np.float32), "purchase", 11.0, p)
+>>> v.tolist()
+[0.5, 3.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamrec.contract import EVENT_TYPES
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 1.0,
+    "add_to_cart": 2.0,
+    "favorite": 2.0,
+    "purchase": 3.0,
+}
+
+
+@dataclass(frozen=True)
+class InterestParams:
+    """Hyper-parameters of the user-vector update (defaults tuned in docs/quality.md)."""
+
+    #: Weight of each event type in the user's vector.
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    #: Geometric decay applied to the old vector at every event (sequence recency).
+    event_decay: float = 0.5
+    #: Time decay: the old vector halves every ``half_life_s`` seconds of event time.
+    half_life_s: float = 7 * 24 * 3600.0
+    #: How many recommendations to publish.
+    k: int = 10
+    #: Most recent purchased items kept per user, never recommended again.
+    max_exclusions: int = 256
+    #: Most recent events kept per user, to rebuild the vector when item vectors change.
+    history_size: int = 32
+
+    def __post_init__(self) -> None:
+        unknown = set(self.event_weights) - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"event_weights has unknown event types: {sorted(unknown)}")
+        if not 0.0 < self.event_decay <= 1.0:
+            raise ValueError(f"event_decay must be in (0, 1], got {self.event_decay}")
+        if not self.half_life_s > 0:
+            raise ValueError(f"half_life_s must be > 0, got {self.half_life_s}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+    def weight_table(self) -> np.ndarray:
+        """Weights indexed by event-type code (the order of ``EVENT_TYPES``)."""
+        return np.array([self.event_weights.get(t, 0.0) for t in EVENT_TYPES], dtype=np.float32)
+
+
+def decay_factor(last_ts: float | None, ts: float, params: InterestParams) -> float:
+    """Factor applied to the old vector when an event at ``ts`` arrives."""
+    if last_ts is None:
+        return 0.0
+    dt = max(0.0, ts - last_ts)
+    return params.event_decay * 0.5 ** (dt / params.half_life_s)
+
+
+def update_vector(
+    user_vector: np.ndarray,
+    last_ts: float | None,
+    item_context: np.ndarray,
+    event_type: str,
+    ts: float,
+    params: InterestParams,
+) -> tuple[np.ndarray, float]:
+    """Apply one event to a user's vector; return ``(new_vector, new_last_ts)`` (float32)."""
+    factor = np.float32(decay_factor(last_ts, ts, params))
+    weight = np.float32(params.event_weights.get(event_type, 0.0))
+    new_vector = factor * user_vector.astype(np.float32, copy=False) + weight * item_context.astype(np.float32, copy=False)
+    new_ts = ts if last_ts is None else max(last_ts, ts)
+    return new_vector.astype(np.float32, copy=False), new_ts
+
+
+def fold_events(
+    events: list[tuple[int, str, float]],
+    item_contexts: np.ndarray,
+    params: InterestParams,
+    *,
+    start: tuple[np.ndarray, float | None] | None = None,
+) -> tuple[np.ndarray, float | None]:
+    """Apply ``(item_row, event_type, ts)`` events in order, from an empty vector or ``start``."""
+    vector, last_ts = start if start is not None else (np.zeros(item_contexts.shape[1], np.float32), None)
+    for row, event_type, ts in events:
+        vector, last_ts = update_vector(vector, last_ts, item_contexts[row], event_type, ts, params)
+    return vector, last_ts
+
+
+def update_batch(
+    user_vectors: np.ndarray,
+    last_ts: np.ndarray,
+    user_index: np.ndarray,
+    item_rows: np.ndarray,
+    type_codes: np.ndarray,
+    ts: np.ndarray,
+    item_contexts: np.ndarray,
+    params: InterestParams,
+) -> None:
+    """Vectorised :func:`update_vector` over a micro-batch, in place.
+
+    ``user_vectors`` is ``(users, d)`` float32 and ``last_ts`` ``(users,)`` float64 with NaN
+    meaning "no event yet". Event ``j`` belongs to user ``user_index[j]``; events of one user
+    are applied in batch order, so the result equals calling :func:`update_vector` per event.
+    """
+    if len(user_index) == 0:
+        return
+    weights = params.weight_table()[type_codes]
+    # Rank of each event among its user's events in this batch: events with the same rank
+    # touch distinct users, so each rank is one vectorised step.
+    order = np.argsort(user_index, kind="stable")
+    sorted_users = user_index[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - run_start
+    for step in range(int(rank.max()) + 1):
+        sel = np.flatnonzero(rank == step)
+        users = user_index[sel]
+        prev = last_ts[users]
+        dt = np.maximum(0.0, ts[sel] - np.nan_to_num(prev, nan=0.0))
+        factor = params.event_decay * np.power(0.5, dt / params.half_life_s)
+        factor = np.where(np.isnan(prev), 0.0, factor).astype(np.float32)
+        user_vectors[users] = factor[:, None] * user_vectors[users] + weights[sel][:, None] * item_contexts[item_rows[sel]]
+        last_ts[users] = np.where(np.isnan(prev), ts[sel], np.fmax(prev, ts[sel]))
