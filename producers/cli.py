@@ -7,8 +7,8 @@ Exactly one source per call:
 * ``--dataset PATH --format taobao|retailrocket|amazon-seq|yoochoose|jsonl|csv``;
 * ``--synthetic --users 1000 --items 5000 --events 100000 --seed 0``.
 
-Every option can also come from the environment (``STREAMREC_PRODUCE_RATE=500`` under the
-``streamrec`` group); ``--topic``/``--bootstrap`` default to the settings
+Every option can also come from the environment, named after it (``STREAMREC_PRODUCE_RATE=500``,
+``STREAMREC_PRODUCE_FILE=...``, ``STREAMREC_PRODUCE_NO_PROGRESS=1`` under the ``streamrec`` group); ``--topic``/``--bootstrap`` default to the settings
 (``STREAMREC_KAFKA__EVENTS_TOPIC``, ``STREAMREC_KAFKA__BOOTSTRAP``).
 """
 
@@ -37,9 +37,9 @@ SYNTHETIC_DEFAULTS = {"users": 1_000, "items": 5_000, "events": 100_000, "seed":
 #: How long to wait for the broker when making sure the topic exists.
 TOPIC_TIMEOUT_S = 15.0
 
-_SINGLE_OPTIONS = {"user": "--user", "item": "--item", "event_type": "--type", "ts": "--ts", "session": "--session",
+_SINGLE_OPTIONS = {"user": "--user", "item": "--item", "type": "--type", "ts": "--ts", "session": "--session",
                    "price": "--price", "category": "--category", "query": "--query", "event_id": "--event-id"}
-_SYNTHETIC_OPTIONS = {"users": "--users", "items": "--items", "n_events": "--events", "seed": "--seed",
+_SYNTHETIC_OPTIONS = {"users": "--users", "items": "--items", "events": "--events", "seed": "--seed",
                       "start_ts": "--start-ts"}
 _FIELD_OPTIONS = {"event_id": "--event-id", "user_id": "--user", "item_id": "--item", "type": "--type", "ts": "--ts",
                   "session_id": "--session", "price": "--price", "category": "--category", "query": "--query"}
@@ -74,7 +74,7 @@ def _given(options: dict[str, object], names: dict[str, str]) -> list[str]:
 def _choose_mode(options: dict[str, object]) -> str:
     modes = {
         "single": _given(options, {"user": "--user", "item": "--item"}),
-        "file": _given(options, {"file_path": "--file"}),
+        "file": _given(options, {"file": "--file"}),
         "dataset": _given(options, {"dataset": "--dataset"}),
         "synthetic": _given(options, {"synthetic": "--synthetic"}),
     }
@@ -89,10 +89,10 @@ def _choose_mode(options: dict[str, object]) -> str:
         raise click.UsageError(f"choose one source of events, got {flags}")
     mode = chosen[0]
     misplaced = {
-        "single": _given(options, _SYNTHETIC_OPTIONS) + _given(options, {"fmt": "--format", "skip_bad": "--skip-bad"}),
+        "single": _given(options, _SYNTHETIC_OPTIONS) + _given(options, {"format": "--format", "skip_bad": "--skip-bad"}),
         "file": _given(options, _SINGLE_OPTIONS) + _given(options, _SYNTHETIC_OPTIONS),
         "dataset": _given(options, _SINGLE_OPTIONS) + _given(options, _SYNTHETIC_OPTIONS),
-        "synthetic": _given(options, _SINGLE_OPTIONS) + _given(options, {"fmt": "--format", "skip_bad": "--skip-bad"}),
+        "synthetic": _given(options, _SINGLE_OPTIONS) + _given(options, {"format": "--format", "skip_bad": "--skip-bad"}),
     }[mode]
     if misplaced:
         where = {"single": "a single event", "file": "--file", "dataset": "--dataset", "synthetic": "--synthetic"}[mode]
@@ -108,7 +108,7 @@ def _single_event(options: dict[str, object]) -> Event:
         "event_id": options.get("event_id") or f"cli-{time.time_ns()}",
         "user_id": options["user"],
         "item_id": options["item"],
-        "type": options.get("event_type") or "view",
+        "type": options.get("type") or "view",
         "ts": time.time() if options.get("ts") is None else options["ts"],
         "session_id": options.get("session"),
         "price": options.get("price"),
@@ -137,9 +137,9 @@ def _check_path(path: Path, flag: str) -> Path:
 
 
 def _file_source(options: dict[str, object], limit: int | None) -> _Source:
-    mode_flag = "--file" if options.get("file_path") is not None else "--dataset"
-    path = _check_path(Path(str(options.get("file_path") or options["dataset"])), mode_flag)
-    fmt = options.get("fmt")
+    mode_flag = "--file" if options.get("file") is not None else "--dataset"
+    path = _check_path(Path(str(options.get("file") or options["dataset"])), mode_flag)
+    fmt = options.get("format")
     if fmt is None and mode_flag == "--file":
         fmt = format_from_extension(path)
         if fmt is None:
@@ -156,12 +156,11 @@ def _file_source(options: dict[str, object], limit: int | None) -> _Source:
 
 
 def _synthetic_source(options: dict[str, object], limit: int | None) -> _Source:
-    values = {name: options.get(key) for name, key in
-              (("users", "users"), ("items", "items"), ("events", "n_events"), ("seed", "seed"))}
-    settings = {name: SYNTHETIC_DEFAULTS[name] if value is None else int(value) for name, value in values.items()}
+    settings = {name: default if options.get(name) is None else int(options[name])  # type: ignore[call-overload]
+                for name, default in SYNTHETIC_DEFAULTS.items()}
     n_events = settings["events"] if limit is None else min(settings["events"], limit)
     start_ts = options.get("start_ts")
-    if start_ts is None:  # end the simulated stream about now, so no event lies in the future
+    if start_ts is None:  # end the simulated stream about now (the worker rejects events >1 day ahead)
         start_ts = time.time() - n_events / DEFAULT_RATE
     try:
         shop = SyntheticShop(items=settings["items"], users=settings["users"], seed=settings["seed"])
@@ -207,21 +206,21 @@ def _summary(stats: ReadStats | None, replayed: ReplayStats, *, topic: str, boot
 @click.command("produce")
 @click.option("--user", help="Single event: the user id.")
 @click.option("--item", help="Single event: the item id.")
-@click.option("--type", "event_type", type=click.Choice(EVENT_TYPES), help="Single event: its type [default: view].")
+@click.option("--type", type=click.Choice(EVENT_TYPES), help="Single event: its type [default: view].")
 @click.option("--ts", type=float, help="Single event: event time in Unix seconds [default: now].")
 @click.option("--session", help="Single event: the session id.")
 @click.option("--price", type=float, help="Single event: the price.")
 @click.option("--category", help="Single event: the item's category.")
 @click.option("--query", help="Single event: the search query.")
 @click.option("--event-id", help="Single event: its id [default: cli-<nanoseconds>].")
-@click.option("--file", "file_path", type=click.Path(path_type=Path), help="Send a .jsonl or .csv file of events.")
+@click.option("--file", type=click.Path(path_type=Path), help="Send a .jsonl or .csv file of events.")
 @click.option("--dataset", type=click.Path(path_type=Path), help="Send a dataset file (needs --format).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Format of --dataset (or of --file, over its extension).")
+@click.option("--format", type=click.Choice(FORMATS), help="Format of --dataset (or of --file, over its extension).")
 @click.option("--skip-bad", is_flag=True, help="Skip (count and log) bad lines instead of stopping at the first.")
 @click.option("--synthetic", is_flag=True, help="Send events of a seeded synthetic shop.")
 @click.option("--users", type=click.IntRange(min=1), help=f"Synthetic: users [default: {SYNTHETIC_DEFAULTS['users']}].")
 @click.option("--items", type=click.IntRange(min=1), help=f"Synthetic: items [default: {SYNTHETIC_DEFAULTS['items']}].")
-@click.option("--events", "n_events", type=click.IntRange(min=0),
+@click.option("--events", type=click.IntRange(min=0),
               help=f"Synthetic: events [default: {SYNTHETIC_DEFAULTS['events']}].")
 @click.option("--seed", type=int, help=f"Synthetic: random seed [default: {SYNTHETIC_DEFAULTS['seed']}].")
 @click.option("--start-ts", type=click.FloatRange(min=0), help="Synthetic: time of the first event [default: so the last is about now].")
@@ -231,7 +230,7 @@ def _summary(stats: ReadStats | None, replayed: ReplayStats, *, topic: str, boot
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: settings kafka.bootstrap].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--dry-run", is_flag=True, help="Read and validate the events, send nothing (no Kafka needed).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--json", is_flag=True, help="Print the summary as JSON.")
 def produce(**options: object) -> None:
     """Send events to Kafka: one event, a file, a dataset or a synthetic shop."""
     mode = _choose_mode(options)
@@ -258,4 +257,4 @@ def produce(**options: object) -> None:
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_summary(source.stats, replayed, topic=topic, bootstrap=bootstrap, dry_run=dry_run,
-                        as_json=bool(options.get("as_json"))))
+                        as_json=bool(options.get("json"))))

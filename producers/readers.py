@@ -57,6 +57,7 @@ YOOCHOOSE_HEADER = ("SessionId", "ItemId", "Time")
 
 #: How many bad lines per file are logged one by one before only the total is logged.
 _LOGGED_BAD_LINES = 10
+_BOM = b"\xef\xbb\xbf"
 #: Longest file name used inside event ids (the contract caps strings at 256 characters).
 _MAX_NAME_IN_ID = 160
 
@@ -120,7 +121,7 @@ def _decode(raw: bytes) -> str:
 
 def _timestamp(text: str, *, per_second: float = 1.0) -> float:
     try:
-        ts = float(text) / per_second  # division rounds ms exactly: 1433221999827 -> ...999.827
+        ts = float(text) / per_second  # divide, don't multiply by 0.001: 1433221999827 ms -> 1433221999.827 exactly
     except ValueError:
         raise _LineError(f"timestamp {text!r} is not a number") from None
     if not math.isfinite(ts) or ts < 0:
@@ -176,12 +177,14 @@ def _read_lines(
             stats.lines += 1
             if not first:
                 raise BadHeader(path, f"the file is empty; expected the header {separator.join(header)!r}")
-            found = tuple(first.decode("utf-8", "replace").rstrip("\r\n").split(separator))
+            found = tuple(first.decode("utf-8-sig", "replace").rstrip("\r\n").split(separator))
             if found != header:
                 raise BadHeader(path, f"expected the header {separator.join(header)!r}, found {separator.join(found)!r}")
         for raw in handle:
             line_number += 1
             stats.lines += 1
+            if line_number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             try:
                 try:
                     line = raw.decode("utf-8").rstrip("\r\n")
@@ -461,6 +464,8 @@ def read_csv(
 
     def decoded(handle: IO[bytes]) -> Iterator[str]:
         for line_number, raw in enumerate(handle, start=1):
+            if line_number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:

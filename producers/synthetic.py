@@ -305,7 +305,7 @@ class SyntheticShop:
             pending = pending.take(np.argsort(pending.ts, kind="stable"))
             # Every later session starts after this block's last one, so all events up to
             # that start time are final; the rest wait for the next block.
-            cut = int(np.searchsorted(pending.ts, round(last_start, 3), side="right"))
+            cut = int(np.searchsorted(pending.ts, np.round(last_start, 3), side="right"))
             cut = min(cut, n_events - emitted)
             emitted += cut
             carry = pending.take(slice(cut, None))
@@ -316,7 +316,8 @@ class SyntheticShop:
 
         ``start_ts``: event time of the first event (default :data:`DEFAULT_START_TS`);
         ``rate``: mean events per second of *event time* (default :data:`DEFAULT_RATE`), which
-        sets how densely sessions overlap; it does not pace anything in wall-clock time.
+        sets how densely sessions overlap; it does not pace anything in wall-clock time. The
+        stream starts with no session open, so the first few minutes of event time are sparser.
         Event ids are ``syn-<seed>-<n>``, session ids ``syn-<seed>-s<k>``.
         """
         prices = self.item_price.tolist()

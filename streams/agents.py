@@ -17,7 +17,7 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from streamrec.contract import encode_dead_letter, encode_recommendation
-from streams.processor import process_batch
+from streams.processor import Message, process_batch
 from streams.state import StateDecodeError, UserState, decode_state, encode_state
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class WorkerStats:
         self.processed = 0
         self.recommended = 0
         self.batches = 0
+        self.duplicates = 0
         self.rejected: Counter[str] = Counter()
 
     def as_dict(self) -> dict[str, object]:
@@ -56,6 +57,7 @@ class WorkerStats:
             "processed": self.processed,
             "recommended": self.recommended,
             "batches": self.batches,
+            "duplicates": self.duplicates,
             "rejected": dict(self.rejected),
         }
 
@@ -85,19 +87,20 @@ def register_agents(bundle: StreamrecApp) -> None:
     async def recommend(stream):  # noqa: ANN001 - Faust passes its own stream type
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             model = bundle.model.current
-            messages = [(e.message.key, e.message.value) for e in batch]
+            messages = [Message(m.key, m.value, m.partition, m.offset) for m in (e.message for e in batch)]
             result = process_batch(messages, load_state_for(batch), model, bundle.params)
             for user_id, (state, position) in result.states.items():
                 with acting_for(batch[position]):
                     table[user_id.encode()] = encode_state(state)
+            send_recommendation = bundle.recommendations_topic.send_soon
             for rec in result.recommendations:
-                await bundle.recommendations_topic.send(key=rec.user_id.encode(), value=encode_recommendation(rec))
+                send_recommendation(key=rec.user_id.encode(), value=encode_recommendation(rec))
             for rejected in result.rejected:
                 message = batch[rejected.position].message
                 logger.warning(
                     "rejected %s[%d]@%d: %s (%s)", message.topic, message.partition, message.offset, rejected.reason, rejected.detail
                 )
-                await bundle.dlq_topic.send(
+                bundle.dlq_topic.send_soon(
                     key=message.key,
                     value=encode_dead_letter(
                         message.value,
@@ -110,7 +113,8 @@ def register_agents(bundle: StreamrecApp) -> None:
                 )
                 stats.rejected[rejected.reason] += 1
             stats.batches += 1
-            stats.processed += len(batch) - len(result.rejected)
+            stats.duplicates += len(result.duplicates)
+            stats.processed += len(batch) - len(result.rejected) - len(result.duplicates)
             stats.recommended += len(result.recommendations)
 
     @app.timer(interval=settings.model_poll_s)

@@ -83,6 +83,7 @@ def create_app(settings: Settings, params: InterestParams | None = None) -> Stre
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4 * worker.batch_size, 4096),
+        broker_max_poll_records=worker.batch_size,
         broker_commit_every=max(worker.batch_size, 1000),
         table_cleanup_interval=600.0,
         rocksdb_options={"block_cache_size": 64 * 1024**2, "block_cache_compressed_size": 0, "write_buffer_size": 16 * 1024**2},

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,15 @@ from indexing.index import search
 from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, Recommendation, ScoredItem, decode_event
 from streams.interest import InterestParams, fold_events, update_batch
 from streams.state import UserState
+
+
+class Message(NamedTuple):
+    """A raw message as the agent hands it over: bytes plus where it came from."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass(frozen=True)
@@ -36,17 +46,19 @@ class BatchResult:
     states: dict[str, tuple[UserState, int]] = field(default_factory=dict)
     recommendations: list[Recommendation] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    #: Positions of events already applied before (re-sent or replayed), skipped.
+    duplicates: list[int] = field(default_factory=list)
 
 
 def decode_batch(
-    messages: Sequence[tuple[bytes | None, bytes | None]], model: ModelArtifact, *, now: float | None = None
+    messages: Sequence[Message], model: ModelArtifact, *, now: float | None = None
 ) -> tuple[list[tuple[int, Event]], list[Rejected]]:
     """Decode and validate ``(key, value)`` messages against the contract and the model."""
     accepted: list[tuple[int, Event]] = []
     rejected: list[Rejected] = []
     now = time.time() if now is None else now
     row_of = model.row_of
-    for position, (key, value) in enumerate(messages):
+    for position, (key, value, _, _) in enumerate(messages):
         try:
             event = decode_event(value, now=now)
         except InvalidEvent as exc:
@@ -67,101 +79,141 @@ def decode_batch(
 
 def rebuild_state(state: UserState, model: ModelArtifact, params: InterestParams) -> UserState:
     """Re-derive a user's vector in a new model's space from their recent events."""
-    known = [(model.row_of[item], kind, ts) for item, kind, ts in state.recent if item in model.row_of]
+    known = [(model.row_of[item], kind, ts) for _, item, kind, ts in state.recent if item in model.row_of]
     vector, last_ts = fold_events(known, model.context, params)
-    return UserState(vector, last_ts if known else None, state.n_events, model.version, state.recent, state.purchased)
+    return replace(state, vector=vector, last_ts=last_ts if known else state.last_ts, model_version=model.version)
+
+
+def is_duplicate(state: UserState | None, seen_ids: set[str], event: Event, message: Message) -> bool:
+    """Was this event applied before? Either the same offset was replayed (after a crash or
+    a rebalance: the state already reflects it) or the same ``event_id`` was re-sent."""
+    if state is not None and message.partition == state.partition and 0 <= message.offset <= state.offset:
+        return True
+    return event.event_id in seen_ids
 
 
 def process_batch(
-    messages: Sequence[tuple[bytes | None, bytes | None]],
+    messages: Sequence[Message],
     load_state: Callable[[str, int], UserState | None],
     model: ModelArtifact,
     params: InterestParams,
     *,
     now: float | None = None,
 ) -> BatchResult:
-    """Decode, update every touched user's vector, search once, and build the outputs.
+    """Decode, skip duplicates, update every touched user's vector, search once, build outputs.
 
     ``load_state(user_id, position)`` returns the stored state (``position`` is the index
     of one of the user's messages, for stores that need the message's partition).
+    A user whose events in the batch were all duplicates gets their last recommendation
+    again only when the newest duplicate is the last event their state reflects (its list
+    may have been lost in a crash); the list is then the same as before.
     """
     accepted, rejected = decode_batch(messages, model, now=now)
     result = BatchResult(rejected=rejected)
     if not accepted:
         return result
 
-    users: dict[str, int] = {}
-    for _, event in accepted:
-        users.setdefault(event.user_id, len(users))
-    user_list = list(users)
-    first_position: dict[str, int] = {}
+    per_user: dict[str, list[tuple[int, Event]]] = {}
     for position, event in accepted:
-        first_position.setdefault(event.user_id, position)
+        per_user.setdefault(event.user_id, []).append((position, event))
+
+    # Load states and drop events applied before.
+    old_states: dict[str, UserState | None] = {}
+    fresh: dict[str, list[tuple[int, Event]]] = {}
+    resend: dict[str, tuple[int, Event]] = {}
+    for user_id, events in per_user.items():
+        state = load_state(user_id, events[0][0])
+        if state is not None and state.model_version != model.version:
+            state = rebuild_state(state, model, params)
+        old_states[user_id] = state
+        seen = {r[0] for r in state.recent} if state is not None else set()
+        kept = []
+        for position, event in events:
+            if is_duplicate(state, seen, event, messages[position]):
+                result.duplicates.append(position)
+                if state is not None and state.recent and state.recent[-1][0] == event.event_id:
+                    resend[user_id] = (position, event)
+            else:
+                seen.add(event.event_id)
+                kept.append((position, event))
+        if kept:
+            fresh[user_id] = kept
+        elif user_id in resend and resend[user_id][0] == events[-1][0]:
+            pass  # only the state's own last event came again: re-emit its list below
+        else:
+            resend.pop(user_id, None)
+    for user_id in fresh:
+        resend.pop(user_id, None)
+    users = list(fresh) + list(resend)
+    if not users:
+        return result
+    slot_of = {user_id: slot for slot, user_id in enumerate(users)}
 
     dim = model.dim
     vectors = np.zeros((len(users), dim), dtype=np.float32)
     last_ts = np.full(len(users), np.nan)
-    old_states: list[UserState | None] = []
-    for slot, user_id in enumerate(user_list):
-        state = load_state(user_id, first_position[user_id])
-        if state is not None and state.model_version != model.version:
-            state = rebuild_state(state, model, params)
+    for slot, user_id in enumerate(users):
+        state = old_states[user_id]
         if state is not None:
             vectors[slot] = state.vector
             last_ts[slot] = np.nan if state.last_ts is None else state.last_ts
-        old_states.append(state)
 
-    events = [event for _, event in accepted]
+    events = [event for user_id in fresh for _, event in fresh[user_id]]
     update_batch(
         vectors,
         last_ts,
-        np.fromiter((users[e.user_id] for e in events), dtype=np.int64, count=len(events)),
+        np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events)),
         np.fromiter((model.row_of[e.item_id] for e in events), dtype=np.int64, count=len(events)),
         np.fromiter((EVENT_TYPE_CODES[e.type] for e in events), dtype=np.int64, count=len(events)),
         np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events)),
         model.context,
         params,
     )
-    if not np.all(np.isfinite(vectors)):
-        bad = {user_list[i] for i in np.flatnonzero(~np.isfinite(vectors).all(axis=1))}
-        raise FloatingPointError(f"non-finite user vectors for {sorted(bad)[:5]}: the model's context vectors are broken")
-
-    per_user: dict[str, list[tuple[int, Event]]] = {u: [] for u in user_list}
-    for position, event in accepted:
-        per_user[event.user_id].append((position, event))
+    if not np.isfinite(vectors).all():
+        bad = [users[i] for i in np.flatnonzero(~np.isfinite(vectors).all(axis=1))]
+        raise FloatingPointError(f"non-finite user vectors for {bad[:5]}: the model's context vectors are broken")
 
     exclusions: list[set[int]] = []
-    for slot, user_id in enumerate(user_list):
-        old = old_states[slot]
-        recent = list(old.recent) if old else []
-        purchased = list(old.purchased) if old else []
-        for _, event in per_user[user_id]:
-            recent.append((event.item_id, event.type, event.ts))
-            if event.type == "purchase":
-                if event.item_id in purchased:
-                    purchased.remove(event.item_id)
-                purchased.append(event.item_id)
-        recent = recent[-params.history_size :]
-        purchased = purchased[-params.max_exclusions :]
-        new_state = UserState(
-            vector=vectors[slot].copy(),
-            last_ts=None if np.isnan(last_ts[slot]) else float(last_ts[slot]),
-            n_events=(old.n_events if old else 0) + len(per_user[user_id]),
-            model_version=model.version,
-            recent=tuple(recent),
-            purchased=tuple(purchased),
-        )
-        result.states[user_id] = (new_state, per_user[user_id][-1][0])
-        exclusions.append({model.row_of[i] for i in purchased if i in model.row_of})
+    triggers: list[Event] = []
+    for slot, user_id in enumerate(users):
+        old = old_states[user_id]
+        if user_id in resend:
+            position, trigger = resend[user_id]
+            purchased = list(old.purchased) if old else []
+        else:
+            recent = list(old.recent) if old else []
+            purchased = list(old.purchased) if old else []
+            for _, event in fresh[user_id]:
+                recent.append((event.event_id, event.item_id, event.type, event.ts))
+                if event.type == "purchase":
+                    if event.item_id in purchased:
+                        purchased.remove(event.item_id)
+                    purchased.append(event.item_id)
+            position, trigger = fresh[user_id][-1]
+            source = messages[position]
+            result.states[user_id] = (
+                UserState(
+                    vector=vectors[slot].copy(),
+                    last_ts=None if np.isnan(last_ts[slot]) else float(last_ts[slot]),
+                    n_events=(old.n_events if old else 0) + len(fresh[user_id]),
+                    model_version=model.version,
+                    recent=tuple(recent[-params.history_size :]),
+                    purchased=tuple(purchased[-params.max_exclusions :]),
+                    partition=source.partition,
+                    offset=source.offset,
+                ),
+                position,
+            )
+        triggers.append(trigger)
+        row_of = model.row_of
+        exclusions.append({row_of[i] for i in purchased if i in row_of})
 
     rows, scores = search(model.index, vectors, params.k, exclusions)
     produced_at = time.time()
     item_ids = model.item_ids
-    for slot, user_id in enumerate(user_list):
-        trigger = per_user[user_id][-1][1]
-        items = tuple(
-            ScoredItem(item_ids[r], float(s)) for r, s in zip(rows[slot], scores[slot], strict=True) if r >= 0
-        )
+    for slot, user_id in enumerate(users):
+        trigger = triggers[slot]
+        items = tuple(ScoredItem(item_ids[r], s) for r, s in zip(rows[slot].tolist(), scores[slot].tolist()) if r >= 0)
         result.recommendations.append(
             Recommendation(user_id, items, model.version, trigger.event_id, trigger.ts, produced_at)
         )

@@ -17,9 +17,9 @@ import numpy as np
 from streamrec.contract import EVENT_TYPE_CODES, EVENT_TYPES
 
 _MAGIC = 0x5352  # "SR"
-_FORMAT_VERSION = 1
-# magic, format, dim, n_events, last_ts, len(model_version), len(recent), len(purchased)
-_HEADER = struct.Struct("<HHIQdHHH")
+_FORMAT_VERSION = 2
+# magic, format, dim, n_events, last_ts, partition, offset, len(model_version), len(recent), len(purchased)
+_HEADER = struct.Struct("<HHIQdiqHHH")
 _SEP = "\x1f"
 
 
@@ -35,10 +35,15 @@ class UserState:
     last_ts: float | None  # event time of the newest event applied, None before the first
     n_events: int
     model_version: str
-    #: Most recent events, oldest first: (item_id, type, ts); bounded by history_size.
-    recent: tuple[tuple[str, str, float], ...] = ()
+    #: Most recent events, oldest first: (event_id, item_id, type, ts); bounded by history_size.
+    #: Rebuilds the vector for a new model version and recognises re-sent events.
+    recent: tuple[tuple[str, str, str, float], ...] = ()
     #: Purchased item ids, oldest first, bounded by max_exclusions; never recommended.
     purchased: tuple[str, ...] = ()
+    #: Source partition and offset of the newest applied event (-1 before the first), so
+    #: that events replayed after a crash or a rebalance are recognised and not applied twice.
+    partition: int = -1
+    offset: int = -1
 
     def __post_init__(self) -> None:
         if not np.all(np.isfinite(self.vector)):
@@ -48,9 +53,9 @@ class UserState:
 def encode_state(state: UserState) -> bytes:
     version = state.model_version.encode()
     vector = np.ascontiguousarray(state.vector, dtype=np.float32)
-    recent_ids = _SEP.join(item for item, _, _ in state.recent).encode()
-    recent_types = bytes(EVENT_TYPE_CODES[t] for _, t, _ in state.recent)
-    recent_ts = np.array([ts for _, _, ts in state.recent], dtype=np.float64).tobytes()
+    recent_ids = _SEP.join(f"{event_id}{_SEP}{item}" for event_id, item, _, _ in state.recent).encode()
+    recent_types = bytes(EVENT_TYPE_CODES[t] for _, _, t, _ in state.recent)
+    recent_ts = np.array([ts for _, _, _, ts in state.recent], dtype=np.float64).tobytes()
     purchased = _SEP.join(state.purchased).encode()
     header = _HEADER.pack(
         _MAGIC,
@@ -58,6 +63,8 @@ def encode_state(state: UserState) -> bytes:
         vector.shape[0],
         state.n_events,
         math.nan if state.last_ts is None else state.last_ts,
+        state.partition,
+        state.offset,
         len(version),
         len(state.recent),
         len(state.purchased),
@@ -78,7 +85,7 @@ def encode_state(state: UserState) -> bytes:
 
 def decode_state(raw: bytes) -> UserState:
     try:
-        magic, fmt, dim, n_events, last_ts, n_version, n_recent, n_purchased = _HEADER.unpack_from(raw, 0)
+        magic, fmt, dim, n_events, last_ts, partition, offset, n_version, n_recent, n_purchased = _HEADER.unpack_from(raw, 0)
     except struct.error as exc:
         raise StateDecodeError(f"user state too short ({len(raw)} bytes)") from exc
     if magic != _MAGIC or fmt != _FORMAT_VERSION:
@@ -97,10 +104,11 @@ def decode_state(raw: bytes) -> UserState:
     recent_ids = raw[pos : pos + n_ids].decode().split(_SEP) if n_recent else []
     pos += n_ids
     purchased = tuple(raw[pos:].decode().split(_SEP)) if n_purchased else ()
-    if len(recent_ids) != n_recent or len(purchased) != n_purchased:
+    if len(recent_ids) != 2 * n_recent or len(purchased) != n_purchased:
         raise StateDecodeError("user state lists are inconsistent with its header")
     recent = tuple(
-        (item, EVENT_TYPES[code], float(ts)) for item, code, ts in zip(recent_ids, types, recent_ts, strict=True)
+        (event_id, item, EVENT_TYPES[code], float(ts))
+        for event_id, item, code, ts in zip(recent_ids[0::2], recent_ids[1::2], types, recent_ts, strict=True)
     )
     return UserState(
         vector=vector,
@@ -109,4 +117,6 @@ def decode_state(raw: bytes) -> UserState:
         model_version=version,
         recent=recent,
         purchased=purchased,
+        partition=partition,
+        offset=offset,
     )

@@ -103,6 +103,18 @@ def test_blank_lines_are_ignored_and_crlf_is_accepted(tmp_path: Path) -> None:
     assert events[1].event_id.endswith(":3")
 
 
+def test_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "t.csv").write_bytes(bom + TAOBAO.encode())
+    (tmp_path / "c.txt").write_bytes(bom + YOOCHOOSE.encode())
+    (tmp_path / "e.csv").write_bytes(bom + b"user_id,item_id,type,ts\nu,i,view,1\n")
+    (tmp_path / "e.jsonl").write_bytes(bom + b'{"user_id": "u", "item_id": "i", "type": "view", "ts": 1}\n')
+    assert list(read_taobao(tmp_path / "t.csv"))[0].user_id == "1"
+    assert len(list(read_yoochoose(tmp_path / "c.txt"))) == 3
+    assert len(list(read_csv(tmp_path / "e.csv"))) == 1
+    assert len(list(read_jsonl(tmp_path / "e.jsonl"))) == 1
+
+
 def test_invalid_utf8_is_a_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
     path.write_bytes(b"1,10,100,pv,1511658000\n1,caf\xe9,100,pv,1511658000\n")
