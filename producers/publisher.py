@@ -243,8 +243,11 @@ def ensure_topics(
     replication_factor: int = 1,
     timeout: float = 30.0,
     admin_factory: Callable[[dict[str, Any]], Any] | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create the topics that are missing (``{name: partitions}``) and wait until they exist.
+
+    ``configs`` gives topic-level settings for topics created here (``{name: {key: value}}``).
 
     Idempotent: existing topics are left alone (a warning is logged if one has fewer
     partitions than asked). Returns the names it created. Raises :class:`RuntimeError`
@@ -276,7 +279,15 @@ def ensure_topics(
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(name, num_partitions=topics[name], replication_factor=replication_factor) for name in missing],
+        [
+            NewTopic(
+                name,
+                num_partitions=topics[name],
+                replication_factor=replication_factor,
+                config=dict((configs or {}).get(name, {})),
+            )
+            for name in missing
+        ],
         operation_timeout=timeout,
         request_timeout=timeout,
     )

@@ -62,6 +62,11 @@ class WorkerSettings(BaseModel):
     #: How often the worker looks for a newer model version, in seconds.
     model_poll_s: float = Field(10.0, gt=0)
     web_port: int = Field(6066, ge=1, le=65535)
+    #: A worker that stops heart-beating is declared dead after this long and its
+    #: partitions move to the others.
+    session_timeout_s: float = Field(10.0, gt=0)
+    #: Standby copies of each table partition kept warm on other workers.
+    standby_replicas: int = Field(1, ge=0)
 
 
 class Settings(BaseSettings):

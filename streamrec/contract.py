@@ -27,6 +27,10 @@ EVENT_TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(EVENT
 MAX_STRING_LENGTH = 256
 #: Largest accepted encoded event, in bytes.
 MAX_EVENT_BYTES = 16 * 1024
+#: Largest original payload a dead letter keeps whole; longer ones keep this many leading bytes.
+MAX_DEAD_LETTER_RAW_BYTES = 5 * 1024 * 1024
+#: The dead-letter topic and the worker's producer accept messages up to this size.
+DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Events stamped further than this into the future (relative to the decoder's clock) are rejected.
 MAX_FUTURE_SKEW_S = 24 * 3600.0
 
@@ -216,19 +220,26 @@ def encode_dead_letter(
     partition: int,
     offset: int,
     rejected_at: float | None = None,
+    max_raw_bytes: int = MAX_DEAD_LETTER_RAW_BYTES,
 ) -> bytes:
-    """A dead-letter record: why, where from, and the original bytes (base64)."""
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "detail": detail,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "rejected_at": time.time() if rejected_at is None else rejected_at,
-            "raw_base64": base64.b64encode(raw or b"").decode("ascii"),
-        }
-    )
+    """A dead-letter record: why, where from, and the original bytes (base64).
+
+    The bytes are kept whole up to ``max_raw_bytes`` (far above what a broker accepts by
+    default); beyond that the record says so (``raw_truncated``) and keeps the head.
+    """
+    raw = raw or b""
+    letter = {
+        "reason": reason,
+        "detail": detail,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "rejected_at": time.time() if rejected_at is None else rejected_at,
+        "raw_size": len(raw),
+        "raw_truncated": len(raw) > max_raw_bytes,
+        "raw_base64": base64.b64encode(raw[:max_raw_bytes]).decode("ascii"),
+    }
+    return orjson.dumps(letter)
 
 
 def decode_dead_letter(raw: bytes) -> dict[str, Any]:

@@ -16,11 +16,12 @@ import faust
 
 from indexing.artifact import ModelArtifact, latest_version, load_artifact
 from streamrec.config import Settings
+from streamrec.contract import DLQ_MAX_MESSAGE_BYTES
 from streams.interest import InterestParams
+from streams.tables import USER_STATES_TABLE
 
 logger = logging.getLogger(__name__)
 
-from streams.tables import USER_STATES_TABLE
 
 
 class ModelHolder:
@@ -81,11 +82,15 @@ def create_app(settings: Settings, params: InterestParams | None = None) -> Stre
         web_port=worker.web_port,
         producer_linger_ms=5,
         producer_acks=-1,
+        producer_max_request_size=DLQ_MAX_MESSAGE_BYTES + 64 * 1024,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4 * worker.batch_size, 4096),
         broker_max_poll_records=worker.batch_size,
         broker_commit_every=max(worker.batch_size, 1000),
         table_cleanup_interval=600.0,
+        table_standby_replicas=worker.standby_replicas,
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, worker.session_timeout_s / 4),
         rocksdb_options={"block_cache_size": 64 * 1024**2, "block_cache_compressed_size": 0, "write_buffer_size": 16 * 1024**2},
     )
     events_topic = app.topic(kafka.events_topic, key_serializer="raw", value_serializer="raw", partitions=kafka.partitions)

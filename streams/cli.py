@@ -11,18 +11,21 @@ from pathlib import Path
 import click
 
 from streamrec.config import get_settings
-from streamrec.contract import decode_recommendation
+from streamrec.config import KafkaSettings
+from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, decode_recommendation
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_worker_topics(bootstrap: str, partitions: int) -> None:
+def ensure_worker_topics(kafka: KafkaSettings) -> None:
+    """Create the worker's topics if missing (the dead-letter topic takes large messages)."""
     from producers.publisher import ensure_topics
 
-    kafka = get_settings().kafka
+    partitions = kafka.partitions
     ensure_topics(
-        bootstrap,
+        kafka.bootstrap,
         {kafka.events_topic: partitions, kafka.recommendations_topic: partitions, kafka.dlq_topic: partitions},
+        configs={kafka.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}},
     )
 
 
@@ -56,7 +59,7 @@ def worker(bootstrap, models_dir, data_dir, batch_size, loglevel) -> None:  # no
         bundle = create_app(settings)
     except ArtifactError as exc:
         raise click.ClickException(f"cannot start the worker: {exc}") from None
-    ensure_worker_topics(settings.kafka.bootstrap, settings.kafka.partitions)
+    ensure_worker_topics(settings.kafka)
     click.echo(
         f"worker {settings.worker.app_id}: {settings.kafka.events_topic} -> {settings.kafka.recommendations_topic} "
         f"on {settings.kafka.bootstrap}, model {bundle.model.current.version}",

@@ -159,19 +159,31 @@ def process_batch(
             last_ts[slot] = np.nan if state.last_ts is None else state.last_ts
 
     events = [event for user_id in fresh for _, event in fresh[user_id]]
-    update_batch(
-        vectors,
-        last_ts,
-        np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events)),
-        np.fromiter((model.row_of[e.item_id] for e in events), dtype=np.int64, count=len(events)),
-        np.fromiter((EVENT_TYPE_CODES[e.type] for e in events), dtype=np.int64, count=len(events)),
-        np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events)),
-        model.context,
-        params,
-    )
-    if not np.isfinite(vectors).all():
-        bad = [users[i] for i in np.flatnonzero(~np.isfinite(vectors).all(axis=1))]
-        raise FloatingPointError(f"non-finite user vectors for {bad[:5]}: the model's context vectors are broken")
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        update_batch(
+            vectors,
+            last_ts,
+            np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events)),
+            np.fromiter((model.row_of[e.item_id] for e in events), dtype=np.int64, count=len(events)),
+            np.fromiter((EVENT_TYPE_CODES[e.type] for e in events), dtype=np.int64, count=len(events)),
+            np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events)),
+            model.context,
+            params,
+        )
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        # Never store or search a broken vector: the user's events are rejected instead,
+        # and the stored state stays as it was.
+        for slot in np.flatnonzero(~finite):
+            user_id = users[slot]
+            for position, _ in fresh.get(user_id, []):
+                result.rejected.append(Rejected(position, "non_finite_vector", f"the update made {user_id!r}'s vector non-finite"))
+            fresh.pop(user_id, None)
+            resend.pop(user_id, None)
+        keep = [slot for slot, user_id in enumerate(users) if user_id in fresh or user_id in resend]
+        users = [users[slot] for slot in keep]
+        vectors, last_ts = vectors[keep], last_ts[keep]
+        result.rejected.sort(key=lambda r: r.position)
 
     exclusions: list[set[int]] = []
     triggers: list[Event] = []

@@ -122,3 +122,16 @@ def test_a_new_model_version_rebuilds_the_vector_from_recent_events(model, tmp_p
     expected, _ = fold_events(history, newer.context, InterestParams(k=5))
     np.testing.assert_allclose(store["u"].vector, expected, rtol=1e-5)
     assert result.recommendations[0].model_version == "v000002"
+
+
+def test_a_non_finite_update_is_rejected_and_never_stored(model):
+    store = Store()
+    run(store, [msg(Event("e0", "u", "sku-1", "view", 1.0), 0)], model)
+    before = store["u"]
+    huge = InterestParams(k=5, event_weights={"view": 3e38, "purchase": 3e38})
+    result = run(store, [msg(Event("e1", "u", "sku-2", "view", 2.0), 1), msg(Event("e2", "v", "sku-2", "view", 2.0), 2),
+                         msg(Event("e3", "u", "sku-3", "purchase", 3.0), 3)], model, huge)
+    reasons = {(r.position, r.reason) for r in result.rejected}
+    assert (0, "non_finite_vector") in reasons and (2, "non_finite_vector") in reasons
+    assert store["u"] is before
+    assert all(np.isfinite(s.vector).all() for s in store.values())
