@@ -50,6 +50,10 @@ class IndexSettings(BaseModel):
     use_gpu: bool = True
     #: IVF probes / HNSW efSearch for approximate indexes.
     nprobe: int = Field(32, ge=1)
+    #: OpenMP threads FAISS may use in the worker. One leaves the other core to Faust's
+    #: consumer thread and the broker; spinning OpenMP threads on a busy 2-core machine cost
+    #: more than they give.
+    search_threads: int = Field(1, ge=1)
 
 
 class WorkerSettings(BaseModel):

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import faust
 
 from indexing.artifact import ModelArtifact, latest_version, load_artifact
@@ -68,6 +69,7 @@ def create_app(settings: Settings, params: InterestParams | None = None) -> Stre
     from streams.agents import register_agents
 
     params = params or InterestParams()
+    faiss.omp_set_num_threads(settings.index.search_threads)
     model = ModelHolder(settings.index.models_dir, use_gpu=settings.index.use_gpu, nprobe=settings.index.nprobe)
     kafka = settings.kafka
     worker = settings.worker

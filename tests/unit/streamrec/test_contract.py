@@ -125,3 +125,36 @@ def test_arbitrary_bytes_never_raise_anything_but_invalid_event(raw):
         decode_event(raw, now=NOW)
     except InvalidEvent as exc:
         assert exc.reason
+
+
+from streamrec.contract import _decode_slowly, _fast_decode  # noqa: E402
+
+fields = st.sampled_from(["event_id", "user_id", "item_id", "type", "ts", "session_id", "price", "category", "query", "x"])
+values = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10**12), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5), st.text(min_size=250, max_size=260), st.sampled_from(["view", "purchase", " ", "\u00a0", "sku-1"]),
+)
+
+
+def outcome(fn, raw):
+    try:
+        return fn(raw, NOW)
+    except InvalidEvent as exc:
+        return exc.reason
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(fields, values, max_size=9), st.fixed_dictionaries({}, optional=GOOD.copy() and {
+    k: st.just(v) for k, v in GOOD.items()}))
+def test_fast_decoder_accepts_only_what_the_validator_accepts(extra, base):
+    raw = orjson.dumps({**base, **extra})
+    fast = _fast_decode(raw, NOW)
+    slow = outcome(_decode_slowly, raw)
+    if fast is not None:
+        assert fast == slow
+
+
+def test_fast_decoder_takes_well_formed_events():
+    event = Event("e1", "u1", "sku-1", "purchase", 1.7e9, session_id="s", price=3, category="c")
+    assert _fast_decode(encode_event(event), NOW) == event
+    assert _fast_decode(orjson.dumps({**GOOD, "type": "teleport"}), NOW) is None
