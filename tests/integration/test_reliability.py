@@ -227,7 +227,7 @@ garbage = st.one_of(
     st.binary(max_size=300),
     st.dictionaries(
         st.sampled_from(["event_id", "user_id", "item_id", "type", "ts", "price", "junk"]),
-        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=20), st.booleans(),
+        st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(), st.text(max_size=20), st.booleans(),
                   st.sampled_from(["view", "purchase", "sku-000001", "u-00001"])),
         max_size=7,
     ).map(orjson.dumps),
