@@ -19,13 +19,15 @@ def main(log_level: str) -> None:
 
 
 def _register() -> None:
+    from benchmarks.cli import bench
+    from evaluation.cli import evaluate
     from indexing.cli import train
     from producers.cli import produce
     from streamrec.demo import demo
     from streamrec.kafka.cli import kafka
     from streams.cli import consume, worker
 
-    for command in (kafka, produce, train, worker, consume, demo):
+    for command in (kafka, produce, train, worker, consume, evaluate, bench, demo):
         main.add_command(command)
 
 
