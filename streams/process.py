@@ -108,18 +108,12 @@ class WorkerProcess:
             try:
                 group = admin.describe_consumer_groups([self.config.app_id])[self.config.app_id].result(timeout=5)
                 assigned = any(m.assignment.topic_partitions for m in group.members)
-                if group.state == ConsumerGroupState.STABLE and assigned and "Ready" in self._ready_marker():
+                if group.state == ConsumerGroupState.STABLE and assigned:
                     return time.monotonic() - (self.started_at or 0.0)
             except Exception as exc:  # noqa: BLE001 - not there yet; keep polling
                 logger.debug("worker group not ready: %s", exc)
             time.sleep(0.5)
         raise TimeoutError(f"the worker was not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def _ready_marker(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
