@@ -9,6 +9,7 @@ dead-lettered with its original bytes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +65,19 @@ class StreamrecApp:
     settings: Settings
 
 
-def create_app(settings: Settings, params: InterestParams | None = None) -> StreamrecApp:
-    """Build the app; raises :class:`indexing.artifact.ArtifactError` when no usable model exists."""
-    from streams.agents import register_agents
+def create_app(
+    settings: Settings,
+    params: InterestParams | None = None,
+    *,
+    register: Callable[[StreamrecApp], None] | None = None,
+) -> StreamrecApp:
+    """Build the app; raises :class:`indexing.artifact.ArtifactError` when no usable model exists.
+
+    ``register`` adds the agents (default: :func:`streams.agents.register_agents`); the
+    benchmark's naive baseline passes its own, so both run on the very same app.
+    """
+    if register is None:
+        from streams.agents import register_agents as register
 
     params = params or InterestParams()
     faiss.omp_set_num_threads(settings.index.search_threads)
@@ -112,5 +123,5 @@ def create_app(settings: Settings, params: InterestParams | None = None) -> Stre
         options={"driver": "rocksdict"},
     )
     bundle = StreamrecApp(app, events_topic, recommendations_topic, dlq_topic, user_states, model, params, settings)
-    register_agents(bundle)
+    register(bundle)
     return bundle
