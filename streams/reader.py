@@ -6,7 +6,18 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+
+def _partitions(consumer: Consumer, topic: str, deadline: float) -> list[int]:
+    """The topic's partitions, waiting for the topic to exist."""
+    while True:
+        metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if metadata is not None and metadata.error is None and metadata.partitions:
+            return sorted(metadata.partitions)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topic {topic} does not exist")
+        time.sleep(0.2)
 
 
 def read_topic(
@@ -16,19 +27,24 @@ def read_topic(
     done: Callable[[list[tuple[bytes | None, bytes]]], bool],
     timeout: float = 120.0,
 ) -> list[tuple[bytes | None, bytes]]:
-    """Read ``topic`` from the beginning until ``done(messages)`` or ``timeout`` seconds."""
+    """Read ``topic`` from the beginning until ``done(messages)`` or ``timeout`` seconds.
+
+    Partitions are assigned directly (no consumer group to join): quicker, and it avoids a
+    librdkafka crash seen when a group consumer subscribes right after a broker starts.
+    Messages of one partition keep their order.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([topic])
     messages: list[tuple[bytes | None, bytes]] = []
     deadline = time.monotonic() + timeout
     try:
+        partitions = _partitions(consumer, topic, deadline)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while time.monotonic() < deadline:
             batch = consumer.consume(1000, timeout=0.5)
             for message in batch:
