@@ -1,6 +1,7 @@
 """Training item vectors from the event log.
 
-The model ("co-occurrence embeddings") is a low-rank factorisation of a *transition* matrix:
+The model ("co-occurrence embeddings") starts from a low-rank factorisation of a
+*transition* matrix:
 
 1. Per user, events are ordered by time and consecutive repeats of one item collapsed.
 2. For every pair of events ``a`` before ``b`` at most ``window`` steps apart, the matrix
@@ -8,10 +9,14 @@ The model ("co-occurrence embeddings") is a low-rank factorisation of a *transit
    user went from a to b) and ``backward_weight`` times that at ``[b, a]``.
 3. Popularity is damped: ``M[i, j] / (count_i ** popularity_alpha * count_j ** popularity_beta)``.
 4. A truncated SVD ``M ~ U S V^T`` gives ``context = U S^1/2`` and ``target = V S^1/2``.
+5. With ``targets="regression"`` (the default) the targets are then refitted to what the
+   worker computes (:func:`fit_targets`): a ridge regression of every event's item on the
+   user's interest vector just before it; with ``item_bias`` the last context dimension is a
+   constant, so each item also gets a learnt intercept (a popularity prior).
 
 A user's interest vector is a decayed sum of context vectors of what they did
-(:mod:`streams.interest`), so ``user . target[j]`` approximates the decayed sum of rows of
-``M``: an item-to-item recommender, smoothed by the low rank and served by FAISS.
+(:mod:`streams.interest`), so ``user . target[j]`` scores item ``j`` as the next item after
+that history: an item-to-item recommender, smoothed by the low rank and served by FAISS.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from streamrec.contract import EVENT_TYPE_CODES, Event
-from streams.interest import DEFAULT_EVENT_WEIGHTS
+from streams.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +44,33 @@ DENSE_SVD_UP_TO = 3000
 class TrainParams:
     """Hyper-parameters of item-vector training (defaults tuned in docs/quality.md)."""
 
-    dim: int = 128
+    dim: int = 256
     window: int = 3
     gap_decay: float = 0.5
-    backward_weight: float = 0.5
+    backward_weight: float = 1.0
     popularity_alpha: float = 0.5
     popularity_beta: float = 0.3
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     seed: int = 0
+    #: SVD of the transition matrix: "arpack" (exact) or "randomized" (fast; see factorise).
+    solver: str = "randomized"
+    #: Target vectors: "svd" (``V S^1/2``) or "regression" (see fit_targets).
+    targets: str = "regression"
+    #: Ridge of the target regression, relative to the mean eigenvalue of its Gram matrix.
+    ridge: float = 0.1
+    #: With regression targets: the last dimension of every context vector is a constant,
+    #: so the regression learns a per-item intercept (a learnt popularity prior).
+    item_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.window < 1:
             raise ValueError(f"dim and window must be >= 1, got {self.dim} and {self.window}")
+        if self.solver not in ("arpack", "randomized"):
+            raise ValueError(f"solver must be 'arpack' or 'randomized', got {self.solver!r}")
+        if self.targets not in ("svd", "regression"):
+            raise ValueError(f"targets must be 'svd' or 'regression', got {self.targets!r}")
+        if not self.ridge > 0:
+            raise ValueError(f"ridge must be > 0, got {self.ridge}")
 
 
 @dataclass
@@ -132,12 +152,61 @@ def transition_matrix(data: Interactions, params: TrainParams) -> sp.csr_matrix:
     return matrix.tocsr()
 
 
-def factorise(matrix: sp.csr_matrix, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _orthonormal(block: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of ``block``'s columns (directions with no weight are dropped),
+    from the eigen-decomposition of its Gram matrix: matrix products only, several times
+    faster than a Householder QR of a tall block."""
+    for _ in range(2):  # the second pass restores orthonormality to machine precision
+        if block.shape[1] == 0:
+            break
+        values, vectors = np.linalg.eigh(block.T @ block)
+        keep = values > max(values.max(), 0.0) * 1e-12
+        block = block @ (vectors[:, keep] / np.sqrt(values[keep]))
+    return block
+
+
+def randomized_svd(
+    matrix: sp.spmatrix, rank: int, *, seed: int = 0, oversample: int = 64, power_iterations: int = 4
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-``rank`` singular triplets ``(U, S, V^T)`` by randomized subspace iteration
+    (Halko, Martinsson and Tropp 2011), largest first; fewer where the matrix has lower rank."""
+    rng = np.random.default_rng(seed)
+    forward = sp.csr_matrix(matrix, dtype=np.float64)
+    backward = forward.T.tocsr()
+    width = min(rank + oversample, *forward.shape)
+    basis = _orthonormal(forward @ rng.standard_normal((forward.shape[1], width)))
+    for _ in range(power_iterations):
+        basis = _orthonormal(forward @ _orthonormal(backward @ basis))
+    if basis.shape[1] == 0:  # an all-zero matrix
+        return np.zeros((forward.shape[0], 0)), np.zeros(0), np.zeros((0, forward.shape[1]))
+    # matrix ~ basis @ small^T with small = matrix^T basis (n x width); an SVD of the tall
+    # ``small`` through its orthonormal basis keeps every step a matrix product.
+    small = backward @ basis
+    small_basis = _orthonormal(small)
+    left, s, right_t = np.linalg.svd(small.T @ small_basis, full_matrices=False)
+    rank = min(rank, len(s))
+    return (basis @ left)[:, :rank], s[:rank], (small_basis @ right_t.T).T[:rank]
+
+
+def factorise(
+    matrix: sp.csr_matrix, dim: int, seed: int = 0, *, solver: str = "arpack"
+) -> tuple[np.ndarray, np.ndarray]:
     """Rank-``dim`` SVD split symmetrically: ``(U S^1/2, V S^1/2)``, float32, zero-padded
-    when the catalog is smaller than ``dim``."""
+    when the catalog is smaller than ``dim`` (or the matrix has lower rank).
+
+    ``solver="randomized"``: :func:`randomized_svd`, exact when the catalog is no larger than
+    ``dim`` plus its oversampling, and much faster than ARPACK on large, very sparse
+    matrices. ``solver="arpack"``: an exact dense SVD up to :data:`DENSE_SVD_UP_TO` items,
+    scipy's ``svds`` above.
+    """
+    if solver not in ("arpack", "randomized"):
+        raise ValueError(f"solver must be 'arpack' or 'randomized', got {solver!r}")
     n = matrix.shape[0]
     rank = min(dim, n)
-    if n <= DENSE_SVD_UP_TO:
+    if solver == "randomized":
+        u, s, vt = randomized_svd(matrix, rank, seed=seed)
+        rank = len(s)
+    elif n <= DENSE_SVD_UP_TO:
         u, s, vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
         u, s, vt = u[:, :rank], s[:rank], vt[:rank]
     else:
@@ -154,11 +223,66 @@ def factorise(matrix: sp.csr_matrix, dim: int, seed: int = 0) -> tuple[np.ndarra
     return context, target
 
 
-def train_item_vectors(data: Interactions, params: TrainParams) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Train ``(context, target, summary)`` from grouped interactions."""
+def fit_targets(
+    data: Interactions, context: np.ndarray, params: TrainParams, interest: InterestParams | None = None
+) -> np.ndarray:
+    """Target vectors fitted to what the worker computes: ridge regression of each event's
+    item on the user's vector just before it.
+
+    Every user's events are replayed through :func:`streams.interest.update_batch` with the
+    serving ``interest`` parameters; for every event ``t`` that has a predecessor and is not
+    a repeat of it, the user vector ``z_t`` before the event is a sample whose answer is the
+    event's item. ``target[j] = (sum of z_t over samples answered j) @ (Z^T Z + r I)^-1``
+    (``r`` = ``ridge`` times the mean eigenvalue of ``Z^T Z``), divided by
+    ``count_j ** popularity_beta`` as in the transition matrix. Cost: O(events * d^2);
+    memory O((items + d) * d), whatever the number of events.
+    """
+    interest = interest or InterestParams()
+    users = data.user_of_event()
+    n_items, dim = context.shape
+    starts = data.user_ptr[:-1]
+    position = np.arange(len(data.items)) - starts[users]
+    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & (users[1:] == users[:-1])]
+    vectors = np.zeros((len(data.user_ids), dim), np.float32)
+    last_ts = np.full(len(data.user_ids), np.nan)
+    gram = np.zeros((dim, dim))
+    answers = np.zeros((n_items, dim))
+    # Step s applies every user's s-th event: one vectorised update per step.
+    by_position = np.argsort(position, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(position))] if len(position) else np.zeros(1, np.int64)
+    for step in range(len(bounds) - 1):
+        events = by_position[bounds[step] : bounds[step + 1]]
+        samples = events[(position[events] > 0) & ~repeat[events]]
+        if len(samples):
+            before = vectors[users[samples]].astype(np.float64)
+            gram += before.T @ before
+            answers += sp.csr_matrix(
+                (np.ones(len(samples)), (data.items[samples], np.arange(len(samples)))), shape=(n_items, len(samples))
+            ) @ before
+        update_batch(vectors, last_ts, users[events], data.items[events], data.types[events].astype(np.int64),
+                     data.ts[events], context, interest)
+    ridge = params.ridge * max(np.trace(gram) / dim, 1e-12)
+    target = np.linalg.solve(gram + ridge * np.eye(dim), answers.T).T
+    counts = np.maximum(np.bincount(data.items, minlength=n_items), 1).astype(np.float64)
+    return (target * counts[:, None] ** -params.popularity_beta).astype(np.float32)
+
+
+def train_item_vectors(
+    data: Interactions, params: TrainParams, interest: InterestParams | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train ``(context, target, summary)`` from grouped interactions.
+
+    ``interest``: the serving parameters the regression targets are fitted for (default
+    ``InterestParams()``, what the worker uses); unused with ``targets="svd"``.
+    """
     started = time.perf_counter()
     matrix = transition_matrix(data, params)
-    context, target = factorise(matrix, params.dim, params.seed)
+    context, target = factorise(matrix, params.dim, params.seed, solver=params.solver)
+    if params.targets == "regression" and params.item_bias:
+        scale = float(np.sqrt(np.mean(np.sum(context[:, :-1] ** 2, axis=1)))) or 1.0
+        context[:, -1] = scale
+    if params.targets == "regression":
+        target = fit_targets(data, context, params, interest)
     summary = {
         "users": len(data.user_ids),
         "items": data.n_items,
