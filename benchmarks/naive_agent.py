@@ -41,7 +41,8 @@ from streamrec.contract import (
 )
 from streams.interest import InterestParams, update_vector
 from streams.processor import Message, is_duplicate, rebuild_state
-from streams.state import StateDecodeError, UserState, decode_state, encode_state
+from streams.agents import read_state
+from streams.state import UserState, encode_state
 
 if TYPE_CHECKING:
     from streams.app import StreamrecApp
@@ -127,14 +128,7 @@ def register_naive_agent(bundle: StreamrecApp) -> None:
     params = bundle.params
 
     def load_state(user_id: str) -> UserState | None:
-        raw = table.get(user_id.encode())
-        if raw is None:
-            return None
-        try:
-            return decode_state(raw)
-        except StateDecodeError:
-            logger.exception("unreadable state for user %r; starting afresh", user_id)
-            return None
+        return read_state(table, user_id)
 
     @app.agent(bundle.events_topic, name="recommend")
     async def recommend(stream):  # noqa: ANN001 - Faust passes its own stream type

@@ -11,7 +11,8 @@ import logging
 import weakref
 from collections import Counter
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from faust.streams import _current_event
 from faust.types import EventT
@@ -40,6 +41,18 @@ def acting_for(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def read_state(table: Mapping[bytes, bytes | None], user_id: str) -> UserState | None:
+    """A user's stored state; None for a new user, or (logged) for bytes that do not decode."""
+    raw = table.get(user_id.encode())
+    if raw is None:
+        return None
+    try:
+        return decode_state(raw)
+    except StateDecodeError:
+        logger.exception("unreadable state for user %r; starting afresh", user_id)
+        return None
 
 
 class WorkerStats:
@@ -72,14 +85,7 @@ def register_agents(bundle: StreamrecApp) -> None:
     def load_state_for(batch: list[EventT]):
         def load(user_id: str, position: int) -> UserState | None:
             with acting_for(batch[position]):
-                raw = table.get(user_id.encode())
-            if raw is None:
-                return None
-            try:
-                return decode_state(raw)
-            except StateDecodeError:
-                logger.exception("unreadable state for user %r; starting afresh", user_id)
-                return None
+                return read_state(table, user_id)
 
         return load
 
