@@ -35,6 +35,7 @@ import numpy as np
 from evaluation.base import Recommender
 from evaluation.data import PURCHASE, EventLog, LeaveOneOut, leave_one_out
 from evaluation.metrics import KS, hit_positions, summarise
+from streams.interest import rank_within_groups
 
 Progress = Callable[[int, int], None]
 
@@ -173,12 +174,7 @@ def _waves(users: np.ndarray) -> list[np.ndarray]:
     >>> [w.tolist() for w in _waves(np.array([7, 7, 3, 7, 3]))]
     [[0, 2], [1, 4], [3]]
     """
-    order = np.argsort(users, kind="stable")
-    sorted_users = users[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - run_start
+    rank = rank_within_groups(users)
     by_rank = np.argsort(rank, kind="stable")
     cuts = np.flatnonzero(np.diff(rank[by_rank])) + 1
     return np.split(by_rank, cuts) if len(users) else []

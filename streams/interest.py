@@ -108,6 +108,20 @@ def fold_events(
     return vector, last_ts
 
 
+def rank_within_groups(keys: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions have the same key.
+
+    >>> rank_within_groups(np.array([7, 7, 3, 7, 3])).tolist()
+    [0, 1, 0, 2, 1]
+    """
+    order = np.argsort(keys, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(keys[order])) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - run_start
+    return rank
+
+
 def update_batch(
     user_vectors: np.ndarray,
     last_ts: np.ndarray,
@@ -127,14 +141,9 @@ def update_batch(
     if len(user_index) == 0:
         return
     weights = params.weight_table()[type_codes]
-    # Rank of each event among its user's events in this batch: events with the same rank
-    # touch distinct users, so each rank is one vectorised step.
-    order = np.argsort(user_index, kind="stable")
-    sorted_users = user_index[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - run_start
+    # Events with the same rank among their user's events touch distinct users, so each
+    # rank is one vectorised step.
+    rank = rank_within_groups(user_index)
     for step in range(int(rank.max()) + 1):
         sel = np.flatnonzero(rank == step)
         users = user_index[sel]
