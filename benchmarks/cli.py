@@ -142,6 +142,18 @@ def bench(**options: object) -> None:
                 console.print(f"  {kind:<34} {share:6.1%}")
 
 
+def _save_and_echo(result: dict[str, object], options: dict[str, object], filename: str) -> bool:
+    """Write ``result`` to ``--output``/``filename`` if asked; with ``--json`` print it and return True."""
+    if options["output"] is not None:
+        folder = Path(str(options["output"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / filename).write_text(json.dumps(result, indent=2) + "\n")
+    if options["as_json"]:
+        click.echo(json.dumps(result, indent=2))
+        return True
+    return False
+
+
 def _index_only(options: dict[str, object], log) -> None:  # noqa: ANN001
     import faiss
 
@@ -164,13 +176,7 @@ def _index_only(options: dict[str, object], log) -> None:  # noqa: ANN001
     rows = run_index_bench(sizes, factories=factories, batch_sizes=batch_sizes, n_queries=int(options["index_queries"]),
                            seed=int(options["seed"]), trained=trained, log=log)
     result = {"index": rows, "rule": summary_rule(), "faiss_threads": threads(), "hardware": hardware()}
-    output = options["output"]
-    if output is not None:
-        folder = Path(str(output))
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "index.json").write_text(json.dumps(result, indent=2) + "\n")
-    if options["as_json"]:
-        click.echo(json.dumps(result, indent=2))
+    if _save_and_echo(result, options, "index.json"):
         return
     from rich.console import Console
     from rich.table import Table
@@ -202,12 +208,7 @@ def _micro(options: dict[str, object], log) -> None:  # noqa: ANN001
     costs = run_micro(workload, batch_size=int(options["batch_size"] or 1000))
     result = {"micro_us_per_event": costs, "items": int(options["items"]), "faiss_threads": faiss.omp_get_max_threads(),
               "hardware": hardware()}
-    if options["output"] is not None:
-        folder = Path(str(options["output"]))
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "micro.json").write_text(json.dumps(result, indent=2) + "\n")
-    if options["as_json"]:
-        click.echo(json.dumps(result, indent=2))
+    if _save_and_echo(result, options, "micro.json"):
         return
     from rich.console import Console
     from rich.table import Table
