@@ -41,7 +41,7 @@ from streamrec.contract import (
 )
 from streams.interest import InterestParams, update_vector
 from streams.processor import Message, is_duplicate, rebuild_state
-from streams.agents import read_state
+from streams.tables import read_state
 from streams.state import UserState, encode_state
 
 if TYPE_CHECKING:

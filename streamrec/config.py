@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,10 @@ class IndexSettings(BaseModel):
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    #: ``batch``: the librdkafka micro-batch engine (streams/engine.py), the fast default;
+    #: ``faust``: the Faust agent (streams/agents.py). Both keep the same RocksDB table and
+    #: changelog, so a worker can switch between them and keep its users' state.
+    engine: Literal["batch", "faust"] = "batch"
     app_id: str = "streamrec"
     data_dir: Path = PROJECT_ROOT / ".worker"
     batch_size: int = Field(1000, ge=1)

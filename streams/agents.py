@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections import Counter
 from contextlib import contextmanager
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -18,8 +17,9 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from streamrec.contract import encode_dead_letter, encode_recommendation
-from streams.processor import Message, process_batch
-from streams.state import StateDecodeError, UserState, decode_state, encode_state
+from streams.processor import Message, WorkerStats, process_batch
+from streams.state import UserState, encode_state
+from streams.tables import read_state
 
 if TYPE_CHECKING:
     from streams.app import StreamrecApp
@@ -41,38 +41,6 @@ def acting_for(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
-
-
-def read_state(table: Mapping[bytes, bytes | None], user_id: str) -> UserState | None:
-    """A user's stored state; None for a new user, or (logged) for bytes that do not decode."""
-    raw = table.get(user_id.encode())
-    if raw is None:
-        return None
-    try:
-        return decode_state(raw)
-    except StateDecodeError:
-        logger.exception("unreadable state for user %r; starting afresh", user_id)
-        return None
-
-
-class WorkerStats:
-    """Counters the worker logs (and tests read): processed, recommended, rejected by reason."""
-
-    def __init__(self) -> None:
-        self.processed = 0
-        self.recommended = 0
-        self.batches = 0
-        self.duplicates = 0
-        self.rejected: Counter[str] = Counter()
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "processed": self.processed,
-            "recommended": self.recommended,
-            "batches": self.batches,
-            "duplicates": self.duplicates,
-            "rejected": dict(self.rejected),
-        }
 
 
 def register_agents(bundle: StreamrecApp) -> None:
@@ -118,10 +86,7 @@ def register_agents(bundle: StreamrecApp) -> None:
                     ),
                 )
                 stats.rejected[rejected.reason] += 1
-            stats.batches += 1
-            stats.duplicates += len(result.duplicates)
-            stats.processed += len(batch) - len(result.rejected) - len(result.duplicates)
-            stats.recommended += len(result.recommendations)
+            stats.record(result, len(batch))
 
     @app.timer(interval=settings.model_poll_s)
     async def poll_model() -> None:

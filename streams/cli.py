@@ -29,25 +29,34 @@ def ensure_worker_topics(kafka: KafkaSettings) -> None:
     )
 
 
+def ensure_changelog_topic(kafka: KafkaSettings, app_id: str) -> None:
+    """The table's compacted changelog (Faust creates it itself; the batch engine here)."""
+    from producers.publisher import ensure_topics
+    from streams.tables import changelog_topic
+
+    ensure_topics(kafka.bootstrap, {changelog_topic(app_id): kafka.partitions},
+                  configs={changelog_topic(app_id): {"cleanup.policy": "compact"}})
+
+
 @click.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: from settings].")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder of model versions.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where RocksDB tables live.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Events per micro-batch.")
+@click.option("--engine", type=click.Choice(["batch", "faust"]),
+              help="batch: librdkafka micro-batches (fast); faust: the Faust agent [default: from settings, batch].")
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-def worker(bootstrap, models_dir, data_dir, batch_size, loglevel) -> None:  # noqa: ANN001
-    """Run the Faust worker: events in, user vectors updated, recommendations out."""
-    import faust
-
+def worker(bootstrap, models_dir, data_dir, batch_size, engine, loglevel) -> None:  # noqa: ANN001
+    """Run the worker: events in, user vectors updated, recommendations out."""
     from indexing.artifact import ArtifactError
-    from streams.app import create_app
 
     settings = get_settings()
     updates: dict[str, dict] = {}
     if bootstrap:
         updates["kafka"] = {"bootstrap": bootstrap}
-    worker_updates = {k: v for k, v in {"data_dir": data_dir, "batch_size": batch_size}.items() if v is not None}
+    worker_updates = {k: v for k, v in {"data_dir": data_dir, "batch_size": batch_size, "engine": engine}.items()
+                      if v is not None}
     if worker_updates:
         updates["worker"] = worker_updates
     if models_dir:
@@ -55,17 +64,46 @@ def worker(bootstrap, models_dir, data_dir, batch_size, loglevel) -> None:  # no
     settings = settings.model_copy(
         update={part: getattr(settings, part).model_copy(update=values) for part, values in updates.items()}
     )
+    level = logging.getLevelName(loglevel.upper())
     try:
-        bundle = create_app(settings)
+        if settings.worker.engine == "batch":
+            _run_batch_engine(settings, level)
+        else:
+            _run_faust_agent(settings, loglevel, level)
     except ArtifactError as exc:
         raise click.ClickException(f"cannot start the worker: {exc}") from None
-    ensure_worker_topics(settings.kafka)
+
+
+def _announce(settings, model_version: str) -> None:  # noqa: ANN001
     click.echo(
-        f"worker {settings.worker.app_id}: {settings.kafka.events_topic} -> {settings.kafka.recommendations_topic} "
-        f"on {settings.kafka.bootstrap}, model {bundle.model.current.version}",
+        f"worker {settings.worker.app_id} ({settings.worker.engine} engine): {settings.kafka.events_topic} -> "
+        f"{settings.kafka.recommendations_topic} on {settings.kafka.bootstrap}, model {model_version}",
         err=True,
     )
-    level = logging.getLevelName(loglevel.upper())
+
+
+def _run_batch_engine(settings, level: int) -> None:  # noqa: ANN001
+    import faiss
+
+    from streams.engine import BatchEngine
+
+    logging.getLogger().setLevel(level)
+    faiss.omp_set_num_threads(settings.index.search_threads)
+    engine = BatchEngine(settings)
+    ensure_worker_topics(settings.kafka)
+    ensure_changelog_topic(settings.kafka, settings.worker.app_id)
+    _announce(settings, engine.model.current.version)
+    engine.run()
+
+
+def _run_faust_agent(settings, loglevel: str, level: int) -> None:  # noqa: ANN001
+    import faust
+
+    from streams.app import create_app
+
+    bundle = create_app(settings)
+    ensure_worker_topics(settings.kafka)
+    _announce(settings, bundle.model.current.version)
 
     @bundle.app.task
     async def apply_log_level() -> None:

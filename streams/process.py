@@ -31,6 +31,8 @@ class WorkerConfig:
     dlq_topic: str = "events-dlq"
     partitions: int = 4
     batch_size: int | None = None
+    #: ``batch`` or ``faust`` (``STREAMREC_WORKER__ENGINE``); None keeps the settings' default.
+    engine: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -50,6 +52,8 @@ class WorkerConfig:
         )
         if self.batch_size is not None:
             env["STREAMREC_WORKER__BATCH_SIZE"] = str(self.batch_size)
+        if self.engine is not None:
+            env["STREAMREC_WORKER__ENGINE"] = self.engine
         env.update(self.extra_env)
         return env
 

@@ -9,6 +9,7 @@ produce one recommendation, triggered by that user's last event in the batch.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
@@ -230,3 +231,30 @@ def process_batch(
             Recommendation(user_id, items, model.version, trigger.event_id, trigger.ts, produced_at)
         )
     return result
+
+
+class WorkerStats:
+    """Counters the worker logs (and tests read): processed, recommended, rejected by reason."""
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.recommended = 0
+        self.batches = 0
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+
+    def record(self, result: BatchResult, n_messages: int) -> None:
+        """Count one processed micro-batch of ``n_messages`` (rejects counted by the caller)."""
+        self.batches += 1
+        self.duplicates += len(result.duplicates)
+        self.processed += n_messages - len(result.rejected) - len(result.duplicates)
+        self.recommended += len(result.recommendations)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "processed": self.processed,
+            "recommended": self.recommended,
+            "batches": self.batches,
+            "duplicates": self.duplicates,
+            "rejected": dict(self.rejected),
+        }

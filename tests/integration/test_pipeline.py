@@ -1,4 +1,4 @@
-"""The whole loop on the real broker: events in, Faust worker, FAISS top-k out."""
+"""The whole loop on the real broker: events in, worker (either engine), FAISS top-k out."""
 
 from __future__ import annotations
 
@@ -37,15 +37,16 @@ def shop_model(tmp_path_factory):
     return models, model, live
 
 
+@pytest.mark.parametrize("engine", ["batch", "faust"])
 def test_every_user_gets_exact_recommendations_and_bad_events_are_dead_lettered(
-    bootstrap, topics, start_worker, shop_model
+    bootstrap, topics, start_worker, shop_model, engine
 ):
     models, model, live = shop_model
     events = live
     users = {e.user_id for e in events}
     assert len(users) >= 200
 
-    worker = start_worker(models, partitions=2)
+    worker = start_worker(models, partitions=2, engine=engine)
     half = len(events) // 2
     with EventPublisher(bootstrap, topics.events) as publisher:
         for event in events[:half]:

@@ -41,16 +41,17 @@ def latest_per_user(recs):
     return latest
 
 
-def test_crash_mid_stream_loses_nothing_and_doubles_nothing(bootstrap, topics, start_worker, tmp_path):
+@pytest.mark.parametrize("engine", ["batch", "faust"])
+def test_crash_mid_stream_loses_nothing_and_doubles_nothing(bootstrap, topics, start_worker, tmp_path, engine):
     shop = trained_shop(tmp_path / "models", items=3000, users=5000, history=40_000, live=101_000, seed=5)
     events = shop.live[:100_000]
     publish(bootstrap, topics.events, events)
-    first = start_worker(shop.models_dir, partitions=2)
+    first = start_worker(shop.models_dir, partitions=2, engine=engine)
     # Let it get part-way, then SIGKILL it.
     read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= 12_000, timeout=300)
     first.kill()
     restarted_at = time.time()
-    second = start_worker(shop.models_dir, partitions=2)
+    second = start_worker(shop.models_dir, partitions=2, engine=engine)
     recs = wait_for_recommendations(bootstrap, topics.recommendations, events, timeout=600)
     first_new = min(rec.produced_at for rec, _ in recs if rec.produced_at > restarted_at)
     assert second.stop() == 0
@@ -60,7 +61,7 @@ def test_crash_mid_stream_loses_nothing_and_doubles_nothing(bootstrap, topics, s
     last = {e.user_id: e.event_id for e in events}
     stale = sum(1 for user_id, rec in latest_per_user(recs).items() if rec.event_id != last[user_id])
     conflicts = conflicting_lists([rec for rec, _ in recs])
-    record("worker SIGKILL mid-stream, restarted", events=len(events), lost=audit.lost, doubled=audit.doubled,
+    record(f"worker SIGKILL mid-stream, restarted ({engine} engine)", events=len(events), lost=audit.lost, doubled=audit.doubled,
            mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=round(first_new - restarted_at, 2))
     assert (audit.lost, audit.doubled, audit.mismatched) == (0, 0, 0)
     assert stale == 0, "every user's latest recommendation must reflect their last event"
@@ -156,13 +157,14 @@ def group_owner_count(bootstrap: str, group: str) -> tuple[int, int]:
     return len(description.members), len(events_partitions)
 
 
-def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, start_worker, tmp_path):
+@pytest.mark.parametrize("engine", ["batch", "faust"])
+def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, start_worker, tmp_path, engine):
     shop = trained_shop(tmp_path / "models", items=1000, users=1500, history=20_000, live=30_000, seed=12)
     events = shop.live
     half = len(events) // 2
     ensure_topics(bootstrap, {topics.events: 4})
-    a = start_worker(shop.models_dir, partitions=4, name="a")
-    b = start_worker(shop.models_dir, partitions=4, name="b")
+    a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine)
+    b = start_worker(shop.models_dir, partitions=4, name="b", engine=engine)
     deadline = time.monotonic() + 60
     while group_owner_count(bootstrap, topics.app_id)[0] != 2 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -193,8 +195,39 @@ def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, star
     assert b.stop() == 0
     audit = audit_states(read_user_states(b.config.data_dir), events, shop.model)
     conflicts = conflicting_lists([rec for rec, _ in recs])
-    record("one of two workers SIGKILLed (failover)", events=len(events), lost=audit.lost, doubled=audit.doubled,
+    record(f"one of two workers SIGKILLed (failover, {engine} engine)", events=len(events), lost=audit.lost, doubled=audit.doubled,
            mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=round(takeover_s, 2))
+    assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+
+
+def test_engines_share_one_table_and_changelog(bootstrap, topics, start_worker, tmp_path):
+    """The Faust agent serves the first half; a batch engine with an empty data dir restores
+    the table from Faust's changelog and serves the rest; a Faust agent on the batch engine's
+    data dir then restores what the batch engine wrote. No user may lose or double an event."""
+    shop = trained_shop(tmp_path / "models", items=1000, users=1500, history=20_000, live=24_000, seed=21)
+    events = shop.live
+    thirds = [events[: len(events) // 3], events[len(events) // 3 : 2 * len(events) // 3], events[2 * len(events) // 3 :]]
+
+    faust_worker = start_worker(shop.models_dir, partitions=2, name="faust", engine="faust")
+    publish(bootstrap, topics.events, thirds[0])
+    wait_for_recommendations(bootstrap, topics.recommendations, thirds[0])
+    assert faust_worker.stop() == 0
+
+    batch_worker = start_worker(shop.models_dir, partitions=2, name="batch", engine="batch")
+    publish(bootstrap, topics.events, thirds[1])
+    wait_for_recommendations(bootstrap, topics.recommendations, thirds[0] + thirds[1])
+    assert batch_worker.stop() == 0
+    audit = audit_states(read_user_states(batch_worker.config.data_dir), thirds[0] + thirds[1], shop.model)
+    assert (audit.lost, audit.doubled, audit.mismatched) == (0, 0, 0)
+
+    again = start_worker(shop.models_dir, partitions=2, name="faust", engine="faust")
+    publish(bootstrap, topics.events, thirds[2])
+    recs = wait_for_recommendations(bootstrap, topics.recommendations, events)
+    assert again.stop() == 0
+    audit = audit_states(read_user_states(again.config.data_dir), events, shop.model)
+    conflicts = conflicting_lists([rec for rec, _ in recs])
+    record("faust -> batch (empty data dir) -> faust on one table", events=len(events), lost=audit.lost,
+           doubled=audit.doubled, mismatched=audit.mismatched, conflicting_lists=conflicts)
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
 
 
