@@ -318,6 +318,12 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
             naive = run_side("naive", naive_workload, keep=keep, **common)
             sides.append(naive)
             log(f"naive: {naive.events_per_s or 0:,.0f} events/s, p99 {naive.latency_ms['p99'] or 0:,.0f} ms")
+        output = options["output"]
+        if output is not None:  # the sides' own logs, for their counters and warnings
+            Path(str(output)).mkdir(parents=True, exist_ok=True)
+            for side in sides:
+                if (workdir / f"{side.side}.log").exists():
+                    (Path(str(output)) / f"{side.side}.log").write_bytes((workdir / f"{side.side}.log").read_bytes())
         profile = None
         if worker.profile is not None:
             from benchmarks.profile import summarise

@@ -94,7 +94,11 @@ def client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         "bootstrap.servers": kafka.bootstrap,
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 2,
+        # Every batch ends in a flush, which sends at once: a long linger only stops librdkafka
+        # from cutting a batch's output into many small produce requests while it is being
+        # built. Per message the broker spent 12.7 µs at 2 ms and 3.7 µs at 200 ms (600-byte
+        # messages, a flush per 2,000; docs/performance.md).
+        "linger.ms": 500,
         "batch.num.messages": 10_000,
         "batch.size": 1024 * 1024,
         "queue.buffering.max.messages": 1_000_000,

@@ -171,7 +171,8 @@ def process_batch(
             model.context,
             params,
         )
-    finite = np.isfinite(vectors).all(axis=1)
+    with np.errstate(invalid="ignore"):  # inf + -inf is NaN: not finite, as it should be
+        finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))  # the test UserState applies
     if not finite.all():
         # Never store or search a broken vector: the user's events are rejected instead,
         # and the stored state stays as it was.
@@ -221,12 +222,15 @@ def process_batch(
         row_of = model.row_of
         exclusions.append({row_of[i] for i in purchased if i in row_of})
 
-    rows, scores = search(model.index, vectors, params.k, exclusions)
+    k = params.k
+    rows, scores = search(model.index, vectors, k, exclusions)
     produced_at = time.time()
     item_ids = model.item_ids
     for slot, user_id in enumerate(users):
         trigger = triggers[slot]
-        items = tuple(ScoredItem(item_ids[r], s) for r, s in zip(rows[slot].tolist(), scores[slot].tolist()) if r >= 0)
+        found = rows[slot].tolist()
+        n_found = k - found.count(-1)  # -1 pads the end of a short list
+        items = tuple(map(ScoredItem, map(item_ids.__getitem__, found[:n_found]), scores[slot, :n_found].tolist()))
         result.recommendations.append(
             Recommendation(user_id, items, model.version, trigger.event_id, trigger.ts, produced_at)
         )

@@ -68,3 +68,24 @@ def test_non_finite_vectors_are_an_error():
 def test_choose_factory_by_catalog_size():
     assert choose_factory(1000) == "Flat"
     assert choose_factory(1_000_000).startswith("IVF")
+
+
+def test_search_groups_queries_by_exclusions_and_matches_brute_force():
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((500, 8)).astype(np.float32)
+    queries = rng.standard_normal((40, 8)).astype(np.float32)
+    index = build_index(items, "Flat")
+    exclude = [set(rng.choice(500, size=int(rng.choice([0, 0, 1, 5, 60])), replace=False).tolist()) for _ in queries]
+    rows, scores = search(index, queries, 10, exclude)
+    full = queries @ items.T
+    for q, banned in enumerate(exclude):
+        order = [r for r in np.argsort(-full[q], kind="stable") if r not in banned][:10]
+        assert rows[q].tolist() == order
+        np.testing.assert_allclose(scores[q], full[q, order], rtol=1e-5)
+
+
+def test_search_on_a_tiny_catalog_pads_with_minus_one():
+    index = build_index(np.eye(3, dtype=np.float32), "Flat")
+    rows, scores = search(index, np.ones((2, 3), np.float32), 5, [{1}, set()])
+    assert rows[0].tolist()[:2] in ([0, 2], [2, 0]) and rows[0, 2:].tolist() == [-1, -1, -1]
+    assert sorted(rows[1, :3].tolist()) == [0, 1, 2] and np.isneginf(scores[1, 3:]).all()
