@@ -10,14 +10,17 @@ and does its own I/O, micro-batch by micro-batch:
 1. take what the consumer has queued (up to ``batch_size``), waiting up to
    ``batch_within_s`` only while nothing is there, so a quiet shop gets its answer at once
    and a busy one gets large batches;
-2. run the pure core, reading the touched users' states from the partition's RocksDB;
-3. produce one changelog record per touched user (to the event's partition, as Faust does),
-   one recommendation per user and the dead letters;
-4. wait until the broker has acknowledged all of them (a failed delivery stops the worker
-   before anything is committed: the batch is replayed after the restart);
-5. write the new states and the newest changelog offset into RocksDB, one ``WriteBatch`` per
-   partition;
-6. commit the batch's source offsets.
+2. run the pure core up to the search (:func:`streams.processor.prepare_batch`), reading the
+   touched users' states from the batch in flight or the partition's RocksDB;
+3. complete the batch in flight: take its search result, produce one changelog record per
+   touched user (to the event's partition, as Faust does), one recommendation per user and
+   the dead letters; wait until the broker has acknowledged all of them (a failed delivery
+   stops the worker before anything is committed: the batch is replayed after the
+   restart); write the new states and the newest changelog offset into RocksDB, one
+   ``WriteBatch`` per partition; commit the batch's source offsets;
+4. start this batch's FAISS search in the search thread (FAISS releases the GIL, so it runs
+   on the other core while step 1 and 2 of the next batch run here) and make it the batch
+   in flight.
 
 A crash anywhere replays at most the batches whose offsets were not committed; the state's
 recorded source offsets and event ids make the replay change nothing (see
@@ -33,6 +36,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +46,7 @@ from streamrec.config import Settings
 from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, encode_dead_letter, encode_recommendation
 from streams.interest import InterestParams
 from streams.model import ModelHolder
-from streams.processor import Message, WorkerStats, process_batch
+from streams.processor import Message, PreparedBatch, WorkerStats, finish_batch, prepare_batch
 from streams.state import encode_state
 from streams.tables import PartitionStore, changelog_topic, read_state
 
@@ -51,6 +55,15 @@ logger = logging.getLogger(__name__)
 
 class DeliveryFailed(RuntimeError):
     """The broker did not take a batch's output; nothing of the batch was committed."""
+
+
+@dataclass
+class _Pending:
+    """A batch between its preparation and its completion."""
+
+    messages: list[Message]
+    prepared: PreparedBatch
+    search: Future | None = None
 
 
 @dataclass
@@ -129,6 +142,9 @@ class BatchEngine:
         self.producer = Producer({**producer_config, "on_delivery": self._deliveries})
         self._committed: dict[int, int] = {}
         self._stopping = False
+        self._pending: _Pending | None = None
+        # FAISS releases the GIL: a batch's search runs here while the next batch is prepared.
+        self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
 
     # -- partitions come and go ------------------------------------------------------------
 
@@ -142,6 +158,7 @@ class BatchEngine:
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.complete()  # the batch in flight may hold events of these partitions
         offsets = [TopicPartition(self.events_topic, tp.partition, self._committed[tp.partition])
                    for tp in partitions if tp.partition in self._committed]
         if offsets:
@@ -155,6 +172,10 @@ class BatchEngine:
         logger.info("partitions %s revoked", [tp.partition for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self.complete()  # its outputs are still right; its commit may be refused
+        except Exception:  # noqa: BLE001 - the partitions are gone either way
+            logger.exception("could not complete the batch in flight of lost partitions")
         for tp in partitions:
             self._committed.pop(tp.partition, None)
             self.store.close(tp.partition)
@@ -213,16 +234,37 @@ class BatchEngine:
                 logger.warning("consumer: %s", error)
         return good
 
-    def process(self, raw: Sequence[Any]) -> None:
-        """Decide, produce, wait for the broker, write RocksDB, commit (see the module docstring)."""
+    def prepare(self, raw: Sequence[Any]) -> _Pending:
+        """Decide a batch up to its search (which :meth:`submit` starts).
+
+        States come from the batch still in flight when the user is in it (its new states are
+        not in RocksDB yet), else from the partition's RocksDB.
+        """
         messages = [Message(m.key(), m.value(), m.partition(), m.offset()) for m in raw]
         store = self.store
+        in_flight = self._pending.prepared.result.states if self._pending is not None else {}
 
         def load(user_id: str, position: int):  # noqa: ANN202
+            newer = in_flight.get(user_id)
+            if newer is not None:
+                return newer[0]
             return read_state(store.db(messages[position].partition), user_id)
 
-        model = self.model.current
-        result = process_batch(messages, load, model, self.params)
+        return _Pending(messages, prepare_batch(messages, load, self.model.current, self.params))
+
+    def submit(self, pending: _Pending) -> None:
+        """Start the batch's search in the search thread; it becomes the batch in flight."""
+        pending.search = self._searcher.submit(pending.prepared.search)
+        self._pending = pending
+
+    def complete(self) -> None:
+        """Finish the batch in flight: produce, wait for the broker, write RocksDB, commit."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        messages = pending.messages
+        result = finish_batch(pending.prepared, *pending.search.result())
+        store = self.store
         writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         self._deliveries.reset()
         for user_id, (state, position) in result.states.items():
@@ -250,6 +292,16 @@ class BatchEngine:
         self._committed.update(ends)
         self.consumer.commit(offsets=[TopicPartition(self.events_topic, p, o) for p, o in ends.items()], asynchronous=True)
         self.stats.record(result, len(messages))
+
+    def process(self, raw: Sequence[Any]) -> None:
+        """One batch start to finish: the batch after the one in flight, pipelined.
+
+        The batch in flight is searching in the search thread while this one is prepared;
+        then the one in flight is completed and this one's search starts.
+        """
+        pending = self.prepare(raw)
+        self.complete()
+        self.submit(pending)
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int = -1) -> None:
         while True:
@@ -284,6 +336,7 @@ class BatchEngine:
                 if batch:
                     self.process(batch)
                 else:
+                    self.complete()
                     self.producer.poll(0)
                 now = time.monotonic()
                 if now >= next_model_check:
@@ -303,6 +356,10 @@ class BatchEngine:
         self._stopping = True
 
     def close(self) -> None:
+        try:
+            self.complete()
+        finally:
+            self._searcher.shutdown(wait=True)
         try:
             self.consumer.close()  # revokes (and commits) what this worker owns
         except RuntimeError:

@@ -93,6 +93,25 @@ def is_duplicate(state: UserState | None, seen_ids: set[str], event: Event, mess
     return event.event_id in seen_ids
 
 
+@dataclass
+class PreparedBatch:
+    """A batch decided up to its search: the new states, and the users' query vectors,
+    exclusions and triggering events. :func:`finish_batch` turns it into the result once
+    the search is done (the batch engine searches in a thread, overlapping the next batch)."""
+
+    result: BatchResult
+    users: list[str]
+    vectors: np.ndarray
+    exclusions: list[set[int]]
+    triggers: list[Event]
+    model: ModelArtifact
+    k: int
+
+    def search(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and scores of every user's top k (FAISS releases the GIL while it runs)."""
+        return search(self.model.index, self.vectors, self.k, self.exclusions)
+
+
 def process_batch(
     messages: Sequence[Message],
     load_state: Callable[[str, int], UserState | None],
@@ -109,10 +128,24 @@ def process_batch(
     again only when the newest duplicate is the last event their state reflects (its list
     may have been lost in a crash); the list is then the same as before.
     """
+    prepared = prepare_batch(messages, load_state, model, params, now=now)
+    return finish_batch(prepared, *prepared.search())
+
+
+def prepare_batch(
+    messages: Sequence[Message],
+    load_state: Callable[[str, int], UserState | None],
+    model: ModelArtifact,
+    params: InterestParams,
+    *,
+    now: float | None = None,
+) -> PreparedBatch:
+    """Everything :func:`process_batch` does before its search."""
     accepted, rejected = decode_batch(messages, model, now=now)
     result = BatchResult(rejected=rejected)
+    nothing = PreparedBatch(result, [], np.zeros((0, model.dim), np.float32), [], [], model, params.k)
     if not accepted:
-        return result
+        return nothing
 
     per_user: dict[str, list[tuple[int, Event]]] = {}
     for position, event in accepted:
@@ -147,7 +180,7 @@ def process_batch(
         resend.pop(user_id, None)
     users = list(fresh) + list(resend)
     if not users:
-        return result
+        return nothing
     slot_of = {user_id: slot for slot, user_id in enumerate(users)}
 
     dim = model.dim
@@ -222,12 +255,16 @@ def process_batch(
         row_of = model.row_of
         exclusions.append({row_of[i] for i in purchased if i in row_of})
 
-    k = params.k
-    rows, scores = search(model.index, vectors, k, exclusions)
+    return PreparedBatch(result, users, vectors, exclusions, triggers, model, params.k)
+
+
+def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
+    """The batch's result, with one recommendation per user from the search's rows and scores."""
+    result, k, model = prepared.result, prepared.k, prepared.model
     produced_at = time.time()
     item_ids = model.item_ids
-    for slot, user_id in enumerate(users):
-        trigger = triggers[slot]
+    for slot, user_id in enumerate(prepared.users):
+        trigger = prepared.triggers[slot]
         found = rows[slot].tolist()
         n_found = k - found.count(-1)  # -1 pads the end of a short list
         items = tuple(map(ScoredItem, map(item_ids.__getitem__, found[:n_found]), scores[slot, :n_found].tolist()))
