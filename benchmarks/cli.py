@@ -75,6 +75,9 @@ def _check_factory(factory: str, flag: str) -> None:
 @click.option("--shop-rate", type=click.FloatRange(min=1),
               help=f"Events per second of event time in the shop [default: --rate, else {DEFAULT_SHOP_RATE:g}].")
 @click.option("--bootstrap", help="Use this running broker [default: start one in a temporary folder and stop it after].")
+@click.option("--warmup-events", default=20_000, show_default=True, type=click.IntRange(min=0),
+              help="Drive this many events through a throw-away worker first, so the broker's JVM has compiled "
+              "its hot paths before anything is measured (the naive side, run second, gets a warm broker anyway).")
 @click.option("--timeout", default=900.0, show_default=True, type=click.FloatRange(min=10),
               help="Seconds a side may take to answer every user's last event.")
 @click.option("--profile", is_flag=True, help="Profile the worker with py-spy and summarise where its time goes.")
@@ -307,6 +310,13 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
                       faiss_threads=int(options["faiss_threads"]),
                       partitions=int(options["partitions"]), nprobe=options["nprobe"], timeout=float(options["timeout"]),
                       broker_pid=broker_pid, log=log)
+        warmup = min(int(options["warmup_events"]), len(workload))
+        if warmup:
+            log(f"warming the broker up with {warmup:,} events (not measured)")
+            (workdir / "warmup").mkdir()
+            run_side("worker", workload.head(warmup), **{**common, "workdir": workdir / "warmup",
+                                                         "run_id": f"{run_id}-warmup", "rate": None,
+                                                         "log": lambda text: None})
         naive_workload = workload.head(naive_events)
         keep = naive_workload.last_event_ids() if options["naive"] else set()
         worker = run_side("worker", workload.head(events), batch_size=options["batch_size"], profile=bool(options["profile"]),

@@ -16,7 +16,7 @@ import base64
 import math
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -78,9 +78,9 @@ class Event:
         return out
 
 
-class ScoredItem(NamedTuple):
-    """One recommended item and its score (a named tuple: the worker builds ten per list, and
-    a tuple costs a fifth of a frozen dataclass to make)."""
+class ScoredItem(msgspec.Struct, frozen=True, gc=False):
+    """One recommended item and its score. A msgspec struct: the worker builds ten per list,
+    and one is made in C in a tenth of a frozen dataclass's time, and encoded in C too."""
 
     item_id: str
     score: float
@@ -204,7 +204,7 @@ def _fast_decode(raw: bytes, now: float | None) -> Event | None:
         return None
     if not (math.isfinite(wire.ts) and wire.ts <= (time.time() if now is None else now) + MAX_FUTURE_SKEW_S):
         return None
-    if any(s.strip() == "" for s in (wire.event_id, wire.user_id, wire.item_id)):
+    if not (wire.event_id.strip() and wire.user_id.strip() and wire.item_id.strip()):
         return None
     return Event(wire.event_id, wire.user_id, wire.item_id, wire.type, wire.ts,
                  wire.session_id, wire.price, wire.category, wire.query)
@@ -238,8 +238,13 @@ def encode_event(event: Event) -> bytes:
 # --------------------------------------------------------------------------- recommendations
 
 
+_recommendation_encoder = msgspec.json.Encoder()
+
+
 def encode_recommendation(rec: Recommendation) -> bytes:
-    return orjson.dumps(rec.to_dict())
+    """The wire form, ``rec.to_dict()`` as JSON (encoded in one C call: a slotted dataclass
+    holding structs, fields in declaration order)."""
+    return _recommendation_encoder.encode(rec)
 
 
 def decode_recommendation(raw: bytes) -> Recommendation:

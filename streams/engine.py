@@ -11,16 +11,18 @@ and does its own I/O, micro-batch by micro-batch:
    ``batch_within_s`` only while nothing is there, so a quiet shop gets its answer at once
    and a busy one gets large batches;
 2. run the pure core up to the search (:func:`streams.processor.prepare_batch`), reading the
-   touched users' states from the batch in flight or the partition's RocksDB;
-3. complete the batch in flight: take its search result, produce one changelog record per
-   touched user (to the event's partition, as Faust does), one recommendation per user and
-   the dead letters; wait until the broker has acknowledged all of them (a failed delivery
-   stops the worker before anything is committed: the batch is replayed after the
-   restart); write the new states and the newest changelog offset into RocksDB, one
-   ``WriteBatch`` per partition; commit the batch's source offsets;
-4. start this batch's FAISS search in the search thread (FAISS releases the GIL, so it runs
-   on the other core while step 1 and 2 of the next batch run here) and make it the batch
-   in flight.
+   touched users' states from the batches still under way or the partition's RocksDB;
+3. settle the batch produced last time: wait until the broker has acknowledged its output
+   (a failed delivery stops the worker before anything of it is committed: it is replayed
+   after the restart), write its new states and the newest changelog offsets into RocksDB,
+   one ``WriteBatch`` per partition, and commit its source offsets;
+4. complete the batch searched since last time: one changelog record per touched user (to
+   the event's partition, as Faust does), one recommendation per user and the dead letters,
+   sent at once but not waited for;
+5. start this batch's FAISS search in the search thread.
+
+So three batches are under way at a time: one being prepared here, one being searched on
+the other core (FAISS releases the GIL) and one travelling to the broker.
 
 A crash anywhere replays at most the batches whose offsets were not committed; the state's
 recorded source offsets and event ids make the replay change nothing (see
@@ -46,7 +48,7 @@ from streamrec.config import Settings
 from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, encode_dead_letter, encode_recommendation
 from streams.interest import InterestParams
 from streams.model import ModelHolder
-from streams.processor import Message, PreparedBatch, WorkerStats, finish_batch, prepare_batch
+from streams.processor import BatchResult, Message, PreparedBatch, WorkerStats, finish_batch, prepare_batch
 from streams.state import encode_state
 from streams.tables import PartitionStore, changelog_topic, read_state
 
@@ -64,6 +66,9 @@ class _Pending:
     messages: list[Message]
     prepared: PreparedBatch
     search: Future | None = None
+    result: BatchResult | None = None
+    #: New states per partition, written to RocksDB once the broker has them.
+    writes: dict[int, list[tuple[bytes, bytes]]] = field(default_factory=lambda: defaultdict(list))
 
 
 @dataclass
@@ -107,11 +112,12 @@ def client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         "bootstrap.servers": kafka.bootstrap,
         "acks": "all",
         "enable.idempotence": True,
-        # Every batch ends in a flush, which sends at once: a long linger only stops librdkafka
-        # from cutting a batch's output into many small produce requests while it is being
-        # built. Per message the broker spent 12.7 µs at 2 ms and 3.7 µs at 200 ms (600-byte
-        # messages, a flush per 2,000; docs/performance.md).
-        "linger.ms": 500,
+        # A batch's output leaves in a few large produce requests rather than many small
+        # ones (the broker's cost is largely per request: 12.7 µs per 600-byte message at
+        # 2 ms, 3.7 µs at 200 ms, a flush per 2,000 messages; docs/performance.md). It is
+        # produced in a few tens of milliseconds and settled a batch later, so 20 ms costs
+        # nothing under load; when the stream goes quiet the engine flushes at once (take).
+        "linger.ms": 20,
         "batch.num.messages": 10_000,
         "batch.size": 1024 * 1024,
         "queue.buffering.max.messages": 1_000_000,
@@ -142,7 +148,8 @@ class BatchEngine:
         self.producer = Producer({**producer_config, "on_delivery": self._deliveries})
         self._committed: dict[int, int] = {}
         self._stopping = False
-        self._pending: _Pending | None = None
+        self._pending: _Pending | None = None  # being searched
+        self._delivering: _Pending | None = None  # produced, not yet acknowledged
         # FAISS releases the GIL: a batch's search runs here while the next batch is prepared.
         self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
 
@@ -158,7 +165,7 @@ class BatchEngine:
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.complete()  # the batch in flight may hold events of these partitions
+        self.drain()  # the batches under way may hold events of these partitions
         offsets = [TopicPartition(self.events_topic, tp.partition, self._committed[tp.partition])
                    for tp in partitions if tp.partition in self._committed]
         if offsets:
@@ -173,9 +180,9 @@ class BatchEngine:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
-            self.complete()  # its outputs are still right; its commit may be refused
+            self.drain()  # their outputs are still right; their commits may be refused
         except Exception:  # noqa: BLE001 - the partitions are gone either way
-            logger.exception("could not complete the batch in flight of lost partitions")
+            logger.exception("could not finish the batches under way of lost partitions")
         for tp in partitions:
             self._committed.pop(tp.partition, None)
             self.store.close(tp.partition)
@@ -221,6 +228,9 @@ class BatchEngine:
         size = self.settings.worker.batch_size
         messages = self.consumer.consume(size, timeout=0)
         if not messages:
+            # Nothing new: finish the batches under way before waiting, so that a quiet
+            # stream's last events are answered now rather than when the next one comes.
+            self.drain()
             first = self.consumer.poll(self.settings.worker.batch_within_s)
             if first is None:
                 return []
@@ -237,40 +247,41 @@ class BatchEngine:
     def prepare(self, raw: Sequence[Any]) -> _Pending:
         """Decide a batch up to its search (which :meth:`submit` starts).
 
-        States come from the batch still in flight when the user is in it (its new states are
-        not in RocksDB yet), else from the partition's RocksDB.
+        A user's state comes from the batch being searched, else from the batch being
+        delivered (neither is in RocksDB yet), else from the partition's RocksDB.
         """
         messages = [Message(m.key(), m.value(), m.partition(), m.offset()) for m in raw]
         store = self.store
-        in_flight = self._pending.prepared.result.states if self._pending is not None else {}
+        newest = self._pending.prepared.result.states if self._pending is not None else {}
+        newer = self._delivering.prepared.result.states if self._delivering is not None else {}
 
         def load(user_id: str, position: int):  # noqa: ANN202
-            newer = in_flight.get(user_id)
-            if newer is not None:
-                return newer[0]
+            found = newest.get(user_id) or newer.get(user_id)
+            if found is not None:
+                return found[0]
             return read_state(store.db(messages[position].partition), user_id)
 
         return _Pending(messages, prepare_batch(messages, load, self.model.current, self.params))
 
     def submit(self, pending: _Pending) -> None:
-        """Start the batch's search in the search thread; it becomes the batch in flight."""
+        """Start the batch's search in the search thread; it becomes the batch being searched."""
         pending.search = self._searcher.submit(pending.prepared.search)
         self._pending = pending
 
     def complete(self) -> None:
-        """Finish the batch in flight: produce, wait for the broker, write RocksDB, commit."""
+        """Finish the batch being searched and produce its output; it becomes the batch being
+        delivered (:meth:`settle` waits for the broker, writes RocksDB and commits)."""
+        self.settle()  # one batch is delivered at a time: its delivery reports are its own
         pending, self._pending = self._pending, None
         if pending is None:
             return
         messages = pending.messages
         result = finish_batch(pending.prepared, *pending.search.result())
-        store = self.store
-        writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         self._deliveries.reset()
         for user_id, (state, position) in result.states.items():
             partition = messages[position].partition
             key, value = user_id.encode(), encode_state(state)
-            writes[partition].append((key, value))
+            pending.writes[partition].append((key, value))
             self._produce(self.changelog, value, key, partition)
         topic = self.settings.kafka.recommendations_topic
         for rec in result.recommendations:
@@ -283,21 +294,36 @@ class BatchEngine:
                                        partition=message.partition, offset=message.offset)
             self._produce(self.settings.kafka.dlq_topic, value, message.key)
             self.stats.rejected[rejected.reason] += 1
+        pending.result = result
+        self._delivering = pending
+
+    def settle(self) -> None:
+        """Wait for the broker to take the delivered batch's output, then write its states
+        (with the newest changelog offsets) to RocksDB and commit its source offsets."""
+        pending, self._delivering = self._delivering, None
+        if pending is None:
+            return
         self._flush()
-        for partition, items in writes.items():
-            store.write(partition, items, self._deliveries.offsets.get(partition))
+        for partition, items in pending.writes.items():
+            self.store.write(partition, items, self._deliveries.offsets.get(partition))
         ends: dict[int, int] = {}
-        for message in messages:
+        for message in pending.messages:
             ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
         self._committed.update(ends)
         self.consumer.commit(offsets=[TopicPartition(self.events_topic, p, o) for p, o in ends.items()], asynchronous=True)
-        self.stats.record(result, len(messages))
+        self.stats.record(pending.result, len(pending.messages))
+
+    def drain(self) -> None:
+        """Complete and settle every batch under way."""
+        self.complete()
+        self.settle()
 
     def process(self, raw: Sequence[Any]) -> None:
-        """One batch start to finish: the batch after the one in flight, pipelined.
+        """One more batch through the pipeline.
 
-        The batch in flight is searching in the search thread while this one is prepared;
-        then the one in flight is completed and this one's search starts.
+        While this batch is prepared here, the previous one is searched in the search thread
+        and the one before is on its way to the broker; then that one is settled, the previous
+        one completed, and this one's search started.
         """
         pending = self.prepare(raw)
         self.complete()
@@ -313,6 +339,13 @@ class BatchEngine:
 
     def _flush(self) -> None:
         """Wait until every produced message is acknowledged; raise if any was refused."""
+        started = time.perf_counter()
+        try:
+            self._wait_for_deliveries()
+        finally:
+            self.stats.waited_for_broker_s += time.perf_counter() - started
+
+    def _wait_for_deliveries(self) -> None:
         while self.producer.flush(1.0) > 0:
             if self._deliveries.errors:
                 break
@@ -336,7 +369,7 @@ class BatchEngine:
                 if batch:
                     self.process(batch)
                 else:
-                    self.complete()
+                    self.drain()
                     self.producer.poll(0)
                 now = time.monotonic()
                 if now >= next_model_check:
@@ -357,7 +390,7 @@ class BatchEngine:
 
     def close(self) -> None:
         try:
-            self.complete()
+            self.drain()
         finally:
             self._searcher.shutdown(wait=True)
         try:

@@ -283,6 +283,8 @@ class WorkerStats:
         self.batches = 0
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
+        #: Seconds spent waiting for the broker to acknowledge a batch's output.
+        self.waited_for_broker_s = 0.0
 
     def record(self, result: BatchResult, n_messages: int) -> None:
         """Count one processed micro-batch of ``n_messages`` (rejects counted by the caller)."""
@@ -298,4 +300,5 @@ class WorkerStats:
             "batches": self.batches,
             "duplicates": self.duplicates,
             "rejected": dict(self.rejected),
+            "waited_for_broker_s": round(self.waited_for_broker_s, 3),
         }
