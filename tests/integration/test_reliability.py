@@ -46,7 +46,9 @@ def test_crash_mid_stream_loses_nothing_and_doubles_nothing(bootstrap, topics, s
     shop = trained_shop(tmp_path / "models", items=3000, users=5000, history=40_000, live=101_000, seed=5)
     events = shop.live[:100_000]
     publish(bootstrap, topics.events, events)
-    first = start_worker(shop.models_dir, partitions=2, engine=engine)
+    # Small batches, so that the crash comes with work in every stage (large ones would
+    # coalesce the 5,000 users' 100k events into a few thousand lists, done in seconds).
+    first = start_worker(shop.models_dir, partitions=2, engine=engine, batch_size=1000)
     # Let it get part-way, then SIGKILL it.
     read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= 12_000, timeout=300)
     first.kill()
