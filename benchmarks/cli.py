@@ -299,7 +299,10 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
         if bootstrap is None:
             from streamrec.kafka import KafkaLauncher
 
-            settings = LocalKafkaSettings(home=workdir / "kafka", port=_free_port(), controller_port=_free_port(), heap="1g")
+            from streamrec.config import get_settings
+
+            settings = get_settings().local_kafka.model_copy(
+                update={"home": workdir / "kafka", "port": _free_port(), "controller_port": _free_port()})
             launcher = KafkaLauncher(settings, lib_dir=LocalKafkaSettings().home / "lib")
             log(f"starting a broker on {launcher.bootstrap}")
             launcher.up(timeout=120)

@@ -43,6 +43,7 @@ def side_table(results: Mapping[str, Any], title: str) -> Any:
         ("latency p50", lambda s: fmt(s["latency_ms"]["p50"], " ms")),
         ("latency p95", lambda s: fmt(s["latency_ms"]["p95"], " ms")),
         ("latency p99", lambda s: fmt(s["latency_ms"]["p99"], " ms")),
+        ("p99 after the first 2 s", lambda s: fmt((s.get("latency_ms_steady") or {}).get("p99"), " ms")),
         ("max lag (committed)", lambda s: fmt(s["max_lag"])),
         ("CPU s (window)", lambda s: fmt(s["cpu_s"])),
         ("CPU µs / event", lambda s: fmt(s["cpu_us_per_event"])),

@@ -113,6 +113,9 @@ class SideResult:
     log_file: Path | None = None
     #: users in the table, bytes per encoded state and per user on disk (after the run)
     table: dict[str, float | int | None] = field(default_factory=dict)
+    #: At a fixed rate: ``latency_ms`` over the events produced after the first STEADY_AFTER_S
+    #: seconds (the worker's and broker's first batches run cold); None flat out.
+    latency_ms_steady: dict[str, float | int | None] | None = None
 
     def summary(self) -> dict[str, object]:
         def r(value: float | None, digits: int = 1) -> float | None:
@@ -125,6 +128,8 @@ class SideResult:
             "recommendations": self.recommendations,
             "events_per_s": r(self.events_per_s),
             "latency_ms": {k: (r(v, 2) if isinstance(v, float) else v) for k, v in self.latency_ms.items()},
+            "latency_ms_steady": None if self.latency_ms_steady is None else
+            {k: (r(v, 2) if isinstance(v, float) else v) for k, v in self.latency_ms_steady.items()},
             "cpu_s": r(self.cpu_s, 2),
             "cpu_s_total": r(self.cpu_s_total, 2),
             "cpu_us_per_event": r(None if not self.cpu_s or not self.answered else 1e6 * self.cpu_s / self.answered),
@@ -137,6 +142,10 @@ class SideResult:
             "max_lag": max((lag for _, lag in self.lag), default=None),
             "table": self.table,
         }
+
+
+#: At a fixed rate, ``latency_ms_steady`` leaves out the events of the first seconds.
+STEADY_AFTER_S = 2.0
 
 
 def run_side(
@@ -275,6 +284,8 @@ def run_side(
         recommendations=int(known.sum()),
         events_per_s=events_per_s,
         latency_ms=percentiles(latency),
+        latency_ms_steady=None if rate is None else
+        percentiles(latency[produced_at >= np.nanmin(produced_at) + STEADY_AFTER_S]),
         cpu_s=between(sampler),
         cpu_s_total=sampler.cpu_total,
         rss_mb=sampler.peak_rss / 2**20 if sampler.peak_rss else None,

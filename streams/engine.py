@@ -42,8 +42,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from indexing.index import search
 from streamrec.config import Settings
 from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, encode_dead_letter, encode_recommendation
 from streams.interest import InterestParams
@@ -53,6 +55,10 @@ from streams.state import encode_state
 from streams.tables import PartitionStore, changelog_topic, read_state
 
 logger = logging.getLogger(__name__)
+
+
+#: Batches smaller than this are finished at once rather than pipelined (see ``process``).
+KEEPING_UP_BELOW = 1000
 
 
 class DeliveryFailed(RuntimeError):
@@ -104,8 +110,10 @@ def client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         "session.timeout.ms": session_ms,
         "heartbeat.interval.ms": max(100, min(3000, session_ms // 4)),
         "partition.assignment.strategy": "range",
-        # A quiet partition must not hold a fetch back: answer as soon as anything is there.
-        "fetch.wait.max.ms": 20,
+        # Each fetch costs the broker about as much as a produce request (0.35-0.7 ms of its CPU
+        # here), so a fetch waits up to 10 ms for 64 kB instead of returning each trickle.
+        "fetch.wait.max.ms": 10,
+        "fetch.min.bytes": 64 * 1024,
         "log_level": 4,
     }
     producer = {
@@ -146,7 +154,9 @@ class BatchEngine:
         self._consumer_config = consumer_config
         self.consumer = Consumer(consumer_config)
         self.producer = Producer({**producer_config, "on_delivery": self._deliveries})
-        self._committed: dict[int, int] = {}
+        self._committed: dict[int, int] = {}  # settled offsets per owned partition
+        self._uncommitted: dict[int, int] = {}  # settled since the last commit
+        self._last_commit = time.monotonic()
         self._stopping = False
         self._pending: _Pending | None = None  # being searched
         self._delivering: _Pending | None = None  # produced, not yet acknowledged
@@ -175,6 +185,7 @@ class BatchEngine:
                 logger.warning("could not commit revoked partitions' offsets (they will be replayed): %s", exc)
         for tp in partitions:
             self._committed.pop(tp.partition, None)
+            self._uncommitted.pop(tp.partition, None)
             self.store.close(tp.partition)
         logger.info("partitions %s revoked", [tp.partition for tp in partitions])
 
@@ -185,6 +196,7 @@ class BatchEngine:
             logger.exception("could not finish the batches under way of lost partitions")
         for tp in partitions:
             self._committed.pop(tp.partition, None)
+            self._uncommitted.pop(tp.partition, None)
             self.store.close(tp.partition)
         logger.warning("partitions %s lost (another worker owns them now)", [tp.partition for tp in partitions])
 
@@ -310,8 +322,22 @@ class BatchEngine:
         for message in pending.messages:
             ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
         self._committed.update(ends)
-        self.consumer.commit(offsets=[TopicPartition(self.events_topic, p, o) for p, o in ends.items()], asynchronous=True)
+        self._uncommitted.update(ends)
         self.stats.record(pending.result, len(pending.messages))
+        self.commit(force=False)
+
+    def commit(self, *, force: bool = True) -> None:
+        """Commit the settled batches' source offsets, at most every ``commit_interval_s``
+        unless forced. A commit costs the broker ~1.8 ms of CPU, so committing every small
+        batch of a quiet stream took a sixth of a core; a crash replays what was not
+        committed, which changes nothing (the states know their offsets)."""
+        now = time.monotonic()
+        if not self._uncommitted or (not force and now - self._last_commit < self.settings.worker.commit_interval_s):
+            return
+        offsets = [TopicPartition(self.events_topic, p, o) for p, o in self._uncommitted.items()]
+        self._uncommitted = {}
+        self._last_commit = now
+        self.consumer.commit(offsets=offsets, asynchronous=True)
 
     def drain(self) -> None:
         """Complete and settle every batch under way."""
@@ -328,6 +354,11 @@ class BatchEngine:
         pending = self.prepare(raw)
         self.complete()
         self.submit(pending)
+        if len(raw) < KEEPING_UP_BELOW:
+            # A small batch means the worker is keeping up with the stream: answer it now
+            # (flushing sends at once) instead of when the next batch comes. Under a backlog
+            # batches are full and stay pipelined.
+            self.drain()
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int = -1) -> None:
         while True:
@@ -353,8 +384,18 @@ class BatchEngine:
         if self._deliveries.errors:
             raise DeliveryFailed(f"{len(self._deliveries.errors)} message(s) not delivered, first: {self._deliveries.errors[0]}")
 
+    def warm_up(self) -> None:
+        """Search once at each batch shape before the first event, so that the first real
+        batch does not pay for FAISS's and BLAS's first calls (hundreds of milliseconds)."""
+        model = self.model.current
+        rng = np.random.default_rng(0)
+        for n in (1, 64):
+            queries = rng.standard_normal((n, model.dim)).astype(np.float32)
+            search(model.index, queries, self.params.k, [set()] * n)
+
     def run(self, *, max_seconds: float | None = None) -> WorkerStats:
         """Consume until SIGTERM/SIGINT (or ``max_seconds``); then commit, close and return the counters."""
+        self.warm_up()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
         self.consumer.subscribe([self.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -370,6 +411,7 @@ class BatchEngine:
                     self.process(batch)
                 else:
                     self.drain()
+                    self.commit(force=False)
                     self.producer.poll(0)
                 now = time.monotonic()
                 if now >= next_model_check:

@@ -482,7 +482,7 @@ class KafkaLauncher:
         """Launch the broker detached from this process and record its pid."""
         heap = self.settings.heap
         options = (f"-Xmx{heap}", f"-Xms{initial_heap(heap)}", "-XX:+UseG1GC",
-                   "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError")
+                   "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError", *self.settings.jvm_options)
         command = self._java_command(java, MAIN_CLASS, str(self.properties_file), jvm_options=options)
         logger.debug("Starting: %s", " ".join(command))
         with self.console_file.open("wb") as console:
