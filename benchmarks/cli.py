@@ -72,6 +72,8 @@ def _check_factory(factory: str, flag: str) -> None:
               help="OpenMP threads FAISS may use in both sides (and --index-only); 0 = FAISS's default (all cores).")
 @click.option("--partitions", default=4, show_default=True, type=click.IntRange(min=1), help="Partitions per topic.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic shop.")
+@click.option("--dim", default=128, show_default=True, type=click.IntRange(min=2),
+              help="Dimension of the bench's item vectors (the served default model has 256).")
 @click.option("--shop-rate", type=click.FloatRange(min=1),
               help=f"Events per second of event time in the shop [default: --rate, else {DEFAULT_SHOP_RATE:g}].")
 @click.option("--bootstrap", help="Use this running broker [default: start one in a temporary folder and stop it after].")
@@ -207,7 +209,7 @@ def _micro(options: dict[str, object], log) -> None:  # noqa: ANN001
     workload = prepare_workload(int(options["items"]), int(options["users"]), int(options["events"]),
                                 seed=int(options["seed"]), factory=str(options["factory"]),
                                 shop_rate=float(options["shop_rate"] or options["rate"] or DEFAULT_SHOP_RATE),
-                                cache_dir=Path(str(options["cache_dir"])), log=log)
+                                cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
     costs = run_micro(workload, batch_size=int(options["batch_size"] or 1000))
     result = {"micro_us_per_event": costs, "items": int(options["items"]), "faiss_threads": faiss.omp_get_max_threads(),
               "hardware": hardware()}
@@ -282,14 +284,15 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
         from benchmarks.load import fill_workload
 
         base = prepare_workload(items, users, 1000, seed=int(options["seed"]), factory=str(options["factory"]),
-                                shop_rate=float(shop_rate), cache_dir=Path(str(options["cache_dir"])), log=log)
+                                shop_rate=float(shop_rate), cache_dir=Path(str(options["cache_dir"])),
+                                dim=int(options["dim"]), log=log)
         workload = fill_workload(base, seed=int(options["seed"]), log=log)
         events = len(workload)
         naive_events = min(naive_events, events)
     else:
         workload = prepare_workload(items, users, max(events, naive_events) if options["naive"] else events,
                                     seed=int(options["seed"]), factory=str(options["factory"]), shop_rate=float(shop_rate),
-                                    cache_dir=Path(str(options["cache_dir"])), log=log)
+                                    cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
     run_id = f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
     sides = []
     with ExitStack() as stack:
@@ -362,7 +365,7 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
             "rate": rate, "mode": "flat_out" if rate is None else "rate", "partitions": int(options["partitions"]),
             "batch_size": options["batch_size"], "factory": model.meta.get("factory"), "nprobe": options["nprobe"],
             "faiss_threads": int(options["faiss_threads"]) or "default",
-            "item_vectors": workload.item_vectors, "model_items": model.n_items, "seed": int(options["seed"]),
+            "dim": model.dim, "item_vectors": workload.item_vectors, "model_items": model.n_items, "seed": int(options["seed"]),
             "shop_rate": float(shop_rate), "bootstrap": "own broker" if options["bootstrap"] is None else "given",
             "load_average_1m_before": load_before, "fill_users": bool(options["fill_users"]),
         },

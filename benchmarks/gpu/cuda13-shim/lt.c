@@ -1,0 +1,1 @@
+int cublasLt12_shim_placeholder;
