@@ -319,7 +319,7 @@ class RecommendationCollector:
                 "enable.auto.commit": False,
                 # Like the worker: a fetch waits up to 10 ms for 64 kB rather than returning each
                 # trickle (every fetch costs the broker on the same two cores ~0.5 ms of CPU).
-                "fetch.wait.max.ms": 10,
+                "fetch.wait.max.ms": 5,
                 "fetch.min.bytes": 64 * 1024,
                 "log_level": 0,
             }
