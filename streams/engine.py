@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 
 #: The cyclic garbage collector's thresholds in the worker (Python's default: 700, 10, 10).
-GC_THRESHOLDS = (100_000, 50, 100)
+GC_THRESHOLDS = (20_000, 50, 100)
 
 #: Batches smaller than this are finished at once rather than pipelined (see ``process``).
 KEEPING_UP_BELOW = 1000
@@ -400,7 +400,8 @@ class BatchEngine:
         # counting frees; the cyclic collector kept scanning them (and the model's long-lived
         # objects) and took a quarter of prepare_batch's time (3.3 s against 2.4 s for 100k
         # events in batches of 20,000). Long-lived objects are frozen out of its scans and
-        # it runs ten times less often.
+        # the youngest generation is collected every 20,000 allocations rather than 700 (as
+        # fast as 100,000 here, and a collection then pauses ~2 ms rather than tens).
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
