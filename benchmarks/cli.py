@@ -55,6 +55,13 @@ def _check_factory(factory: str, flag: str) -> None:
                                  param_hint=flag) from None
 
 
+def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
+    lines = []
+    for name, values in floor.items():
+        lines.append(name + ": " + ", ".join(f"{key} {value:,.2f}" for key, value in values.items()))
+    return "\n".join(lines)
+
+
 @click.command("bench")
 @click.option("--items", default=12_000, show_default=True, type=click.IntRange(min=100), help="Catalog size.")
 @click.option("--users", default=100_000, show_default=True, type=click.IntRange(min=1), help="Shoppers in the shop.")
@@ -89,6 +96,8 @@ def _check_factory(factory: str, flag: str) -> None:
               help="Where generated workloads are cached [default: benchmarks/results/tmp/cache].")
 @click.option("--index-only", is_flag=True, help="Only benchmark FAISS index types (no Kafka).")
 @click.option("--micro", is_flag=True, help="Only measure the per-event cost of each step of the pure core (no Kafka).")
+@click.option("--floor", is_flag=True, help="Only measure the clients' and the broker's own costs: librdkafka and a "
+              "do-nothing Faust agent consuming small events, and the broker's CPU per request.")
 @click.option("--index-sizes", default="12000,100000", show_default=True,
               help="--index-only: catalog sizes, comma-separated (add 1000000 for the large run).")
 @click.option("--index-factory", "index_factories", multiple=True,
@@ -118,7 +127,10 @@ def bench(**options: object) -> None:
         _micro(options, log)
         return
     _check_factory(str(options["factory"]), "--factory")
-    result, sides, title = _end_to_end(options, log)
+    measured = _end_to_end(options, log)
+    if measured is None:  # --floor printed its own result
+        return
+    result, sides, title = measured
     output = options["output"]
     if output is not None:
         from benchmarks.report import write_output
@@ -312,6 +324,12 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
             stack.callback(launcher.down)
             bootstrap = launcher.bootstrap
             broker_pid = launcher.status().pid
+        if options["floor"]:
+            from benchmarks.floor import run_floor
+
+            floor = run_floor(str(bootstrap), broker_pid, log=log)
+            click.echo(json.dumps(floor, indent=2) if options["as_json"] else _floor_text(floor))
+            return None
         common = dict(bootstrap=str(bootstrap), workdir=workdir, run_id=run_id, rate=rate,
                       faiss_threads=int(options["faiss_threads"]),
                       partitions=int(options["partitions"]), nprobe=options["nprobe"], timeout=float(options["timeout"]),

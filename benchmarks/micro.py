@@ -10,6 +10,7 @@ cost around it.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ import numpy as np
 import orjson
 
 from benchmarks.load import Workload
+from streams.engine import GC_THRESHOLDS
 
 
 def _per_call_us(fn: Callable[[], object], units: int, budget_s: float = 0.4) -> float:
@@ -95,4 +97,21 @@ def run_micro(workload: Workload, *, batch_size: int = 1000, budget_s: float = 0
             _per_call_us(lambda: process_batch(batch, lambda u, _: store.get(u), model, params), len(batch), budget_s),
         "naive handle_event (whole core, per event)": _per_call_us(naive, len(batch), budget_s),
     }
+    # The worker's garbage-collector settings (streams.engine.GC_THRESHOLDS) against Python's
+    # defaults, on all the events above as one batch (the worker's batches reach 20,000).
+    whole = messages[:n]
+    for label, thresholds, freeze in (("default GC", None, False), ("the worker's GC settings", GC_THRESHOLDS, True)):
+        previous = gc.get_threshold()
+        if freeze:
+            gc.collect()
+            gc.freeze()
+        if thresholds is not None:
+            gc.set_threshold(*thresholds)
+        try:
+            costs[f"process_batch of {len(whole):,} events, {label}"] = _per_call_us(
+                lambda: process_batch(whole, lambda u, _: store.get(u), model, params), len(whole), 4 * budget_s)
+        finally:
+            gc.set_threshold(*previous)
+            if freeze:
+                gc.unfreeze()
     return {name: round(us, 2) for name, us in costs.items()}

@@ -40,7 +40,8 @@ class LocalKafkaSettings(BaseModel):
     heap: str = "1g"
     #: Extra JVM options of the local broker. C1 only: on two cores the C2 compiler kept a
     #: third of a core busy through a 20 s benchmark; with C1 the broker used 11.8 instead of
-    #: 17 CPU seconds at 2,000 events/s and 4.0 instead of 5.4 flat out (docs/performance.md).
+    #: 17 CPU seconds at 2,000 events/s (`streamrec bench --rate 2000 --events 40000 --no-naive`,
+    #: with and without STREAMREC_LOCAL_KAFKA__JVM_OPTIONS='[]').
     jvm_options: tuple[str, ...] = ("-XX:TieredStopAtLevel=1",)
 
 

@@ -1,7 +1,7 @@
 """The batch engine: the worker's fast path, with librdkafka (confluent-kafka) at both ends.
 
 Faust hands an agent one Python ``Event`` at a time, whatever the batching above it: on this
-machine a Faust agent that does nothing with its events tops out at about 90 µs of CPU per
+machine a Faust agent that does nothing with its events costs 83 µs of CPU per
 event (``streamrec bench --floor``), more than the whole budget of a worker doing 20,000
 events/s. librdkafka hands over a thousand messages in one call for about 1 µs each. So the
 default engine keeps everything the worker *decides* in :func:`streams.processor.process_batch`
@@ -114,8 +114,9 @@ def client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         "session.timeout.ms": session_ms,
         "heartbeat.interval.ms": max(100, min(3000, session_ms // 4)),
         "partition.assignment.strategy": "range",
-        # Each fetch costs the broker about as much as a produce request (0.35-0.7 ms of its CPU
-        # here), so a fetch waits up to 10 ms for 64 kB instead of returning each trickle.
+        # Fetches cost the broker CPU (a consumer long-polling every 5 ms on an idle topic kept
+        # 0.15 of a core busy here, `streamrec bench --floor`), so a fetch waits up to 5 ms for
+        # 64 kB instead of returning each trickle.
         "fetch.wait.max.ms": 5,
         "fetch.min.bytes": 64 * 1024,
         "log_level": 4,
@@ -125,8 +126,8 @@ def client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
         "acks": "all",
         "enable.idempotence": True,
         # A batch's output leaves in a few large produce requests rather than many small
-        # ones (the broker's cost is largely per request: 12.7 µs per 600-byte message at
-        # 2 ms, 3.7 µs at 200 ms, a flush per 2,000 messages; docs/performance.md). It is
+        # ones (the broker spends ~0.26 ms of CPU per produce request here, `streamrec bench
+        # --floor`). It is
         # produced in a few tens of milliseconds and settled a batch later, so 20 ms costs
         # nothing under load; when the stream goes quiet the engine flushes at once (take).
         "linger.ms": 20,
@@ -332,7 +333,7 @@ class BatchEngine:
 
     def commit(self, *, force: bool = True) -> None:
         """Commit the settled batches' source offsets, at most every ``commit_interval_s``
-        unless forced. A commit costs the broker ~1.8 ms of CPU, so committing every small
+        unless forced. A commit costs the broker ~2.3 ms of CPU (`streamrec bench --floor`), so committing every small
         batch of a quiet stream took a sixth of a core; a crash replays what was not
         committed, which changes nothing (the states know their offsets)."""
         now = time.monotonic()
@@ -397,11 +398,11 @@ class BatchEngine:
             queries = rng.standard_normal((n, model.dim)).astype(np.float32)
             search(model.index, queries, self.params.k, [set()] * n)
         # A batch allocates hundreds of thousands of short-lived objects that reference
-        # counting frees; the cyclic collector kept scanning them (and the model's long-lived
-        # objects) and took a quarter of prepare_batch's time (3.3 s against 2.4 s for 100k
-        # events in batches of 20,000). Long-lived objects are frozen out of its scans and
-        # the youngest generation is collected every 20,000 allocations rather than 700 (as
-        # fast as 100,000 here, and a collection then pauses ~2 ms rather than tens).
+        # counting frees; the cyclic collector kept scanning them and the model's long-lived
+        # objects (`streamrec bench --micro`: process_batch of 20,000 events took 52.2 µs per
+        # event with Python's defaults and 46.7 with these settings). Long-lived objects are
+        # frozen out of its scans and the youngest generation is collected every 20,000
+        # allocations rather than 700 (a collection of 20,000 young objects pauses ~2 ms).
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
