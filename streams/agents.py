@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import weakref
 from contextlib import contextmanager
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from faust.streams import _current_event
 from faust.types import EventT
 
-from streamrec.contract import encode_dead_letter, encode_recommendation
-from streams.processor import Message, WorkerStats, process_batch
+from streamrec.contract import encode_recommendation
+from streams.processor import Message, WorkerStats, dead_letter, process_batch
 from streams.state import UserState, encode_state
 from streams.tables import read_state
 
@@ -70,21 +70,11 @@ def register_agents(bundle: StreamrecApp) -> None:
             for rec in result.recommendations:
                 send_recommendation(key=rec.user_id.encode(), value=encode_recommendation(rec))
             for rejected in result.rejected:
-                message = batch[rejected.position].message
+                message, topic = messages[rejected.position], batch[rejected.position].message.topic
                 logger.warning(
-                    "rejected %s[%d]@%d: %s (%s)", message.topic, message.partition, message.offset, rejected.reason, rejected.detail
+                    "rejected %s[%d]@%d: %s (%s)", topic, message.partition, message.offset, rejected.reason, rejected.detail
                 )
-                bundle.dlq_topic.send_soon(
-                    key=message.key,
-                    value=encode_dead_letter(
-                        message.value,
-                        rejected.reason,
-                        rejected.detail,
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                    ),
-                )
+                bundle.dlq_topic.send_soon(key=message.key, value=dead_letter(rejected, message, topic))
                 stats.rejected[rejected.reason] += 1
             stats.record(result, len(batch))
 

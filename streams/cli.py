@@ -17,25 +17,18 @@ from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, decode_recommendation
 logger = logging.getLogger(__name__)
 
 
-def ensure_worker_topics(kafka: KafkaSettings) -> None:
-    """Create the worker's topics if missing (the dead-letter topic takes large messages)."""
+def ensure_worker_topics(kafka: KafkaSettings, *, changelog: str | None = None) -> None:
+    """Create the worker's topics if missing (the dead-letter topic takes large messages), and
+    the table's compacted ``changelog`` when given (Faust creates its own; the batch engine not)."""
     from producers.publisher import ensure_topics
 
     partitions = kafka.partitions
-    ensure_topics(
-        kafka.bootstrap,
-        {kafka.events_topic: partitions, kafka.recommendations_topic: partitions, kafka.dlq_topic: partitions},
-        configs={kafka.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}},
-    )
-
-
-def ensure_changelog_topic(kafka: KafkaSettings, app_id: str) -> None:
-    """The table's compacted changelog (Faust creates it itself; the batch engine here)."""
-    from producers.publisher import ensure_topics
-    from streams.tables import changelog_topic
-
-    ensure_topics(kafka.bootstrap, {changelog_topic(app_id): kafka.partitions},
-                  configs={changelog_topic(app_id): {"cleanup.policy": "compact"}})
+    topics = {kafka.events_topic: partitions, kafka.recommendations_topic: partitions, kafka.dlq_topic: partitions}
+    configs = {kafka.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}}
+    if changelog is not None:
+        topics[changelog] = partitions
+        configs[changelog] = {"cleanup.policy": "compact"}
+    ensure_topics(kafka.bootstrap, topics, configs=configs)
 
 
 @click.command()
@@ -90,8 +83,7 @@ def _run_batch_engine(settings, level: int) -> None:  # noqa: ANN001
     logging.getLogger().setLevel(level)
     faiss.omp_set_num_threads(settings.index.search_threads)
     engine = BatchEngine(settings)
-    ensure_worker_topics(settings.kafka)
-    ensure_changelog_topic(settings.kafka, settings.worker.app_id)
+    ensure_worker_topics(settings.kafka, changelog=engine.changelog)
     _announce(settings, engine.model.current.version)
     engine.run()
 

@@ -48,10 +48,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from indexing.index import search
 from streamrec.config import Settings
-from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, encode_dead_letter, encode_recommendation
+from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, encode_recommendation
 from streams.interest import InterestParams
 from streams.model import ModelHolder
-from streams.processor import BatchResult, Message, PreparedBatch, WorkerStats, finish_batch, prepare_batch
+from streams.processor import BatchResult, Message, PreparedBatch, WorkerStats, dead_letter, finish_batch, prepare_batch
 from streams.state import encode_state
 from streams.tables import PartitionStore, changelog_topic, read_state
 
@@ -171,13 +171,17 @@ class BatchEngine:
     # -- partitions come and go ------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.store.open(tp.partition)
-            started = time.monotonic()
-            applied = self.recover(tp.partition)
-            logger.info(
-                "partition %d assigned: %d changelog record(s) applied in %.2f s", tp.partition, applied, time.monotonic() - started
-            )
+        reader = Consumer({**self._consumer_config, "group.id": f"{self.settings.worker.app_id}-recovery",
+                           "enable.partition.eof": True})
+        try:
+            for tp in partitions:
+                self.store.open(tp.partition)
+                started = time.monotonic()
+                applied = self.recover(reader, tp.partition)
+                logger.info("partition %d assigned: %d changelog record(s) applied in %.2f s",
+                            tp.partition, applied, time.monotonic() - started)
+        finally:
+            reader.close()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.drain()  # the batches under way may hold events of these partitions
@@ -188,10 +192,7 @@ class BatchEngine:
                 consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
                 logger.warning("could not commit revoked partitions' offsets (they will be replayed): %s", exc)
-        for tp in partitions:
-            self._committed.pop(tp.partition, None)
-            self._uncommitted.pop(tp.partition, None)
-            self.store.close(tp.partition)
+        self._release(partitions)
         logger.info("partitions %s revoked", [tp.partition for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -199,31 +200,33 @@ class BatchEngine:
             self.drain()  # their outputs are still right; their commits may be refused
         except Exception:  # noqa: BLE001 - the partitions are gone either way
             logger.exception("could not finish the batches under way of lost partitions")
+        self._release(partitions)
+        logger.warning("partitions %s lost (another worker owns them now)", [tp.partition for tp in partitions])
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        """Forget revoked or lost partitions' offsets and close their RocksDB."""
         for tp in partitions:
             self._committed.pop(tp.partition, None)
             self._uncommitted.pop(tp.partition, None)
             self.store.close(tp.partition)
-        logger.warning("partitions %s lost (another worker owns them now)", [tp.partition for tp in partitions])
 
-    def recover(self, partition: int, *, timeout: float = 60.0) -> int:
-        """Apply the changelog records newer than the partition's RocksDB; returns how many."""
-        reader = Consumer({**self._consumer_config, "group.id": f"{self.settings.worker.app_id}-recovery",
-                           "enable.partition.eof": True})
+    def recover(self, reader: Consumer, partition: int, *, timeout: float = 60.0) -> int:
+        """Apply the changelog records newer than the partition's RocksDB, read with ``reader``
+        (a consumer outside the group, with partition EOF events); returns how many."""
+        low, high = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=timeout)
+        persisted = self.store.persisted_offset(partition)
+        start = max(low, persisted + 1) if persisted is not None else low
+        if start >= high:
+            return 0
+        reader.assign([TopicPartition(self.changelog, partition, start if start > 0 else OFFSET_BEGINNING)])
+        applied, last = 0, start - 1
+        deadline = time.monotonic() + timeout
         try:
-            low, high = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=timeout)
-            persisted = self.store.persisted_offset(partition)
-            start = max(low, persisted + 1) if persisted is not None else low
-            if start >= high:
-                return 0
-            reader.assign([TopicPartition(self.changelog, partition, start if start > 0 else OFFSET_BEGINNING)])
-            applied, last = 0, start - 1
-            deadline = time.monotonic() + timeout
             while last < high - 1:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"changelog {self.changelog}[{partition}] not read up to {high} within {timeout:g} s")
-                messages = reader.consume(10_000, timeout=1.0)
                 items = []
-                for message in messages:
+                for message in reader.consume(10_000, timeout=1.0):
                     if message.error() is not None:
                         if message.error().code() == KafkaError._PARTITION_EOF:
                             last = max(last, high - 1)
@@ -236,7 +239,7 @@ class BatchEngine:
                     applied += len(items)
             return applied
         finally:
-            reader.close()
+            reader.unassign()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -307,9 +310,7 @@ class BatchEngine:
             message = messages[rejected.position]
             logger.warning("rejected %s[%d]@%d: %s (%s)", self.events_topic, message.partition, message.offset,
                            rejected.reason, rejected.detail)
-            value = encode_dead_letter(message.value, rejected.reason, rejected.detail, topic=self.events_topic,
-                                       partition=message.partition, offset=message.offset)
-            self._produce(self.settings.kafka.dlq_topic, value, message.key)
+            self._produce(self.settings.kafka.dlq_topic, dead_letter(rejected, message, self.events_topic), message.key)
             self.stats.rejected[rejected.reason] += 1
         pending.result = result
         self._delivering = pending

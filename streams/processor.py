@@ -18,7 +18,15 @@ import numpy as np
 
 from indexing.artifact import ModelArtifact
 from indexing.index import search
-from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, Recommendation, ScoredItem, decode_event
+from streamrec.contract import (
+    EVENT_TYPE_CODES,
+    Event,
+    InvalidEvent,
+    Recommendation,
+    ScoredItem,
+    decode_event,
+    encode_dead_letter,
+)
 from streams.interest import InterestParams, fold_events, update_batch
 from streams.state import UserState
 
@@ -49,6 +57,13 @@ class BatchResult:
     rejected: list[Rejected] = field(default_factory=list)
     #: Positions of events already applied before (re-sent or replayed), skipped.
     duplicates: list[int] = field(default_factory=list)
+
+
+def dead_letter(rejected: Rejected, message: Message, topic: str) -> bytes:
+    """The dead-letter record of a rejected message: its original bytes, the reason and where
+    it came from (``topic`` and the message's partition and offset)."""
+    return encode_dead_letter(message.value, rejected.reason, rejected.detail, topic=topic,
+                              partition=message.partition, offset=message.offset)
 
 
 def decode_batch(
@@ -143,9 +158,12 @@ def prepare_batch(
     """Everything :func:`process_batch` does before its search."""
     accepted, rejected = decode_batch(messages, model, now=now)
     result = BatchResult(rejected=rejected)
-    nothing = PreparedBatch(result, [], np.zeros((0, model.dim), np.float32), [], [], model, params.k)
+
+    def nothing() -> PreparedBatch:
+        return PreparedBatch(result, [], np.zeros((0, model.dim), np.float32), [], [], model, params.k)
+
     if not accepted:
-        return nothing
+        return nothing()
 
     per_user: dict[str, list[tuple[int, Event]]] = {}
     for position, event in accepted:
@@ -180,7 +198,7 @@ def prepare_batch(
         resend.pop(user_id, None)
     users = list(fresh) + list(resend)
     if not users:
-        return nothing
+        return nothing()
     slot_of = {user_id: slot for slot, user_id in enumerate(users)}
 
     dim = model.dim
