@@ -24,6 +24,10 @@ class KafkaSettings(BaseModel):
     events_topic: str = "events"
     recommendations_topic: str = "recommendations"
     dlq_topic: str = "events-dlq"
+    #: The catalog: a compacted topic keyed by item_id (streamrec.contract.CatalogItem).
+    items_topic: str = "items"
+    #: Model versions, distributed to every worker: a compacted topic (indexing.distribute).
+    models_topic: str = "models"
     partitions: int = Field(4, ge=1)
     #: SASL password for brokers that need one (unused by the local broker).
     sasl_password: SecretStr | None = None
@@ -62,6 +66,21 @@ class IndexSettings(BaseModel):
     search_threads: int = Field(1, ge=1)
 
 
+class RulesSettings(BaseModel):
+    """Business rules applied to every published list, and the live item side."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Categories (any level of a catalog path, e.g. "Groceries") whose items may be
+    #: recommended again after a purchase: consumables. Other purchased items never are.
+    repeat_purchase_categories: tuple[str, ...] = ()
+    #: Half-life, in event-time seconds, of the decayed counts that rank trending items.
+    trending_half_life_s: float = Field(6 * 3600.0, gt=0)
+    #: How many events of users on a new item weigh as much as its catalog prior: its vector
+    #: moves from the prior to what its users say as they accumulate (docs/model.md).
+    new_item_prior_events: float = Field(3.0, gt=0)
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -97,6 +116,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     local_kafka: LocalKafkaSettings = LocalKafkaSettings()
     index: IndexSettings = IndexSettings()
+    rules: RulesSettings = RulesSettings()
     worker: WorkerSettings = WorkerSettings()
     datasets_dir: Path = PROJECT_ROOT.parent / "shared" / "datasets"
 

@@ -1,4 +1,4 @@
-"""The wire contract: events in, recommendations out, rejects to the dead-letter topic.
+"""The wire contract: events and catalog records in, recommendations out, rejects to the dead-letter topic.
 
 Defined once here and imported by producers, the Faust worker, the evaluation harness and
 the benchmarks. JSON on the wire (orjson), keyed by ``user_id``. The JSON Schemas in
@@ -78,12 +78,20 @@ class Event:
         return out
 
 
+#: Where a recommended item came from: the model's search, trending items of the categories
+#: the user engaged with recently, or trending items of the whole shop (the backfill when rules
+#: left fewer than k of the model's candidates).
+ITEM_SOURCES: tuple[str, ...] = ("model", "category_trending", "trending")
+
+
 class ScoredItem(msgspec.Struct, frozen=True, gc=False):
-    """One recommended item and its score. A msgspec struct: the worker builds ten per list,
-    and one is made in C in a tenth of a frozen dataclass's time, and encoded in C too."""
+    """One recommended item, its score and its ``source`` (one of :data:`ITEM_SOURCES`). A
+    msgspec struct: the worker builds ten per list, and one is made in C in a tenth of a frozen
+    dataclass's time, and encoded in C too."""
 
     item_id: str
     score: float
+    source: str = "model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +108,7 @@ class Recommendation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
-            "items": [{"item_id": i.item_id, "score": i.score} for i in self.items],
+            "items": [{"item_id": i.item_id, "score": i.score, "source": i.source} for i in self.items],
             "model_version": self.model_version,
             "event_id": self.event_id,
             "event_ts": self.event_ts,
@@ -251,12 +259,163 @@ def decode_recommendation(raw: bytes) -> Recommendation:
     payload = orjson.loads(raw)
     return Recommendation(
         user_id=payload["user_id"],
-        items=tuple(ScoredItem(i["item_id"], float(i["score"])) for i in payload["items"]),
+        items=tuple(ScoredItem(i["item_id"], float(i["score"]), i.get("source", "model")) for i in payload["items"]),
         model_version=payload["model_version"],
         event_id=payload["event_id"],
         event_ts=float(payload["event_ts"]),
         produced_at=float(payload["produced_at"]),
     )
+
+
+# --------------------------------------------------------------------------- catalog
+
+#: Fields of a catalog record; ``item_id`` is required, the rest optional.
+CATALOG_FIELDS = ("item_id", "title", "category", "brand", "price", "currency", "available", "attributes", "updated_at")
+#: Longest accepted title, in characters.
+MAX_TITLE_LENGTH = 1024
+#: Most levels in a category path, and most attributes of one item.
+MAX_CATEGORY_DEPTH = 16
+MAX_ATTRIBUTES = 64
+#: Largest accepted encoded catalog record, in bytes.
+MAX_CATALOG_BYTES = 64 * 1024
+
+
+class InvalidCatalogItem(InvalidEvent):
+    """A catalog record that breaks the contract; ``reason`` is a machine-readable code."""
+
+
+class CatalogItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One product as the shop describes it, the value of a record on the compacted items
+    topic (keyed by ``item_id``; a tombstone, a record with no value, removes the item).
+
+    ``category`` is a path from the top, e.g. ``("Beauty", "Skin Care")``; ``available``
+    false means out of stock (never recommended until it is true again); ``updated_at`` is
+    Unix seconds.
+
+    >>> item = decode_catalog_item(b"sku-1", b'{"item_id": "sku-1", "category": ["Beauty", "Skin Care"]}')
+    >>> item.category, item.available
+    (('Beauty', 'Skin Care'), True)
+    >>> decode_catalog_item(b"sku-1", None) is None   # a tombstone
+    True
+    """
+
+    item_id: str
+    title: str | None = None
+    category: tuple[str, ...] = ()
+    brand: str | None = None
+    price: float | None = None
+    currency: str | None = None
+    available: bool = True
+    attributes: dict[str, str] = {}
+    updated_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in CATALOG_FIELDS if getattr(self, name) not in (None, (), {})} | {
+            "available": self.available
+        }
+
+
+def _text(value: Any, name: str, limit: int = MAX_STRING_LENGTH, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise InvalidCatalogItem("missing_field", f"field {name!r} is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidCatalogItem("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidCatalogItem("empty_string", f"field {name!r} must not be empty")
+    if len(value) > limit:
+        raise InvalidCatalogItem("string_too_long", f"field {name!r} has {len(value)} characters, the limit is {limit}")
+    return value
+
+
+def catalog_item_from_dict(payload: Any) -> CatalogItem:
+    """Validate a decoded JSON object and build a :class:`CatalogItem`; raise :class:`InvalidCatalogItem`."""
+    if not isinstance(payload, dict):
+        raise InvalidCatalogItem("not_an_object", f"a catalog record must be a JSON object, got {type(payload).__name__}")
+    extra = payload.keys() - set(CATALOG_FIELDS)
+    if extra:
+        raise InvalidCatalogItem("unknown_field", f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
+    item_id = _text(payload.get("item_id"), "item_id", required=True)
+    category = payload.get("category")
+    if category is None:
+        category = []
+    elif isinstance(category, str):
+        category = [category]
+    if not isinstance(category, list):
+        raise InvalidCatalogItem("wrong_type", f"field 'category' must be a list of strings (a path), got {type(category).__name__}")
+    if len(category) > MAX_CATEGORY_DEPTH:
+        raise InvalidCatalogItem("category_too_deep", f"category has {len(category)} levels, the limit is {MAX_CATEGORY_DEPTH}")
+    path = tuple(_text(level, "category", required=True) for level in category)
+    attributes = payload.get("attributes")
+    if attributes is None:
+        attributes = {}
+    if not isinstance(attributes, dict):
+        raise InvalidCatalogItem("wrong_type", f"field 'attributes' must be an object of strings, got {type(attributes).__name__}")
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidCatalogItem("too_many_attributes", f"{len(attributes)} attributes, the limit is {MAX_ATTRIBUTES}")
+    for key, value in attributes.items():
+        _text(key, "attributes")
+        _text(value, f"attributes.{key}")
+    price = payload.get("price")
+    if price is not None:
+        try:
+            price = _number(price, "price")
+        except InvalidEvent as exc:
+            raise InvalidCatalogItem(exc.reason, exc.detail) from None
+        if price < 0:
+            raise InvalidCatalogItem("bad_price", f"price must be >= 0, got {price!r}")
+    available = payload.get("available", True)
+    if not isinstance(available, bool):
+        raise InvalidCatalogItem("wrong_type", f"field 'available' must be true or false, got {type(available).__name__}")
+    updated_at = payload.get("updated_at")
+    if updated_at is not None:
+        try:
+            updated_at = _number(updated_at, "updated_at")
+        except InvalidEvent as exc:
+            raise InvalidCatalogItem(exc.reason, exc.detail) from None
+        if updated_at < 0:
+            raise InvalidCatalogItem("bad_timestamp", f"updated_at must be Unix seconds >= 0, got {updated_at!r}")
+    return CatalogItem(
+        item_id=item_id,  # type: ignore[arg-type]
+        title=_text(payload.get("title"), "title", MAX_TITLE_LENGTH),
+        category=path,  # type: ignore[arg-type]
+        brand=_text(payload.get("brand"), "brand"),
+        price=price,
+        currency=_text(payload.get("currency"), "currency"),
+        available=available,
+        attributes=dict(attributes),
+        updated_at=updated_at,
+    )
+
+
+def decode_catalog_item(key: bytes | None, raw: bytes | None) -> CatalogItem | None:
+    """Decode one record of the items topic: a :class:`CatalogItem`, or None for a tombstone
+    (the item is removed); raise :class:`InvalidCatalogItem` for anything else."""
+    if key is None:
+        raise InvalidCatalogItem("missing_key", "a catalog record must be keyed by its item_id")
+    if raw is None:
+        try:
+            item_id = key.decode()
+        except UnicodeDecodeError:
+            raise InvalidCatalogItem("not_utf8", "the key of a tombstone must be a UTF-8 item_id") from None
+        _text(item_id, "item_id", required=True)
+        return None
+    if len(raw) > MAX_CATALOG_BYTES:
+        raise InvalidCatalogItem("payload_too_large", f"{len(raw)} bytes, the limit is {MAX_CATALOG_BYTES}")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "not_utf8" if "utf-8" in str(exc).lower() else "malformed_json"
+        raise InvalidCatalogItem(reason, str(exc)) from None
+    item = catalog_item_from_dict(payload)
+    if key != item.item_id.encode():
+        raise InvalidCatalogItem("key_mismatch", f"the record key must be the item_id {item.item_id!r}, got {key!r}")
+    return item
+
+
+def encode_catalog_item(item: CatalogItem) -> bytes:
+    return orjson.dumps(item.to_dict())
 
 
 # --------------------------------------------------------------------------- dead letters
