@@ -9,6 +9,9 @@ Layout of a models folder::
         context.npy          # float32 (n_items, d): vectors added to a user's interest vector
         item_ids.json        # row -> item_id
         meta.json            # version, dimension, metric, factory, training summary, created_at
+        target.npy           # optional extras, loaded into ``ModelArtifact.extras``: the target
+        fold_in.npy          # vectors, the regression's (Z^T Z + r I)^-1 and the training
+        popularity.npy       # events per item (new items' priors and fold-in, trending prior)
 
 A version folder is complete once ``meta.json`` exists; ``LATEST`` only ever names complete
 versions, so a worker polling it never loads half a model.
@@ -33,6 +36,9 @@ from indexing.index import build_index, check_vectors, choose_factory, maybe_to_
 logger = logging.getLogger(__name__)
 
 _VERSION_RE = re.compile(r"^v(\d{6})$")
+#: Optional arrays of a version: the target vectors, the target regression's solve matrix and
+#: the training events per item (see streams.items).
+EXTRAS = ("target", "fold_in", "popularity")
 
 
 class ArtifactError(RuntimeError):
@@ -49,6 +55,8 @@ class ModelArtifact:
     context: np.ndarray
     index: faiss.Index
     meta: dict[str, Any]
+    #: Optional arrays saved beside the model (:data:`EXTRAS`), by name.
+    extras: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     row_of: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -77,8 +85,11 @@ def save_artifact(
     *,
     factory: str = "Flat",
     training: dict[str, Any] | None = None,
+    extras: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write a new version folder, then point ``LATEST`` at it. Returns the folder."""
+    """Write a new version folder, then point ``LATEST`` at it. Returns the folder.
+
+    ``extras``: optional arrays by name (:data:`EXTRAS`); the target vectors are always saved."""
     context = check_vectors(context, "context vectors")
     target = check_vectors(target, "target vectors")
     if context.shape != target.shape or len(item_ids) != len(context):
@@ -97,6 +108,10 @@ def save_artifact(
     index = build_index(target, factory)
     faiss.write_index(index, str(folder / "index.faiss"))
     np.save(folder / "context.npy", context)
+    for name, array in {"target": target, **(extras or {})}.items():
+        if name not in EXTRAS:
+            raise ValueError(f"unknown model extra {name!r}; known: {', '.join(EXTRAS)}")
+        np.save(folder / f"{name}.npy", np.asarray(array))
     (folder / "item_ids.json").write_text(json.dumps(item_ids))
     meta = {
         "version": version,
@@ -165,6 +180,16 @@ def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int = 32) -> Mode
         problems.append(f"{files['context.npy']} contains NaN or infinite values")
     if problems:
         raise ArtifactError("model " + str(folder) + " is inconsistent: " + "; ".join(problems))
+    extras = {}
+    for name in EXTRAS:
+        file = folder / f"{name}.npy"
+        if file.is_file():
+            try:
+                extras[name] = np.load(file, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise ArtifactError(f"{file} is unreadable or truncated ({exc})") from exc
+            if len(extras[name]) != (dim if name == "fold_in" else len(item_ids)) or not np.all(np.isfinite(extras[name])):
+                raise ArtifactError(f"model {folder} is inconsistent: {file} has shape {extras[name].shape} or non-finite values")
     set_search_effort(index, nprobe)
     index = maybe_to_gpu(index, use_gpu=use_gpu)
     return ModelArtifact(
@@ -174,4 +199,5 @@ def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int = 32) -> Mode
         context=np.ascontiguousarray(context, dtype=np.float32),
         index=index,
         meta=meta,
+        extras=extras,
     )

@@ -40,8 +40,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     """Train item vectors and save them, with their FAISS index, as a new model version."""
     from dataclasses import replace
 
-    from indexing.artifact import save_artifact
-    from indexing.train import TrainParams, interactions_from_events, train_item_vectors
+    from indexing.train import TrainParams, interactions_from_events, train_model
 
     if synthetic == (dataset is not None):
         raise click.UsageError("give exactly one source: --dataset PATH --format FORMAT, or --synthetic")
@@ -60,9 +59,10 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
         data = interactions_from_events(_events(dataset, fmt, synthetic, users, items, n_events, seed, limit))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    context, target, summary = train_item_vectors(data, params)
-    summary["source"] = str(dataset) if dataset else f"synthetic(users={users}, items={items}, events={n_events}, seed={seed})"
-    folder = save_artifact(models_dir or get_settings().index.models_dir, data.item_ids, context, target, factory=factory, training=summary)
+    trained = train_model(data, params)
+    summary = trained.summary
+    source = str(dataset) if dataset else f"synthetic(users={users}, items={items}, events={n_events}, seed={seed})"
+    folder = trained.save(models_dir or get_settings().index.models_dir, factory=factory, source=source)
     meta = json.loads((folder / "meta.json").read_text())
     if as_json:
         click.echo(json.dumps(meta))

@@ -115,18 +115,41 @@ def fetch_sizes(k: int, n_excluded: np.ndarray, n_total: int) -> np.ndarray:
     return np.minimum(k + padded, n_total)
 
 
+def _selector_params(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchParameters | None:
+    """Search parameters that skip rows whose bit in ``allowed`` is 0 (a bitmap, bit i of byte
+    i // 8 for row i), for CPU indexes; None where the index cannot take a selector (GPU)."""
+    if "Gpu" in type(index).__name__:
+        return None
+    selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(allowed))
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=int(ivf.nprobe))
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    params.referenced = (selector, allowed)  # keep both alive while the search runs
+    return params
+
+
 def search(
     index: faiss.Index,
     queries: np.ndarray,
     k: int,
     exclude: Sequence[Collection[int]] | None = None,
+    *,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` rows and scores per query, skipping each query's excluded rows.
+    """Top-``k`` rows and scores per query, skipping each query's excluded rows and, with
+    ``allowed`` (a packed little-endian bitmap over the index's rows), every row whose bit is 0.
 
     Returns ``(rows, scores)`` of shape ``(n_queries, k)``; rows are -1 (score -inf) where
     fewer than ``k`` items remain. Queries are searched in groups of equal fetch size
     (:func:`fetch_sizes`): one user with many exclusions does not make the whole batch fetch
-    (and heap-sort) hundreds of neighbours.
+    (and heap-sort) hundreds of neighbours. Disallowed rows are skipped inside the search
+    (a FAISS ID selector) where the index takes one, else fetched past and filtered.
+
+    >>> index = faiss.IndexFlatIP(2); index.add(np.array([[1, 0], [0.9, 0.1], [0, 1]], np.float32))
+    >>> search(index, np.array([[1, 0]], np.float32), 2, allowed=np.packbits([0, 1, 1], bitorder="little"))[0].tolist()
+    [[1, 2]]
     """
     queries = check_vectors(queries, "query vectors")
     n = len(queries)
@@ -136,11 +159,18 @@ def search(
         return rows_out, scores_out
     use_blas_from(BLAS_FROM_QUERIES, index.d)
     n_excluded = np.zeros(n, dtype=np.int64) if exclude is None else np.fromiter(map(len, exclude), np.int64, count=n)
+    params = None
+    if allowed is not None:
+        params = _selector_params(index, allowed)
+        if params is None:  # no selector: treat the disallowed rows as every query's exclusions
+            banned = set(np.flatnonzero(~np.unpackbits(allowed, count=index.ntotal, bitorder="little").astype(bool)).tolist())
+            exclude = [banned | set(rows) for rows in (exclude or [()] * n)]
+            n_excluded = np.fromiter(map(len, exclude), np.int64, count=n)
     fetch = fetch_sizes(k, n_excluded, index.ntotal)
     for size in np.unique(fetch).tolist():
         group = np.flatnonzero(fetch == size)
         whole = len(group) == n
-        scores, rows = index.search(queries if whole else queries[group], size)
+        scores, rows = index.search(queries if whole else queries[group], size, params=params)
         if not n_excluded[group].any():
             width = min(k, size)
             rows_out[group, :width] = rows[:, :width]

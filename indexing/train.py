@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,6 +227,13 @@ def factorise(
 def fit_targets(
     data: Interactions, context: np.ndarray, params: TrainParams, interest: InterestParams | None = None
 ) -> np.ndarray:
+    """Target vectors fitted to what the worker computes (see :func:`fit_targets_and_solve`)."""
+    return fit_targets_and_solve(data, context, params, interest)[0]
+
+
+def fit_targets_and_solve(
+    data: Interactions, context: np.ndarray, params: TrainParams, interest: InterestParams | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Target vectors fitted to what the worker computes: ridge regression of each event's
     item on the user's vector just before it.
 
@@ -236,6 +244,9 @@ def fit_targets(
     (``r`` = ``ridge`` times the mean eigenvalue of ``Z^T Z``), divided by
     ``count_j ** popularity_beta`` as in the transition matrix. Cost: O(events * d^2);
     memory O((items + d) * d), whatever the number of events.
+
+    Returns the targets and ``(Z^T Z + r I)^-1``, with which a new item's target is folded
+    in from its own samples later (:mod:`streams.items`).
     """
     interest = interest or InterestParams()
     users = data.user_of_event()
@@ -262,15 +273,48 @@ def fit_targets(
         update_batch(vectors, last_ts, users[events], data.items[events], data.types[events].astype(np.int64),
                      data.ts[events], context, interest)
     ridge = params.ridge * max(np.trace(gram) / dim, 1e-12)
-    target = np.linalg.solve(gram + ridge * np.eye(dim), answers.T).T
+    solve = np.linalg.inv(gram + ridge * np.eye(dim))
+    solve = (solve + solve.T) / 2
+    target = answers @ solve
     counts = np.maximum(np.bincount(data.items, minlength=n_items), 1).astype(np.float64)
-    return (target * counts[:, None] ** -params.popularity_beta).astype(np.float32)
+    return (target * counts[:, None] ** -params.popularity_beta).astype(np.float32), solve
+
+
+@dataclass
+class TrainedModel:
+    """Item vectors and what the live item side needs besides (:mod:`streams.items`)."""
+
+    item_ids: list[str]
+    context: np.ndarray
+    target: np.ndarray
+    summary: dict[str, Any]
+    #: ``(Z^T Z + r I)^-1`` of the target regression (None with ``targets="svd"``).
+    fold_in: np.ndarray | None
+    #: Training events per item.
+    popularity: np.ndarray
+
+    def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None) -> Path:
+        """Save as a new model version (:func:`indexing.artifact.save_artifact`); the folder."""
+        from indexing.artifact import save_artifact
+
+        summary = self.summary if source is None else {**self.summary, "source": source}
+        extras = {"popularity": self.popularity}
+        if self.fold_in is not None:
+            extras["fold_in"] = self.fold_in
+        return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
+                             training=summary, extras=extras)
 
 
 def train_item_vectors(
     data: Interactions, params: TrainParams, interest: InterestParams | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Train ``(context, target, summary)`` from grouped interactions.
+    """Train ``(context, target, summary)`` from grouped interactions (:func:`train_model`)."""
+    model = train_model(data, params, interest)
+    return model.context, model.target, model.summary
+
+
+def train_model(data: Interactions, params: TrainParams, interest: InterestParams | None = None) -> TrainedModel:
+    """Train item vectors from grouped interactions.
 
     ``interest``: the serving parameters the regression targets are fitted for (default
     ``InterestParams()``, what the worker uses); unused with ``targets="svd"``.
@@ -281,8 +325,9 @@ def train_item_vectors(
     if params.targets == "regression" and params.item_bias:
         scale = float(np.sqrt(np.mean(np.sum(context[:, :-1] ** 2, axis=1)))) or 1.0
         context[:, -1] = scale
+    solve = None
     if params.targets == "regression":
-        target = fit_targets(data, context, params, interest)
+        target, solve = fit_targets_and_solve(data, context, params, interest)
     summary = {
         "users": len(data.user_ids),
         "items": data.n_items,
@@ -294,4 +339,5 @@ def train_item_vectors(
         "seconds": round(time.perf_counter() - started, 3),
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])
-    return context, target, summary
+    popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
+    return TrainedModel(data.item_ids, context, target, summary, solve, popularity)

@@ -18,13 +18,15 @@ logger = logging.getLogger(__name__)
 
 
 def ensure_worker_topics(kafka: KafkaSettings, *, changelog: str | None = None) -> None:
-    """Create the worker's topics if missing (the dead-letter topic takes large messages), and
-    the table's compacted ``changelog`` when given (Faust creates its own; the batch engine not)."""
+    """Create the worker's topics if missing (the dead-letter topic takes large messages, the
+    items topic is compacted), and the table's compacted ``changelog`` when given (Faust creates its own; the batch engine not)."""
     from producers.publisher import ensure_topics
 
     partitions = kafka.partitions
     topics = {kafka.events_topic: partitions, kafka.recommendations_topic: partitions, kafka.dlq_topic: partitions}
-    configs = {kafka.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}}
+    topics[kafka.items_topic] = partitions
+    configs = {kafka.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
+               kafka.items_topic: {"cleanup.policy": "compact"}}
     if changelog is not None:
         topics[changelog] = partitions
         configs[changelog] = {"cleanup.policy": "compact"}

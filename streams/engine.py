@@ -49,6 +49,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from indexing.index import search
 from streamrec.config import Settings
 from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, encode_recommendation
+from streams.catalog import LiveCatalog
 from streams.interest import InterestParams
 from streams.model import ModelHolder
 from streams.processor import BatchResult, Message, PreparedBatch, WorkerStats, dead_letter, finish_batch, prepare_batch
@@ -153,6 +154,9 @@ class BatchEngine:
         self.events_topic = settings.kafka.events_topic
         self.changelog = changelog_topic(settings.worker.app_id)
         self.store = PartitionStore(settings.worker.data_dir)
+        #: The catalog table and the served model's live item side (restored in :meth:`run`).
+        self.catalog = LiveCatalog.from_settings(settings)
+        self.items = None
         self.stats = WorkerStats()
         self._deliveries = _Deliveries(self.changelog)
         consumer_config, producer_config = client_configs(settings)
@@ -281,7 +285,7 @@ class BatchEngine:
                 return found[0]
             return read_state(store.db(messages[position].partition), user_id)
 
-        return _Pending(messages, prepare_batch(messages, load, self.model.current, self.params))
+        return _Pending(messages, prepare_batch(messages, load, self.items, self.params))
 
     def submit(self, pending: _Pending) -> None:
         """Start the batch's search in the search thread; it becomes the batch being searched."""
@@ -296,7 +300,9 @@ class BatchEngine:
         if pending is None:
             return
         messages = pending.messages
-        result = finish_batch(pending.prepared, *pending.search.result())
+        rows, scores = pending.search.result()
+        self.catalog.poll()  # the newest availability applies to the lists finished now
+        result = finish_batch(pending.prepared, rows, scores)
         self._deliveries.reset()
         for user_id, (state, position) in result.states.items():
             partition = messages[position].partition
@@ -390,6 +396,21 @@ class BatchEngine:
         if self._deliveries.errors:
             raise DeliveryFailed(f"{len(self._deliveries.errors)} message(s) not delivered, first: {self._deliveries.errors[0]}")
 
+    def follow_catalog(self) -> None:
+        """Apply new catalog records to the item side, and dead-letter the bad ones."""
+        self.catalog.poll()
+        letters = self.catalog.dead_letters(set(self.store.partitions), self.settings.kafka.partitions)
+        for key, letter in letters:
+            self._produce(self.settings.kafka.dlq_topic, letter, key)
+            self.stats.rejected["catalog"] += 1
+
+    def adopt_newer_model(self) -> None:
+        """Swap in a newer model version, if there is one, with its own live item side. The
+        batches under way finish with the version they were prepared with; users' vectors are
+        rebuilt in the new version's space when next touched."""
+        if self.model.reload_if_newer():
+            self.items = self.catalog.adopt(self.model.current)
+
     def warm_up(self) -> None:
         """Search once at each batch shape before the first event, so that the first real
         batch does not pay for FAISS's and BLAS's first calls (hundreds of milliseconds)."""
@@ -410,6 +431,7 @@ class BatchEngine:
 
     def run(self, *, max_seconds: float | None = None) -> WorkerStats:
         """Consume until SIGTERM/SIGINT (or ``max_seconds``); then commit, close and return the counters."""
+        self.items = self.catalog.start(self.model.current)
         self.warm_up()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
@@ -421,6 +443,7 @@ class BatchEngine:
         next_stats = started + 30.0
         try:
             while not self._stopping:
+                self.follow_catalog()
                 batch = self.take()
                 if batch:
                     self.process(batch)
@@ -430,7 +453,7 @@ class BatchEngine:
                     self.producer.poll(0)
                 now = time.monotonic()
                 if now >= next_model_check:
-                    self.model.reload_if_newer()
+                    self.adopt_newer_model()
                     next_model_check = now + worker.model_poll_s
                 if now >= next_stats:
                     logger.info("worker stats: %s", self.stats.as_dict())
@@ -456,4 +479,5 @@ class BatchEngine:
             pass  # closed already
         self.producer.flush(10.0)
         self.store.close_all()
+        self.catalog.close()
         logger.info("worker stopped: %s", self.stats.as_dict())

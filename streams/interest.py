@@ -131,15 +131,25 @@ def update_batch(
     ts: np.ndarray,
     item_contexts: np.ndarray,
     params: InterestParams,
-) -> None:
+    *,
+    capture: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Vectorised :func:`update_vector` over a micro-batch, in place.
 
     ``user_vectors`` is ``(users, d)`` float32 and ``last_ts`` ``(users,)`` float64 with NaN
     meaning "no event yet". Event ``j`` belongs to user ``user_index[j]``; events of one user
     are applied in batch order, so the result equals calling :func:`update_vector` per event.
+
+    ``capture``: positions of events whose user vector *before* the event is wanted (new
+    items learn from them); returns those vectors and whether the user had any event before.
     """
+    captured = None
+    if capture is not None:
+        captured = (np.zeros((len(capture), user_vectors.shape[1]), np.float32), np.zeros(len(capture), bool))
+        slot_of = np.full(len(user_index), -1, np.int64)
+        slot_of[capture] = np.arange(len(capture))
     if len(user_index) == 0:
-        return
+        return captured
     weights = params.weight_table()[type_codes]
     # Events with the same rank among their user's events touch distinct users, so each
     # rank is one vectorised step.
@@ -148,8 +158,14 @@ def update_batch(
         sel = np.flatnonzero(rank == step)
         users = user_index[sel]
         prev = last_ts[users]
+        if captured is not None:
+            wanted = slot_of[sel] >= 0
+            if wanted.any():
+                captured[0][slot_of[sel][wanted]] = user_vectors[users[wanted]]
+                captured[1][slot_of[sel][wanted]] = ~np.isnan(prev[wanted])
         dt = np.maximum(0.0, ts[sel] - np.nan_to_num(prev, nan=0.0))
         factor = params.event_decay * np.power(0.5, dt / params.half_life_s)
         factor = np.where(np.isnan(prev), 0.0, factor).astype(np.float32)
         user_vectors[users] = factor[:, None] * user_vectors[users] + weights[sel][:, None] * item_contexts[item_rows[sel]]
         last_ts[users] = np.where(np.isnan(prev), ts[sel], np.fmax(prev, ts[sel]))
+    return captured

@@ -1,9 +1,11 @@
 """One micro-batch of raw messages in, new user states, recommendations and rejects out.
 
-This is everything the worker *decides*, with no Kafka and no Faust in it: the agent in
-:mod:`streams.agents` only reads states from the table, calls :func:`process_batch`, and
-writes what it returns. Several events of one user in a batch are applied in order and
-produce one recommendation, triggered by that user's last event in the batch.
+This is everything the worker *decides*, with no Kafka and no Faust in it: the engines only
+read states, call :func:`prepare_batch` / :func:`finish_batch` (or :func:`process_batch`),
+and write what they return. Several events of one user in a batch are applied in order and
+produce one recommendation, triggered by that user's last event in the batch. The item side
+(catalog rules, new items, trending) is a :class:`streams.items.LiveItems`; an event on an
+item the model has never seen is accepted and makes the item a new one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import NamedTuple
 import numpy as np
 
 from indexing.artifact import ModelArtifact
-from indexing.index import search
 from streamrec.contract import (
     EVENT_TYPE_CODES,
     Event,
@@ -28,7 +29,22 @@ from streamrec.contract import (
     encode_dead_letter,
 )
 from streams.interest import InterestParams, fold_events, update_batch
+from streams.items import ItemsModel, LiveItems, SearchView
 from streams.state import UserState
+
+#: How many of a user's newest events name the categories their backfill comes from.
+RECENT_CATEGORY_EVENTS = 10
+
+
+def live_items(items: LiveItems | ModelArtifact) -> LiveItems:
+    """``items`` itself, or the default live item side of a bare model (kept on the model, so
+    that calls with the same model share it)."""
+    if isinstance(items, LiveItems):
+        return items
+    live = getattr(items, "_live_items", None)
+    if live is None:
+        live = items._live_items = LiveItems(ItemsModel.from_artifact(items))  # type: ignore[attr-defined]
+    return live
 
 
 class Message(NamedTuple):
@@ -67,13 +83,13 @@ def dead_letter(rejected: Rejected, message: Message, topic: str) -> bytes:
 
 
 def decode_batch(
-    messages: Sequence[Message], model: ModelArtifact, *, now: float | None = None
+    messages: Sequence[Message], *, now: float | None = None
 ) -> tuple[list[tuple[int, Event]], list[Rejected]]:
-    """Decode and validate ``(key, value)`` messages against the contract and the model."""
+    """Decode and validate ``(key, value)`` messages against the contract (any item id is
+    accepted: one the model does not know becomes a new item)."""
     accepted: list[tuple[int, Event]] = []
     rejected: list[Rejected] = []
     now = time.time() if now is None else now
-    row_of = model.row_of
     for position, (key, value, _, _) in enumerate(messages):
         try:
             event = decode_event(value, now=now)
@@ -84,20 +100,17 @@ def decode_batch(
             rejected.append(
                 Rejected(position, "key_mismatch", f"the message key must be the user_id {event.user_id!r}, got {key!r}")
             )
-        elif event.item_id not in row_of:
-            rejected.append(
-                Rejected(position, "unknown_item", f"item {event.item_id!r} is not in model {model.version}")
-            )
         else:
             accepted.append((position, event))
     return accepted, rejected
 
 
-def rebuild_state(state: UserState, model: ModelArtifact, params: InterestParams) -> UserState:
+def rebuild_state(state: UserState, items: LiveItems | ModelArtifact, params: InterestParams) -> UserState:
     """Re-derive a user's vector in a new model's space from their recent events."""
-    known = [(model.row_of[item], kind, ts) for _, item, kind, ts in state.recent if item in model.row_of]
-    vector, last_ts = fold_events(known, model.context, params)
-    return replace(state, vector=vector, last_ts=last_ts if known else state.last_ts, model_version=model.version)
+    items = live_items(items)
+    known = [(items.row(item), kind, ts) for _, item, kind, ts in state.recent]
+    vector, last_ts = fold_events(known, items.context, params)
+    return replace(state, vector=vector, last_ts=last_ts if known else state.last_ts, model_version=items.version)
 
 
 def is_duplicate(state: UserState | None, seen_ids: set[str], event: Event, message: Message) -> bool:
@@ -119,18 +132,23 @@ class PreparedBatch:
     vectors: np.ndarray
     exclusions: list[set[int]]
     triggers: list[Event]
-    model: ModelArtifact
+    items: LiveItems
     k: int
+    #: Rows of each user's newest items, newest last (their categories lead the backfill).
+    recent_rows: list[list[int]] = field(default_factory=list)
+    view: SearchView | None = None
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and scores of every user's top k (FAISS releases the GIL while it runs)."""
-        return search(self.model.index, self.vectors, self.k, self.exclusions)
+        """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
+        runs; the item side's snapshot was taken when the batch was prepared)."""
+        view = self.view or self.items.view()
+        return view.search(self.vectors, self.k, self.exclusions)
 
 
 def process_batch(
     messages: Sequence[Message],
     load_state: Callable[[str, int], UserState | None],
-    model: ModelArtifact,
+    model: LiveItems | ModelArtifact,
     params: InterestParams,
     *,
     now: float | None = None,
@@ -150,17 +168,18 @@ def process_batch(
 def prepare_batch(
     messages: Sequence[Message],
     load_state: Callable[[str, int], UserState | None],
-    model: ModelArtifact,
+    model: LiveItems | ModelArtifact,
     params: InterestParams,
     *,
     now: float | None = None,
 ) -> PreparedBatch:
     """Everything :func:`process_batch` does before its search."""
-    accepted, rejected = decode_batch(messages, model, now=now)
+    items = live_items(model)
+    accepted, rejected = decode_batch(messages, now=now)
     result = BatchResult(rejected=rejected)
 
     def nothing() -> PreparedBatch:
-        return PreparedBatch(result, [], np.zeros((0, model.dim), np.float32), [], [], model, params.k)
+        return PreparedBatch(result, [], np.zeros((0, items.dim), np.float32), [], [], items, params.k)
 
     if not accepted:
         return nothing()
@@ -175,8 +194,8 @@ def prepare_batch(
     resend: dict[str, tuple[int, Event]] = {}
     for user_id, events in per_user.items():
         state = load_state(user_id, events[0][0])
-        if state is not None and state.model_version != model.version:
-            state = rebuild_state(state, model, params)
+        if state is not None and state.model_version != items.version:
+            state = rebuild_state(state, items, params)
         old_states[user_id] = state
         seen = {r[0] for r in state.recent} if state is not None else set()
         kept = []
@@ -201,7 +220,7 @@ def prepare_batch(
         return nothing()
     slot_of = {user_id: slot for slot, user_id in enumerate(users)}
 
-    dim = model.dim
+    dim = items.dim
     vectors = np.zeros((len(users), dim), dtype=np.float32)
     last_ts = np.full(len(users), np.nan)
     for slot, user_id in enumerate(users):
@@ -211,16 +230,22 @@ def prepare_batch(
             last_ts[slot] = np.nan if state.last_ts is None else state.last_ts
 
     events = [event for user_id in fresh for _, event in fresh[user_id]]
+    row_of = items.row_of
+    rows = items.rows_for(events)
+    type_codes = np.fromiter((EVENT_TYPE_CODES[e.type] for e in events), dtype=np.int64, count=len(events))
+    event_ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events))
+    on_new = np.flatnonzero(rows >= items.n_model)
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        update_batch(
+        captured = update_batch(
             vectors,
             last_ts,
             np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events)),
-            np.fromiter((model.row_of[e.item_id] for e in events), dtype=np.int64, count=len(events)),
-            np.fromiter((EVENT_TYPE_CODES[e.type] for e in events), dtype=np.int64, count=len(events)),
-            np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events)),
-            model.context,
+            rows,
+            type_codes,
+            event_ts,
+            items.context,
             params,
+            capture=on_new if len(on_new) else None,
         )
     with np.errstate(invalid="ignore"):  # inf + -inf is NaN: not finite, as it should be
         finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))  # the test UserState applies
@@ -240,15 +265,30 @@ def prepare_batch(
 
     exclusions: list[set[int]] = []
     triggers: list[Event] = []
+    recent_rows: list[list[int]] = []
+    # Event j of ``events`` is the j-th fresh event in users' order: new items learn from it.
+    j = 0
+    new_from = items.n_model
+    captured_at = {int(e): c for c, e in enumerate(on_new)}
     for slot, user_id in enumerate(users):
         old = old_states[user_id]
         if user_id in resend:
             position, trigger = resend[user_id]
             purchased = list(old.purchased) if old else []
+            recent = list(old.recent) if old else []
         else:
             recent = list(old.recent) if old else []
             purchased = list(old.purchased) if old else []
+            previous = row_of.get(recent[-1][1]) if recent else None
             for _, event in fresh[user_id]:
+                row = int(rows[j])
+                if row >= new_from:
+                    c = captured_at[j]
+                    items.fold_in(row, captured[0][c] if captured[1][c] else None, previous)
+                elif previous is not None and previous >= new_from:
+                    items.link(previous, row)
+                previous = row
+                j += 1
                 recent.append((event.event_id, event.item_id, event.type, event.ts))
                 if event.type == "purchase":
                     if event.item_id in purchased:
@@ -270,24 +310,31 @@ def prepare_batch(
                 position,
             )
         triggers.append(trigger)
-        row_of = model.row_of
-        exclusions.append({row_of[i] for i in purchased if i in row_of})
+        exclusions.append(items.exclusions(purchased))
+        recent_rows.append([row_of.get(r[1], -1) for r in recent[-RECENT_CATEGORY_EVENTS:]])
+    items.observe(rows, type_codes, event_ts)
 
-    return PreparedBatch(result, users, vectors, exclusions, triggers, model, params.k)
+    return PreparedBatch(result, users, vectors, exclusions, triggers, items, params.k, recent_rows, items.view())
 
 
 def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
-    """The batch's result, with one recommendation per user from the search's rows and scores."""
-    result, k, model = prepared.result, prepared.k, prepared.model
+    """The batch's result, with one recommendation per user from the search's rows and scores,
+    after the item side's rules (:meth:`streams.items.LiveItems.finish_list`)."""
+    result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
-    item_ids = model.item_ids
+    item_ids = items.item_ids
+    blocked = items.blocked
     for slot, user_id in enumerate(prepared.users):
         trigger = prepared.triggers[slot]
         found = rows[slot].tolist()
         n_found = k - found.count(-1)  # -1 pads the end of a short list
-        items = tuple(map(ScoredItem, map(item_ids.__getitem__, found[:n_found]), scores[slot, :n_found].tolist()))
+        if n_found == k and not any(map(blocked, found)):
+            chosen = tuple(map(ScoredItem, map(item_ids.__getitem__, found), scores[slot].tolist()))
+        else:
+            chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
+                                       prepared.exclusions[slot], prepared.recent_rows[slot])
         result.recommendations.append(
-            Recommendation(user_id, items, model.version, trigger.event_id, trigger.ts, produced_at)
+            Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at)
         )
     return result
 

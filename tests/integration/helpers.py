@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.artifact import ModelArtifact, load_artifact, save_artifact
-from indexing.train import TrainParams, interactions_from_events, train_item_vectors
+from indexing.artifact import ModelArtifact, load_artifact
+from indexing.train import TrainParams, interactions_from_events, train_model
 from producers.publisher import EventPublisher, ensure_topics
 from producers.synthetic import SyntheticShop
 from streamrec.contract import Event, Recommendation, decode_recommendation
@@ -32,8 +32,7 @@ def trained_shop(folder: Path, *, items: int, users: int, history: int, live: in
     """A model trained on a synthetic shop's first ``history`` events, and the next ``live``."""
     stream = list(SyntheticShop(items=items, users=users, seed=seed).events(history + live, start_ts=1_700_000_000.0))
     data = interactions_from_events(stream[:history])
-    context, target, summary = train_item_vectors(data, TrainParams(dim=dim))
-    save_artifact(folder, data.item_ids, context, target, training=summary)
+    train_model(data, TrainParams(dim=dim)).save(folder)
     model = load_artifact(folder, use_gpu=False)
     return Shop(folder, model, [e for e in stream[history:] if e.item_id in model.row_of])
 
