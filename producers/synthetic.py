@@ -41,7 +41,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from streamrec.contract import EVENT_TYPE_CODES, EVENT_TYPES, Event
+from streamrec.contract import EVENT_TYPE_CODES, EVENT_TYPES, CatalogItem, Event
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +310,28 @@ class SyntheticShop:
             emitted += cut
             carry = pending.take(slice(cut, None))
             yield pending.take(slice(0, cut))
+
+    def catalog(self, updated_at: float | None = None) -> list[CatalogItem]:
+        """The shop's catalog records: category path ``("Shop", "cat-007")``, the cluster as the
+        brand (``line-0042``), the price in EUR, everything in stock.
+
+        >>> SyntheticShop(items=3, users=1, seed=0).catalog()[0].category
+        ('Shop', 'cat-001')
+        """
+        return [
+            CatalogItem(item_id, title=f"Product {item_id} of line {cluster}", category=("Shop", self.category_names[category]),
+                        brand=f"line-{cluster:04d}", price=round(price, 2), currency="EUR", updated_at=updated_at)
+            for item_id, category, cluster, price in zip(self.item_ids, self.item_category.tolist(),
+                                                         self.item_cluster.tolist(), self.item_price.tolist())
+        ]
+
+    def new_item(self, item_id: str, like: int, updated_at: float | None = None) -> CatalogItem:
+        """A product that was not in the shop before, of the same category and line as item ``like``."""
+        cluster = int(self.item_cluster[like])
+        return CatalogItem(item_id, title=f"New product {item_id} of line {cluster}",
+                           category=("Shop", self.category_names[int(self.item_category[like])]),
+                           brand=f"line-{cluster:04d}", price=round(float(self.item_price[like]), 2), currency="EUR",
+                           updated_at=updated_at)
 
     def events(self, n_events: int, start_ts: float | None = None, rate: float | None = None) -> Iterator[Event]:
         """Generate ``n_events`` contract events in non-decreasing event time.
