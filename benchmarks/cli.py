@@ -98,6 +98,8 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
 @click.option("--micro", is_flag=True, help="Only measure the per-event cost of each step of the pure core (no Kafka).")
 @click.option("--floor", is_flag=True, help="Only measure the clients' and the broker's own costs: librdkafka and a "
               "do-nothing Faust agent consuming small events, and the broker's CPU per request.")
+@click.option("--stock-churn", is_flag=True, help="Only measure how soon items that go out of stock leave every list, "
+              "while the events flow at --rate (default 2000/s); see benchmarks/stock.py.")
 @click.option("--index-sizes", default="12000,100000", show_default=True,
               help="--index-only: catalog sizes, comma-separated (add 1000000 for the large run).")
 @click.option("--index-factory", "index_factories", multiple=True,
@@ -324,6 +326,14 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
             stack.callback(launcher.down)
             bootstrap = launcher.bootstrap
             broker_pid = launcher.status().pid
+        if options["stock_churn"]:
+            from benchmarks.stock import run_stock_churn, stock_text
+
+            churn = run_stock_churn(str(bootstrap), workload.head(events), rate=rate or 2000.0, workdir=workdir,
+                                    partitions=int(options["partitions"]), log=log)
+            if not _save_and_echo(churn, options, "stock.json"):
+                click.echo(stock_text(churn))
+            return None
         if options["floor"]:
             from benchmarks.floor import run_floor
 

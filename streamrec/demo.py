@@ -1,8 +1,10 @@
 """``streamrec demo``: the whole loop, end to end, on a synthetic shop.
 
-Starts the local broker (unless one runs), trains a model on the shop's history, starts a
-real worker, replays live events through Kafka, and shows for a few shoppers what they just
-did and what they are recommended now. Stops everything it started.
+Starts the local broker (unless one runs), publishes the shop's catalog, trains a model on
+the shop's history, starts a real worker, replays live events through Kafka, and shows for a
+few shoppers what they just did and what they are recommended now. Then the catalog lives: a
+product that did not exist at training time is launched and its fans find it in their lists,
+and the most recommended product sells out and leaves every list. Stops everything it started.
 """
 
 from __future__ import annotations
@@ -39,11 +41,10 @@ def _show_user(user_id: str, events, rec, categories: dict[str, str], latency_ms
 @click.option("--seed", default=7, show_default=True, type=int)
 def demo(users: int, items: int, history: int, live: int, rate: float, show: int, seed: int) -> None:
     """Run the whole loop on a synthetic shop and show fresh recommendations."""
-    from indexing.artifact import save_artifact
-    from indexing.train import TrainParams, interactions_from_events, train_item_vectors
-    from producers.publisher import EventPublisher
+    from indexing.train import TrainParams, interactions_from_events, train_model
+    from producers.publisher import EventPublisher, ensure_topics
     from producers.synthetic import SyntheticShop
-    from streamrec.contract import decode_recommendation
+    from streamrec.contract import decode_recommendation, encode_catalog_item
     from streamrec.kafka import KafkaLauncher
     from streams.process import WorkerConfig, WorkerProcess
     from streams.reader import read_topic
@@ -66,14 +67,21 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
         stream = list(shop.events(history + live, start_ts=start_ts))
         past, future = stream[:history], stream[history:]
         data = interactions_from_events(past)
-        context, target, summary = train_item_vectors(data, TrainParams())
+        trained = train_model(data, TrainParams())
+        summary = trained.summary
         models_dir = workdir / "models"
-        save_artifact(models_dir, data.item_ids, context, target, factory="auto", training=summary)
-        future = [e for e in future if e.item_id in set(data.item_ids)]
+        trained.save(models_dir, factory="auto")
         click.echo(
             f"   {summary['events']} events of {summary['users']} shoppers over {summary['items']} items -> "
-            f"item vectors d={context.shape[1]} in {summary['seconds']:.1f} s"
+            f"item vectors d={trained.context.shape[1]} in {summary['seconds']:.1f} s"
         )
+        items_topic = f"demo-{run}-items"
+        ensure_topics(launcher.bootstrap, {items_topic: settings.kafka.partitions},
+                      configs={items_topic: {"cleanup.policy": "compact"}})
+        with EventPublisher(launcher.bootstrap, items_topic) as publisher:
+            for item in shop.catalog(updated_at=start_ts):
+                publisher.publish_raw(item.item_id.encode(), encode_catalog_item(item))
+        click.echo(f"   the catalog: {shop.n_items} products published to {items_topic} (compacted, keyed by item_id)")
 
         click.secho("3. A worker", bold=True)
         config = WorkerConfig(
@@ -85,6 +93,7 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
             recommendations_topic=f"demo-{run}-recommendations",
             dlq_topic=f"demo-{run}-events-dlq",
             partitions=settings.kafka.partitions,
+            extra_env={"STREAMREC_KAFKA__ITEMS_TOPIC": items_topic},
         )
         worker = WorkerProcess(config, log_file=workdir / "worker.log")
         worker.start()
@@ -140,6 +149,85 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
             rec = latest[user_id]
             lat = (rec.produced_at - published_at[rec.event_id]) * 1000 if rec.event_id in published_at else None
             _show_user(user_id, per_user[user_id], rec, categories, lat)
-        click.secho("\n6. Stopping what the demo started", bold=True)
+
+        _living_catalog(shop, launcher.bootstrap, config, items_topic, future, recs)
+        click.secho("\n8. Stopping what the demo started", bold=True)
     click.echo(f"done; the run's files are in {workdir}")
 
+
+
+def _living_catalog(shop, bootstrap: str, config, items_topic: str, future, recs) -> None:  # noqa: ANN001
+    """Launch a product the model never saw, let its line's fans find it; sell out the most
+    recommended product and show that it leaves the lists."""
+    import msgspec
+
+    from producers.publisher import EventPublisher
+    from streamrec.contract import Event, decode_recommendation, encode_catalog_item
+    from streams.reader import read_topic
+
+    click.secho("\n6. A new product, launched after the model was trained", bold=True)
+    like = int(np.argmax(shop.item_popularity))
+    cluster = int(shop.item_cluster[like])
+    new = shop.new_item(f"sku-new-{uuid.uuid4().hex[:6]}", like, updated_at=time.time())
+    fans = [shop.user_ids[u] for u in range(shop.n_users) if cluster in shop.user_clusters[u]][:40]
+    siblings = [shop.item_ids[i] for i in np.flatnonzero(shop.item_cluster == cluster)]
+    now = time.time()
+    events = []
+    for rep in range(3):
+        for n, user in enumerate(fans):
+            events.append(Event(f"demo-new-{rep}-{n}-{new.item_id}", user, new.item_id, "view", now + rep + n / 1000))
+            events.append(Event(f"demo-sib-{rep}-{n}-{new.item_id}", user, siblings[(rep + n) % len(siblings)], "view",
+                                now + rep + n / 1000 + 0.0005))
+    with EventPublisher(bootstrap, items_topic) as publisher:
+        publisher.publish_raw(new.item_id.encode(), encode_catalog_item(new))
+    with EventPublisher(bootstrap, config.events_topic) as publisher:
+        for event in events:
+            publisher.publish(event)
+    click.echo(f"   {new.item_id} ({new.title}, {' > '.join(new.category)}): in the catalog, unknown to the model; "
+               f"{len(fans)} fans of its line view it {len(events) // (2 * len(fans))} times, between its siblings")
+    wanted = {e.event_id for e in events}
+
+    def answered(messages) -> bool:  # noqa: ANN001
+        return wanted.issubset(decode_recommendation(v).event_id for _, v in messages[len(recs):]) or \
+            {e.user_id: e.event_id for e in events}.items() <= {
+                (r.user_id, r.event_id) for r in map(decode_recommendation, (v for _, v in messages))}
+
+    lists = [decode_recommendation(v) for _, v in read_topic(bootstrap, config.recommendations_topic, done=answered,
+                                                             timeout=120)]
+    latest = {r.user_id: r for r in lists}
+    holding = [u for u in fans if any(i.item_id == new.item_id for i in latest[u].items)]
+    click.echo(f"   {len(holding)} of the {len(fans)} fans now have {new.item_id} in their list, e.g. {holding[:1] or '-'}")
+    if holding:
+        rec = latest[holding[0]]
+        for scored in rec.items[:5]:
+            mark = "  <- new" if scored.item_id == new.item_id else ""
+            click.echo(f"    {scored.score:7.3f}  {scored.item_id}  [{scored.source}]{mark}")
+
+    click.secho("\n7. The most recommended product sells out", bold=True)
+    counts: dict[str, int] = {}
+    for rec in latest.values():
+        for scored in rec.items:
+            counts[scored.item_id] = counts.get(scored.item_id, 0) + 1
+    sold_out = max(counts, key=counts.get)
+    holders = [u for u, r in latest.items() if any(i.item_id == sold_out for i in r.items)]
+    record = next(i for i in shop.catalog() if i.item_id == sold_out) if sold_out in shop.item_ids else new
+    with EventPublisher(bootstrap, items_topic) as publisher:
+        publisher.publish_raw(sold_out.encode(), encode_catalog_item(msgspec.structs.replace(record, available=False)))
+    written = time.time()
+    by_user = {e.user_id: e for e in future}
+    again = [Event(f"demo-after-{n}-{sold_out}", u, by_user[u].item_id if u in by_user else siblings[0], "view",
+                   time.time()) for n, u in enumerate(holders)]
+    with EventPublisher(bootstrap, config.events_topic) as publisher:
+        for event in again:
+            publisher.publish(event)
+    wanted_after = {e.event_id for e in again}
+    lists = [decode_recommendation(v) for _, v in read_topic(
+        bootstrap, config.recommendations_topic, timeout=120,
+        done=lambda m: wanted_after <= {decode_recommendation(v).event_id for _, v in m})]
+    after = [r for r in lists if r.event_id in wanted_after]
+    still = sum(any(i.item_id == sold_out for i in r.items) for r in after)
+    last = max((r.produced_at for r in lists if any(i.item_id == sold_out for i in r.items)), default=written)
+    click.echo(f"   {sold_out} was in {len(holders)} shoppers' lists; marked available: false in the catalog")
+    click.echo(f"   their next {len(after)} lists: {still} still hold it, every one has {min(len(r.items) for r in after)}"
+               f"-{max(len(r.items) for r in after)} items; the last list holding it was published "
+               f"{max(0.0, last - written) * 1000:.0f} ms after the catalog write")
