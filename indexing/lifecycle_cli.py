@@ -15,7 +15,7 @@ from streamrec.config import get_settings
 FORMATS = ["taobao", "retailrocket", "amazon-seq", "yoochoose", "jsonl", "csv"]
 
 _bootstrap = click.option("--bootstrap", help="Kafka bootstrap servers [default: from settings].")
-_topic = click.option("--topic", "models_topic", help="Models topic [default: settings kafka.models_topic].")
+_topic = click.option("--models-topic", help="Models topic [default: settings kafka.models_topic].")
 
 
 def _kafka(bootstrap: str | None, models_topic: str | None) -> tuple[str, str]:
