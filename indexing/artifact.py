@@ -86,10 +86,16 @@ def save_artifact(
     factory: str = "Flat",
     training: dict[str, Any] | None = None,
     extras: dict[str, np.ndarray] | None = None,
+    number: int | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a new version folder, then point ``LATEST`` at it. Returns the folder.
 
-    ``extras``: optional arrays by name (:data:`EXTRAS`); the target vectors are always saved."""
+    ``extras``: optional arrays by name (:data:`EXTRAS`); the target vectors are always saved.
+    ``number``: the version number to use (``v%06d``), e.g. one past the newest version on the
+    models topic; default one past the newest version in ``models_dir``. ``extra_meta`` adds
+    keys to ``meta.json`` (the trainer's gate scores).
+    """
     context = check_vectors(context, "context vectors")
     target = check_vectors(target, "target vectors")
     if context.shape != target.shape or len(item_ids) != len(context):
@@ -101,9 +107,15 @@ def save_artifact(
     if factory == "auto":
         factory = choose_factory(len(item_ids))
     models_dir.mkdir(parents=True, exist_ok=True)
-    number = (_versions(models_dir) or [0])[-1] + 1
+    newest = (_versions(models_dir) or [0])[-1]
+    if number is None:
+        number = newest + 1
+    elif number < 1:
+        raise ValueError(f"a version number must be >= 1, got {number}")
     version = f"v{number:06d}"
     folder = models_dir / version
+    if folder.exists():
+        raise ArtifactError(f"cannot save model {version}: {folder} already exists")
     folder.mkdir()
     index = build_index(target, factory)
     faiss.write_index(index, str(folder / "index.faiss"))
@@ -121,13 +133,30 @@ def save_artifact(
         "factory": factory,
         "created_at": time.time(),
         "training": training or {},
+        **(extra_meta or {}),
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
-    pointer = models_dir / "LATEST.tmp"
-    pointer.write_text(version)
-    os.replace(pointer, models_dir / "LATEST")
+    if number > newest:  # LATEST names the newest version, never an older one saved later
+        pointer = models_dir / "LATEST.tmp"
+        pointer.write_text(version)
+        os.replace(pointer, models_dir / "LATEST")
     logger.info("saved model %s (%d items, d=%d) to %s", version, len(item_ids), context.shape[1], folder)
     return folder
+
+
+def version_number(version: str) -> int | None:
+    """``7`` for ``"v000007"``; None for a name that is not a version.
+
+    >>> version_number("v000007"), version_number("LATEST")
+    (7, None)
+    """
+    match = _VERSION_RE.match(version)
+    return int(match.group(1)) if match else None
+
+
+def newest_number(models_dir: Path) -> int:
+    """The highest version number in ``models_dir`` (0 when it holds none)."""
+    return (_versions(models_dir) or [0])[-1]
 
 
 def latest_version(models_dir: Path) -> str | None:

@@ -36,7 +36,12 @@ def _events(dataset: Path | None, fmt: str | None, synthetic: bool, users: int, 
 @click.option("--dim", type=click.IntRange(min=1), help="Vector dimension [default: TrainParams.dim].")
 @click.option("--factory", default="auto", show_default=True, help="FAISS factory string, or auto by catalog size.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's metadata as JSON.")
-def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_dir, dim, factory, as_json) -> None:  # noqa: ANN001
+@click.option("--publish", is_flag=True, help="Publish the new version to the models topic and make every worker serve it.")
+@click.option("--bootstrap", help="Kafka bootstrap servers, with --publish [default: from settings].")
+@click.option("--models-topic", help="Models topic, with --publish [default: from settings].")
+def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_dir, dim, factory, as_json,  # noqa: ANN001
+          publish, bootstrap, models_topic) -> None:
+
     """Train item vectors and save them, with their FAISS index, as a new model version."""
     from dataclasses import replace
 
@@ -62,7 +67,11 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     trained = train_model(data, params)
     summary = trained.summary
     source = str(dataset) if dataset else f"synthetic(users={users}, items={items}, events={n_events}, seed={seed})"
-    folder = trained.save(models_dir or get_settings().index.models_dir, factory=factory, source=source)
+    models_dir = models_dir or get_settings().index.models_dir
+    if not publish:
+        folder = trained.save(models_dir, factory=factory, source=source)
+    else:
+        folder = _save_and_publish(models_dir, trained, factory, source, bootstrap, models_topic)
     meta = json.loads((folder / "meta.json").read_text())
     if as_json:
         click.echo(json.dumps(meta))
@@ -71,3 +80,23 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
             f"model {meta['version']}: {summary['items']} items x d={meta['dimension']} from {summary['events']} events "
             f"of {summary['users']} users, in {time.perf_counter() - started:.1f} s -> {folder}"
         )
+
+
+def _save_and_publish(models_dir, trained, factory, source, bootstrap, models_topic) -> Path:  # noqa: ANN001
+    """Save as the version after the newest here or on the topic, publish it, promote it."""
+    from indexing.artifact import newest_number
+    from indexing.distribute import DistributionError, ModelPublisher, read_models_topic
+
+    kafka = get_settings().kafka
+    bootstrap, models_topic = bootstrap or kafka.bootstrap, models_topic or kafka.models_topic
+    try:
+        with ModelPublisher(bootstrap, models_topic) as publisher:
+            number = max(newest_number(models_dir), read_models_topic(bootstrap, models_topic).newest_number()) + 1
+            gate = {"decision": "publish", "reason": "streamrec train --publish (no gate)"}
+            folder = trained.save(models_dir, factory=factory, source=source, number=number, extra_meta={"gate": gate})
+            publisher.publish_version(folder)
+            publisher.promote(folder.name, reason="train --publish")
+    except (DistributionError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"published {folder.name} to {models_topic} on {bootstrap} and promoted it", err=True)
+    return folder

@@ -293,7 +293,8 @@ class TrainedModel:
     #: Training events per item.
     popularity: np.ndarray
 
-    def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None) -> Path:
+    def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
+             extra_meta: dict[str, Any] | None = None) -> Path:
         """Save as a new model version (:func:`indexing.artifact.save_artifact`); the folder."""
         from indexing.artifact import save_artifact
 
@@ -302,7 +303,7 @@ class TrainedModel:
         if self.fold_in is not None:
             extras["fold_in"] = self.fold_in
         return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
-                             training=summary, extras=extras)
+                             training=summary, extras=extras, number=number, extra_meta=extra_meta)
 
 
 def train_item_vectors(

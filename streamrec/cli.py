@@ -22,12 +22,13 @@ def _register() -> None:
     from benchmarks.cli import bench
     from evaluation.cli import evaluate
     from indexing.cli import train
+    from indexing.lifecycle_cli import model, trainer
     from producers.cli import produce
     from streamrec.demo import demo
     from streamrec.kafka.cli import kafka
     from streams.cli import consume, worker
 
-    for command in (kafka, produce, train, worker, consume, evaluate, bench, demo):
+    for command in (kafka, produce, train, trainer, model, worker, consume, evaluate, bench, demo):
         main.add_command(command)
 
 

@@ -53,7 +53,7 @@ def create_app(
 
     params = params or InterestParams()
     faiss.omp_set_num_threads(settings.index.search_threads)
-    model = ModelHolder(settings.index.models_dir, use_gpu=settings.index.use_gpu, nprobe=settings.index.nprobe)
+    model = ModelHolder.from_settings(settings)
     kafka = settings.kafka
     worker = settings.worker
     app = faust.App(

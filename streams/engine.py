@@ -150,7 +150,7 @@ class BatchEngine:
         self.settings = settings
         self.params = params or InterestParams()
         index = settings.index
-        self.model = model or ModelHolder(index.models_dir, use_gpu=index.use_gpu, nprobe=index.nprobe)
+        self.model = model or ModelHolder.from_settings(settings)
         self.events_topic = settings.kafka.events_topic
         self.changelog = changelog_topic(settings.worker.app_id)
         self.store = PartitionStore(settings.worker.data_dir)
