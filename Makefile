@@ -23,8 +23,9 @@ kafka-jars: $(STAMP)
 demo: install kafka-jars
 	$(BIN)/streamrec demo
 
+# pyproject.toml's testpaths: tests/ and the docstring examples of the packages.
 test: install kafka-jars
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest
 
 # After changing a range in pyproject.toml and installing: pin what the venv now holds.
 constraints: $(STAMP)
