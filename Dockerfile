@@ -10,17 +10,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Only what the package needs (no .venv, .kafka, models, ... from the host).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY streamrec ./streamrec
 COPY streams ./streams
 COPY indexing ./indexing
 COPY producers ./producers
+COPY evaluation ./evaluation
 COPY benchmarks ./benchmarks
-RUN pip install ".[cpu]"
+RUN pip install -c constraints.txt ".[cpu]"
 
-# The package is installed into site-packages, so point its folders at /app explicitly.
-ENV STREAMREC_INDEX__MODELS_DIR=/app/models \
-    STREAMREC_WORKER__DATA_DIR=/app/.worker \
+# State (models/, .worker/) goes under the home, never beside the installed package.
+ENV STREAMREC_HOME=/app \
     STREAMREC_LOG_LEVEL=INFO
 
 CMD ["streamrec", "worker"]

@@ -6,12 +6,13 @@ STAMP  := $(VENV)/.installed
 # faiss-cpu by default; `make FAISS=gpu ...` installs faiss-gpu instead (same `faiss` module).
 FAISS  ?= cpu
 
-.PHONY: demo test install kafka-jars clean
+.PHONY: demo test install kafka-jars constraints clean
 
-$(STAMP): pyproject.toml
+# pyproject.toml says which versions work; constraints.txt pins the exact set CI tests.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[$(FAISS),test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(FAISS),test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,8 +23,13 @@ kafka-jars: $(STAMP)
 demo: install kafka-jars
 	$(BIN)/streamrec demo
 
+# pyproject.toml's testpaths: tests/ and the docstring examples of the packages.
 test: install kafka-jars
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest
+
+# After changing a range in pyproject.toml and installing: pin what the venv now holds.
+constraints: $(STAMP)
+	$(BIN)/python .ci/freeze_constraints.py
 
 clean:
 	-$(BIN)/streamrec kafka down

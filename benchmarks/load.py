@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.config import PROJECT_ROOT
+from streamrec.config import default_home
 
 logger = logging.getLogger(__name__)
 
-#: Where workloads are cached (ignored by git).
-DEFAULT_CACHE_DIR = PROJECT_ROOT / "benchmarks" / "results" / "tmp" / "cache"
+#: Where workloads are cached: under the home (STREAMREC_HOME, default the working
+#: directory), ignored by git in the repository.
+DEFAULT_CACHE_DIR = default_home() / "benchmarks" / "results" / "tmp" / "cache"
 #: Catalogs up to this size get trained item vectors; larger ones structural ones.
 TRAIN_UP_TO = 50_000
 #: Events of history the model is trained on, per catalog item (at least MIN_HISTORY).

@@ -1,20 +1,57 @@
 """Typed, frozen settings: one object, one env prefix (``STREAMREC_``), split into parts.
 
 Nested fields read from ``STREAMREC_<PART>__<FIELD>``, e.g. ``STREAMREC_KAFKA__BOOTSTRAP``.
+
+State lives under a *home* folder, ``STREAMREC_HOME`` (default: the current working
+directory), never beside the installed package: ``<home>/.kafka`` (the local broker, its jars
+in ``<home>/.kafka/lib``), ``<home>/.worker`` (the worker's RocksDB tables), ``<home>/models``
+(model versions). Each can still be moved on its own (``STREAMREC_LOCAL_KAFKA__HOME``,
+``STREAMREC_WORKER__DATA_DIR``, ``STREAMREC_INDEX__MODELS_DIR``). The shared datasets are read
+from ``STREAMREC_DATASETS_DIR``, falling back to ``<home>/../shared/datasets``.
 Numerical hyper-parameters of the model live in :mod:`streams.interest` as a plain frozen
 dataclass so that the numerical core never imports pydantic.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Environment variable naming the folder that holds all local state.
+HOME_ENV_VAR = "STREAMREC_HOME"
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The state folder: ``$STREAMREC_HOME`` if set, else the current working directory.
+
+    >>> default_home({"STREAMREC_HOME": "/srv/streamrec"})
+    PosixPath('/srv/streamrec')
+    >>> default_home({}) == Path.cwd()
+    True
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(HOME_ENV_VAR)
+    return Path(value).expanduser().absolute() if value else Path.cwd()
+
+
+def state_paths(home: Path) -> dict[str, Path]:
+    """Where each kind of state goes under ``home``.
+
+    >>> sorted((name, str(path)) for name, path in state_paths(Path("/h")).items())
+    [('datasets_dir', '/shared/datasets'), ('kafka_home', '/h/.kafka'), ('models_dir', '/h/models'), ('worker_data_dir', '/h/.worker')]
+    """
+    return {
+        "kafka_home": home / ".kafka",
+        "models_dir": home / "models",
+        "worker_data_dir": home / ".worker",
+        "datasets_dir": home.parent / "shared" / "datasets",
+    }
 
 
 class KafkaSettings(BaseModel):
@@ -38,7 +75,7 @@ class LocalKafkaSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    home: Path = PROJECT_ROOT / ".kafka"
+    home: Path = Field(default_factory=lambda: state_paths(default_home())["kafka_home"])
     port: int = Field(9092, ge=1, le=65535)
     controller_port: int = Field(9093, ge=1, le=65535)
     heap: str = "1g"
@@ -53,7 +90,7 @@ class IndexSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     #: Folder holding versioned model artifacts (``v000001/``, ...) and the ``LATEST`` pointer.
-    models_dir: Path = PROJECT_ROOT / "models"
+    models_dir: Path = Field(default_factory=lambda: state_paths(default_home())["models_dir"])
     #: FAISS factory string; ``auto`` picks one from the catalog size (see indexing.index).
     factory: str = "Flat"
     #: Put the index on a GPU when FAISS sees one.
@@ -89,7 +126,7 @@ class WorkerSettings(BaseModel):
     #: changelog, so a worker can switch between them and keep its users' state.
     engine: Literal["batch", "faust"] = "batch"
     app_id: str = "streamrec"
-    data_dir: Path = PROJECT_ROOT / ".worker"
+    data_dir: Path = Field(default_factory=lambda: state_paths(default_home())["worker_data_dir"])
     #: Most events per micro-batch. The batch engine takes whatever is queued up to this, so
     #: a quiet shop gets small, fast batches; under a backlog larger batches coalesce more of
     #: a user's events into one recommendation and mean fewer produce requests and commits
@@ -113,12 +150,33 @@ class WorkerSettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True)
 
-    kafka: KafkaSettings = KafkaSettings()
-    local_kafka: LocalKafkaSettings = LocalKafkaSettings()
-    index: IndexSettings = IndexSettings()
-    rules: RulesSettings = RulesSettings()
-    worker: WorkerSettings = WorkerSettings()
-    datasets_dir: Path = PROJECT_ROOT.parent / "shared" / "datasets"
+    #: The folder all local state goes under (``STREAMREC_HOME``; default: the working directory).
+    home: Path = Field(default_factory=default_home)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    local_kafka: LocalKafkaSettings = Field(default_factory=LocalKafkaSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    #: The shared datasets (``STREAMREC_DATASETS_DIR``; default: ``<home>/../shared/datasets``).
+    datasets_dir: Path = Field(default_factory=lambda: state_paths(default_home())["datasets_dir"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_under_home(cls, data: Any) -> Any:
+        """Place every path not given explicitly under ``home`` (when ``home`` is given)."""
+        if not isinstance(data, dict) or data.get("home") is None:
+            return data
+        paths = state_paths(Path(data["home"]).expanduser().absolute())
+        data = {**data, "home": Path(data["home"]).expanduser().absolute()}
+        data.setdefault("datasets_dir", paths["datasets_dir"])
+        for part, field, key in (("local_kafka", "home", "kafka_home"), ("index", "models_dir", "models_dir"),
+                                 ("worker", "data_dir", "worker_data_dir")):
+            given = data.get(part)
+            if given is None:
+                data[part] = {field: paths[key]}
+            elif isinstance(given, dict) and field not in given:
+                data[part] = {**given, field: paths[key]}
+        return data
 
 
 @lru_cache(maxsize=1)

@@ -220,8 +220,8 @@ def _fast_decode(raw: bytes, now: float | None) -> Event | None:
 
 def decode_event(raw: bytes | None, *, now: float | None = None) -> Event:
     """Decode one message value into an :class:`Event`; raise :class:`InvalidEvent`."""
-    if raw is None:
-        raise InvalidEvent("empty_payload", "the message has no value")
+    if not raw:  # no value (a tombstone) or a value of zero bytes: nothing to decode either way
+        raise InvalidEvent("empty_payload", "the message has no value" if raw is None else "the message value is empty")
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("payload_too_large", f"{len(raw)} bytes, the limit is {MAX_EVENT_BYTES}")
     event = _fast_decode(raw, now)

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 import click
 import numpy as np
 
-from streamrec.config import PROJECT_ROOT, get_settings
+from streamrec.config import get_settings
 
 
 def _show_user(user_id: str, events, rec, categories: dict[str, str], latency_ms: float | None) -> None:  # noqa: ANN001
@@ -51,7 +51,7 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
 
     settings = get_settings()
     run = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    workdir = PROJECT_ROOT / ".demo" / run
+    workdir = settings.home / ".demo" / run
     with ExitStack() as stack:
         launcher = KafkaLauncher(settings.local_kafka)
         click.secho("1. Kafka", bold=True)

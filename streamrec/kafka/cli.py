@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 _home_option = click.option(
     "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Folder for the broker's jars, data and logs  [default: from settings, <repo>/.kafka]")
+    help="Folder for the broker's jars, data and logs  [default: from settings, $STREAMREC_HOME/.kafka]")
 _port_option = click.option("--port", type=click.IntRange(1, 65535), default=None,
                              help="Broker port on 127.0.0.1  [default: from settings, 9092]")
 _controller_port_option = click.option(
@@ -125,12 +125,32 @@ def down(home: Path | None, timeout: float) -> None:
         click.echo(f"Kafka is not running (home {launcher.home}).")
 
 
+#: Exit codes of ``status``, as ``pg_ctl status`` and LSB init scripts use them.
+STATUS_RUNNING = 0
+STATUS_NOT_ANSWERING = 1
+STATUS_STOPPED = 3
+
+
+def status_exit_code(status: KafkaStatus) -> int:
+    """0 when the broker runs and answers, 1 when it runs but does not answer, 3 when stopped."""
+    if not status.running:
+        return STATUS_STOPPED
+    return STATUS_RUNNING if status.ready else STATUS_NOT_ANSWERING
+
+
 @kafka.command()
 @_home_option
 @_port_option
 @_controller_port_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(home: Path | None, port: int | None, controller_port: int | None, as_json: bool) -> None:
-    """Show whether the broker runs, where it listens and where its files are."""
+    """Show whether the broker runs, where it listens and where its files are.
+
+    Exits with 0 when the broker runs and answers, 1 when it runs but does not answer
+    (yet), and 3 when it is not running, like `pg_ctl status` and `systemctl status`.
+    """
     result = _attempt(_launcher(home, port, controller_port).status)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else _describe(result))
+    code = status_exit_code(result)
+    if code != STATUS_RUNNING:
+        click.get_current_context().exit(code)

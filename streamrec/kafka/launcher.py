@@ -1,6 +1,6 @@
 """Run a real, single-node Apache Kafka broker (KRaft) from plain jars, without Docker.
 
-Layout of a broker *home* (``LocalKafkaSettings.home``, ``<repo>/.kafka`` by default)::
+Layout of a broker *home* (``LocalKafkaSettings.home``, ``$STREAMREC_HOME/.kafka`` by default)::
 
     <home>/lib/                 the jars, resolved by Maven from ``pom.xml`` (shareable, see below)
     <home>/server.properties    rewritten by every ``up()``

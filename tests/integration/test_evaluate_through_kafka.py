@@ -18,7 +18,6 @@ from evaluation.served import ServedModel
 from evaluation.through_kafka import run_through_kafka
 from indexing.train import TrainParams
 from producers.synthetic import SyntheticShop
-from streamrec.config import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +43,9 @@ def test_synthetic_shop_through_kafka_matches_in_process(bootstrap, tmp_path):
     assert outcome.metrics["HR@10"] > 0.05  # the shop is learnable: far above random (10 / 600)
 
 
-def test_beauty_sample_through_kafka_equals_the_harness(bootstrap, tmp_path):
-    path = get_settings().datasets_dir / "amazon-beauty" / "Beauty.txt"
-    if not path.is_file():
-        pytest.skip(f"Amazon Beauty is not at {path} (see ../shared/datasets/README.md); the synthetic variant ran")
+@pytest.mark.datasets
+def test_beauty_sample_through_kafka_equals_the_harness(bootstrap, tmp_path, shared_dataset):
+    path = shared_dataset("amazon-beauty", "Beauty.txt")
     log = sample_users(load_log(path, "amazon-seq"), BEAUTY_USERS, seed=0)
     outcome = run_through_kafka(log, bootstrap=bootstrap, partitions=2, workdir=tmp_path)
     check_agreement(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
@@ -10,13 +11,23 @@ from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamrec.cli import main
 from streamrec.config import LocalKafkaSettings
 from streamrec.kafka import KafkaLauncher
 
 pytestmark = pytest.mark.integration
+
+
+def _cli_status(launcher: KafkaLauncher, *flags: str) -> tuple[int, str]:
+    """``streamrec kafka status`` of this launcher's home: (exit code, output)."""
+    result = CliRunner().invoke(main, ["kafka", "status", *flags, "--home", str(launcher.home),
+                                       "--port", str(launcher.settings.port),
+                                       "--controller-port", str(launcher.settings.controller_port)])
+    return result.exit_code, result.output
 
 
 def _free_port() -> int:
@@ -36,6 +47,7 @@ def test_broker_lifecycle_round_trip(tmp_path: Path) -> None:
     if not launcher.jars_ready() and shutil.which("mvn") is None:
         pytest.skip("no Kafka jars and no Maven to fetch them")
 
+    assert _cli_status(launcher)[0] == 3, "not started yet: `status` must exit 3"
     started = time.monotonic()
     assert launcher.up(timeout=90) is True
     pid = launcher.status().pid
@@ -46,6 +58,11 @@ def test_broker_lifecycle_round_trip(tmp_path: Path) -> None:
         assert status.kafka_version == "4.1.1"
         assert launcher.up(timeout=10) is False  # already running: no second broker
         startup_s = time.monotonic() - started
+        code, output = _cli_status(launcher, "--json")
+        assert code == 0, output
+        assert json.loads(output)["pid"] == pid
+        code, output = _cli_status(launcher)
+        assert code == 0 and f"running, pid {pid}" in output, output
 
         topic = f"it-{uuid.uuid4().hex[:8]}"
         admin = AdminClient({"bootstrap.servers": launcher.bootstrap})
@@ -74,4 +91,7 @@ def test_broker_lifecycle_round_trip(tmp_path: Path) -> None:
     assert not psutil.pid_exists(pid)
     assert not launcher.pid_file.exists()
     assert not launcher.status().running
+    for flags in ((), ("--json",)):
+        code, output = _cli_status(launcher, *flags)
+        assert code == 3, output
     assert startup_s < 60

@@ -10,11 +10,12 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import ConsumerGroupState
+from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from confluent_kafka.admin import AdminClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,6 @@ from streamrec.config import LocalKafkaSettings
 from streamrec.contract import decode_dead_letter, encode_event
 from streamrec.kafka import KafkaLauncher
 from streams.process import WorkerConfig, WorkerProcess
-from streams.processor import Message, decode_batch
 from streams.reader import read_topic
 from streams.tables import read_user_states
 
@@ -233,30 +233,61 @@ def test_engines_share_one_table_and_changelog(bootstrap, topics, start_worker, 
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
 
 
-HOSTILE: list[bytes | None] = [
-    None,
-    b"",
-    b"{not json",
-    b"\xff\xfe\xfd not utf-8",
-    b"[1, 2, 3]",
-    b'"just a string"',
-    b"null",
-    b'{"event_id": "h1", "user_id": "u-00001", "item_id": 5, "type": "view", "ts": 1700000000}',
-    b'{"event_id": "h2", "user_id": "u-00001", "type": "view", "ts": 1700000000}',
-    b'{"event_id": "h3", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": 1700000000, "x": 1}',
-    b'{"event_id": "h4", "user_id": "u-00001", "item_id": "sku-000001", "type": "teleport", "ts": 1700000000}',
-    b'{"event_id": "h5", "user_id": "u-00001", "item_id": "no-such-sku", "type": "view", "ts": 1700000000}',
-    b'{"event_id": "h6", "user_id": "", "item_id": "sku-000001", "type": "view", "ts": 1700000000}',
-    b'{"event_id": "h7", "user_id": "u-00001", "item_id": "' + b"x" * 5000 + b'", "type": "view", "ts": 1700000000}',
-    b'{"event_id": "h8", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": -5}',
-    b'{"event_id": "h9", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": NaN}',
-    b'{"event_id": "h10", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": 1e300}',
-    b'{"event_id": "h11", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": 4102444800}',
-    b'{"event_id": "h12", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": "2024-01-01"}',
-    b'{"event_id": "h13", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": 1700000000, "price": -1}',
-    b'{"event_id": "h14", "user_id": "someone-else", "item_id": "sku-000001", "type": "view", "ts": 1700000000}',
-    b"{" + b'"a": 1, ' * 150_000 + b'"b": 2}',  # ~1 MB
+def _event(event_id: str, **fields: object) -> bytes:
+    """A JSON event of user u-00001 on sku-000001 at a sane time, with ``fields`` changed
+    (a value of ``...`` drops the field)."""
+    event: dict[str, object] = {"event_id": event_id, "user_id": "u-00001", "item_id": "sku-000001", "type": "view",
+                                "ts": 1_700_000_000}
+    event.update(fields)
+    return orjson.dumps({k: v for k, v in event.items() if v is not ...})
+
+
+#: Crafted hostile payloads, all keyed b"u-00001", and the dead-letter reason each must get.
+CRAFTED: list[tuple[bytes | None, str]] = [
+    (None, "empty_payload"),
+    (b"", "empty_payload"),
+    (b"{not json", "malformed_json"),
+    (b'{"event_id": "h0", "user_id": "u-00001"', "malformed_json"),
+    (b"\xff\xfe\xfd not utf-8", "not_utf8"),
+    (b"[1, 2, 3]", "not_an_object"),
+    (b'"just a string"', "not_an_object"),
+    (b"null", "not_an_object"),
+    (b"[" * 3000 + b"]" * 3000, "malformed_json"),  # nested deeper than the JSON parser goes (1024)
+    (_event("h1", item_id=5), "wrong_type"),
+    (_event("h2", item_id=...), "missing_field"),
+    (_event("h2b", ts=...), "missing_field"),
+    (_event("h3", x=1), "unknown_field"),
+    (_event("h4", type="teleport"), "unknown_type"),
+    (_event("h5", item_id="no-such-sku"), "unknown_item"),
+    (_event("h6", user_id=""), "empty_string"),
+    (_event("h6b", item_id="   "), "empty_string"),
+    (_event("h7", item_id="x" * 5000), "string_too_long"),
+    (_event("h8", ts=-5), "bad_timestamp"),
+    (b'{"event_id": "h9", "user_id": "u-00001", "item_id": "sku-000001", "type": "view", "ts": NaN}',
+     "malformed_json"),
+    (_event("h10", ts=1e300), "future_timestamp"),
+    (_event("h11", ts=4_102_444_800), "future_timestamp"),
+    (_event("h12", ts="2024-01-01"), "wrong_type"),
+    (_event("h12b", ts=True), "wrong_type"),
+    (_event("h13", price=-1), "bad_price"),
+    (_event("h14", user_id="someone-else"), "key_mismatch"),
+    (b"{" + b'"a": 1, ' * 150_000 + b'"b": 2}', "payload_too_large"),  # ~1 MB
 ]
+
+#: Distinct poison payloads, each sent 2,000 times (keyed b"u-00002"), and their reasons.
+POISONS: list[tuple[bytes, str]] = [
+    (_event("poison-1", user_id="u-00002", ts="soon"), "wrong_type"),
+    (_event("poison-2", user_id="u-00002", item_id="sku-does-not-exist"), "unknown_item"),
+    (_event("poison-3", user_id="u-00002", type="teleport"), "unknown_type"),
+    (_event("poison-4", user_id="u-00003"), "key_mismatch"),
+    (_event("poison-5", user_id="u-00002")[:-7], "malformed_json"),
+]
+POISON_COPIES = 2_000
+
+#: The reasons docs/schemas/dead-letter.schema.json lists for events.
+REASONS = {"malformed_json", "not_utf8", "missing_field", "wrong_type", "unknown_type", "unknown_field",
+           "empty_string", "string_too_long", "not_finite", "bad_timestamp", "future_timestamp", "bad_price",
+           "payload_too_large", "empty_payload", "not_an_object", "key_mismatch", "unknown_item"}
 
 garbage = st.one_of(
     st.binary(max_size=300),
@@ -283,21 +314,62 @@ def generate_garbage(count: int) -> list[bytes]:
     return drawn[:count]
 
 
-def test_hostile_input_is_dead_lettered_and_good_events_survive(bootstrap, topics, start_worker, tmp_path):
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Messages in ``topic`` now, from the partitions' watermarks (no transactions, no compaction)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"size-{topic}", "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
+    finally:
+        consumer.close()
+    return sum(high - low for low, high in marks)
+
+
+def _own_user(payload: bytes) -> bytes | None:
+    """The user_id a payload names, if it is a JSON object naming one as a string."""
+    try:
+        decoded = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    user_id = decoded.get("user_id") if isinstance(decoded, dict) else None
+    return user_id.encode() if isinstance(user_id, str) else None
+
+
+def test_hostile_payloads_have_their_poison_values():
+    """The crafted payloads say what the test means them to: checked without the decoder."""
+    assert len({payload for payload, _ in POISONS}) == len(POISONS)
+    assert [_own_user(p) for p, _ in POISONS[:3]] == [b"u-00002"] * 3 and _own_user(POISONS[3][0]) == b"u-00003"
+    assert len(CRAFTED[-1][0]) > 1_000_000
+    assert {reason for _, reason in CRAFTED} - {"not_finite"} <= REASONS
+
+
+@pytest.mark.parametrize("engine", ["batch", "faust"])
+def test_hostile_input_is_dead_lettered_and_good_events_survive(bootstrap, topics, start_worker, tmp_path, engine):
+    """Every hostile payload is sent, whatever the decoder would make of it, and each must come
+    back from the dead-letter topic exactly once (matched by the original bytes it keeps):
+    crafted and poison payloads with the reason written above, generated ones with one of the
+    documented reasons. The good events around them must all be applied exactly once."""
     generated = generate_garbage(300)
     assert len(generated) >= 200
     shop = trained_shop(tmp_path / "models", items=800, users=400, history=15_000, live=5_000, seed=21)
     events = shop.live
-    worker = start_worker(shop.models_dir, partitions=2)
+    worker = start_worker(shop.models_dir, partitions=2, engine=engine)
     rng = random.Random(5)
-    poison = b'{"event_id": "poison", "user_id": "u-00002", "item_id": "sku-000001", "type": "view", "ts": "soon"}'
-    candidates = [(b"u-00001", value) for value in HOSTILE]
-    candidates += [(b"u-%05d" % rng.randrange(400), value) for value in generated]
-    candidates += [(b"u-00002", poison)] * 10_000
-    # What the contract rejects (a generated payload can, rarely, be a valid event).
-    bad = [(k, v) for k, v in candidates if decode_batch([Message(k, v)], shop.model)[1]]
-    assert len(bad) >= 10_000 + len(HOSTILE) - 1
-    mixed: list[tuple[bytes, bytes | None]] = [(e.user_id.encode(), encode_event(e)) for e in events]
+    # Generated payloads are bad by construction: keyed by no user they could name (a valid
+    # event must be keyed by its own user_id), half by a key of their own, half by none.
+    keyed_generated = [(None if n % 2 else b"g-%05d" % n, payload) for n, payload in enumerate(generated)]
+    assert all(key is None or key != _own_user(payload) for key, payload in keyed_generated)
+    expected: Counter[tuple[bytes, str]] = Counter()
+    bad: list[tuple[bytes | None, bytes | None]] = []
+    for payload, reason in CRAFTED:
+        bad.append((b"u-00001", payload))
+        expected[(payload or b"", reason)] += 1
+    for n in range(POISON_COPIES * len(POISONS)):
+        payload, reason = POISONS[n % len(POISONS)]
+        bad.append((b"u-00002", payload))
+        expected[(payload, reason)] += 1
+    bad += keyed_generated
+    mixed: list[tuple[bytes | None, bytes | None]] = [(e.user_id.encode(), encode_event(e)) for e in events]
     for key, value in bad:
         mixed.insert(rng.randrange(len(mixed) + 1), (key, value))
     ensure_topics(bootstrap, {topics.events: 2})
@@ -305,20 +377,28 @@ def test_hostile_input_is_dead_lettered_and_good_events_survive(bootstrap, topic
         for key, value in mixed:
             publisher.publish_raw(key, value)
     recs = wait_for_recommendations(bootstrap, topics.recommendations, events, timeout=300)
-    letters = read_topic(bootstrap, topics.dlq, done=lambda m: len(m) >= len(bad), timeout=300)
+    read_topic(bootstrap, topics.dlq, done=lambda m: len(m) >= len(bad), timeout=300)
+    time.sleep(2)  # dead letters beyond one per bad payload would have arrived by now
+    size = topic_size(bootstrap, topics.dlq)
+    letters = read_topic(bootstrap, topics.dlq, done=lambda m: len(m) >= size, timeout=60)
     assert worker.alive(), "the worker must survive hostile input"
     assert worker.stop() == 0
     decoded = [decode_dead_letter(v) for _, v in letters]
-    assert len(decoded) == len(bad)
-    assert all(d["reason"] and d["detail"] for d in decoded)
-    assert sorted(d["raw"] for d in decoded) == sorted(v or b"" for _, v in bad), "the original bytes are kept"
-    reasons = {d["reason"] for d in decoded}
-    assert {"malformed_json", "not_utf8", "not_an_object", "wrong_type", "missing_field", "unknown_field", "unknown_type",
-            "unknown_item", "empty_string", "string_too_long", "bad_timestamp", "future_timestamp", "payload_too_large",
-            "bad_price", "empty_payload", "key_mismatch"} <= reasons
+    assert len(decoded) == len(bad), "one dead letter per bad payload sent, no more, no fewer"
+    assert all(not d["raw_truncated"] and len(d["raw"]) == d["raw_size"] for d in decoded)
+    got = Counter((d["raw"], d["reason"]) for d in decoded)
+    # Crafted and poison payloads: exactly the reason each was written down with.
+    wrong = {(raw[:80], reason): count for (raw, reason), count in (expected - got).items()}
+    assert wrong == {}, f"expected dead letters (payload head, reason) that did not come: {wrong}"
+    # Generated payloads: every one dead-lettered once, for a documented reason.
+    rest = got - expected
+    assert Counter(raw for raw, _ in rest.elements()) == Counter(payload for _, payload in keyed_generated)
+    assert {reason for _, reason in rest} <= REASONS, {reason for _, reason in rest} - REASONS
+    assert all(d["detail"] and d["topic"] == topics.events for d in decoded)
     audit = audit_states(read_user_states(worker.config.data_dir), events, shop.model)
     conflicts = conflicting_lists([r for r, _ in recs])
-    record("hostile input: 22 crafted + 300 generated + 1 poison x 10,000", events=len(mixed), lost=audit.lost,
+    record(f"hostile input: {len(CRAFTED)} crafted + {len(generated)} generated + {len(POISONS)} poisons "
+           f"x {POISON_COPIES:,} ({engine} engine)", events=len(mixed), lost=audit.lost,
            doubled=audit.doubled, mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=None,
            dead_lettered=len(decoded))
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)

@@ -5,7 +5,6 @@ import pytest
 from evaluation.data import leave_one_out, load_log
 from evaluation.protocols import run_leave_one_out
 from evaluation.served import ServedModel
-from streamrec.config import get_settings
 
 pytestmark = pytest.mark.datasets
 
@@ -13,11 +12,8 @@ S3REC_HR10 = 0.0647  # S3-Rec repository, full-ranking results table (../shared/
 
 
 @pytest.fixture(scope="module")
-def beauty():
-    path = get_settings().datasets_dir / "amazon-beauty" / "Beauty.txt"
-    if not path.is_file():
-        pytest.skip(f"Amazon Beauty is not at {path}: the shared datasets are absent (see ../shared/datasets/README.md)")
-    return load_log(path, "amazon-seq")
+def beauty(shared_dataset):
+    return load_log(shared_dataset("amazon-beauty", "Beauty.txt"), "amazon-seq")
 
 
 def test_default_served_model_beats_s3rec_on_beauty(beauty):

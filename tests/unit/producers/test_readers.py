@@ -353,16 +353,9 @@ def test_format_from_extension() -> None:
 # --------------------------------------------------------------------------- real datasets
 
 
-def _datasets_dir() -> Path:
-    return Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
-
-
 @pytest.fixture(scope="module")
-def datasets() -> Path:
-    path = _datasets_dir()
-    if not path.is_dir():
-        pytest.skip(f"the real datasets are not at {path} (see the project README); skipping real-file counts")
-    return path
+def datasets(shared_dataset) -> Path:  # noqa: ANN001
+    return shared_dataset()
 
 
 @pytest.mark.datasets

@@ -62,10 +62,11 @@ def test_invalid_events_have_machine_readable_reasons(change, reason):
     with pytest.raises(InvalidEvent) as info:
         decode_event(orjson.dumps(payload), now=NOW)
     assert info.value.reason == reason
-    with pytest.raises(jsonschema.ValidationError):
-        if reason == "future_timestamp":  # the schema cannot know the clock
-            raise jsonschema.ValidationError("clock")
+    if reason == "future_timestamp":  # the schema cannot know the clock: it accepts any ts >= 0
         jsonschema.validate(payload, schema("event"))
+    else:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(payload, schema("event"))
 
 
 @pytest.mark.parametrize(
@@ -75,6 +76,7 @@ def test_invalid_events_have_machine_readable_reasons(change, reason):
         (b"\xff\xfe\x00garbage", "not_utf8"),
         (b"[1, 2]", "not_an_object"),
         (None, "empty_payload"),
+        (b"", "empty_payload"),
         (b"x" * (1024 * 1024), "payload_too_large"),
         (b'{"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": NaN}', "malformed_json"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 from collections.abc import Iterator
@@ -115,8 +116,7 @@ def _fake_jars(lib: Path, stamp: str | None) -> None:
 def test_pom_hash_is_sha256_of_the_packaged_pom() -> None:
     pom = mod.packaged_file("pom.xml")
     digest = mod.pom_hash(pom)
-    assert len(digest) == 64 and int(digest, 16) >= 0
-    assert digest == mod.pom_hash(pom)
+    assert digest == hashlib.sha256(pom.read_bytes()).hexdigest()
     assert "<artifactId>kafka_${scala.binary.version}</artifactId>" in pom.read_text()
 
 
@@ -273,14 +273,62 @@ def test_reset_deletes_data_when_stopped(launcher: KafkaLauncher) -> None:
 # -- command line --------------------------------------------------------------------------------
 
 
-def test_cli_status_json_when_stopped(tmp_path: Path) -> None:
+@pytest.fixture
+def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A ``STREAMREC_HOME`` with no broker in it, on a port nothing listens on."""
+    from streamrec.config import get_settings
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("STREAMREC_HOME", str(home))
+    monkeypatch.delenv("STREAMREC_LOCAL_KAFKA__HOME", raising=False)
+    monkeypatch.setenv("STREAMREC_LOCAL_KAFKA__PORT", str(_free_port()))
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+def test_cli_status_json_when_stopped_exits_3(empty_home: Path) -> None:
     from streamrec.cli import main
 
-    result = CliRunner().invoke(main, ["kafka", "status", "--json", "--home", str(tmp_path),
-                                       "--port", str(_free_port())])
-    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["kafka", "status", "--json"])
+    assert result.exit_code == 3, result.output
     data = json.loads(result.output)
-    assert data["running"] is False and data["home"] == str(tmp_path.resolve())
+    assert data["running"] is False and data["ready"] is False
+    assert data["home"] == str(empty_home / ".kafka")
+    assert data["lib_dir"] == str(empty_home / ".kafka" / "lib")
+
+
+def test_cli_status_text_when_stopped_exits_3(empty_home: Path) -> None:
+    from streamrec.cli import main
+
+    result = CliRunner().invoke(main, ["kafka", "status"])
+    assert result.exit_code == 3, result.output
+    assert ": stopped" in result.output and str(empty_home / ".kafka") in result.output
+
+
+def test_cli_status_of_a_broker_that_does_not_answer_exits_1(launcher: KafkaLauncher) -> None:
+    """A live process that looks like this home's broker but listens on nothing."""
+    import subprocess
+    import sys
+
+    from streamrec.cli import main
+
+    launcher.home.mkdir(parents=True)
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", mod.MAIN_CLASS,
+                             str(launcher.properties_file)])
+    try:
+        launcher.pid_file.write_text(f"{fake.pid}\n")
+        where = ["--home", str(launcher.home), "--port", str(launcher.settings.port)]
+        result = CliRunner().invoke(main, ["kafka", "status", *where])
+        assert result.exit_code == 1, result.output
+        assert f"running, pid {fake.pid}, not answering" in result.output
+        result = CliRunner().invoke(main, ["kafka", "status", "--json", *where])
+        assert result.exit_code == 1, result.output
+        data = json.loads(result.output)
+        assert (data["running"], data["ready"], data["pid"]) == (True, False, fake.pid)
+    finally:
+        fake.kill()
+        fake.wait()
 
 
 def test_cli_down_when_stopped(tmp_path: Path) -> None:
