@@ -5,11 +5,17 @@ Exactly one source per call:
 * one event from options: ``--user u1 --item sku-1 --type view``;
 * ``--file events.jsonl`` (or ``.csv``; ``--format`` overrides the extension);
 * ``--dataset PATH --format taobao|retailrocket|amazon-seq|yoochoose|jsonl|csv``;
-* ``--synthetic --users 1000 --items 5000 --events 100000 --seed 0``.
+* ``--synthetic --users 1000 --items 5000 --events 100000 --seed 0``;
+* ``--catalog items.jsonl`` (or an Amazon ``*_item2attributes.json``, the Online Retail log;
+  ``--catalog-format`` overrides the name): catalog records to the compacted items topic, keyed
+  by ``item_id`` (see :mod:`producers.catalog`);
+* ``--catalog-remove ITEM_ID`` (repeatable): a tombstone (a record with no value) per item.
 
 Every option can also come from the environment, named after it (``STREAMREC_PRODUCE_RATE=500``,
 ``STREAMREC_PRODUCE_FILE=...``, ``STREAMREC_PRODUCE_NO_PROGRESS=1`` under the ``streamrec`` group); ``--topic``/``--bootstrap`` default to the settings
-(``STREAMREC_KAFKA__EVENTS_TOPIC``, ``STREAMREC_KAFKA__BOOTSTRAP``).
+(``STREAMREC_KAFKA__EVENTS_TOPIC``, or ``STREAMREC_KAFKA__ITEMS_TOPIC`` for catalog records;
+``STREAMREC_KAFKA__BOOTSTRAP``). A repeatable option takes several values from its variable,
+separated by spaces (``STREAMREC_PRODUCE_CATALOG_REMOVE="sku-1 sku-2"``).
 """
 
 from __future__ import annotations
@@ -23,12 +29,28 @@ from pathlib import Path
 import click
 import orjson
 
-from producers.publisher import DeliveryError, EventPublisher, QueueFullError, ensure_topics
+from producers.catalog import (
+    CATALOG_FORMATS,
+    BadCatalogFile,
+    BadItem,
+    CatalogStats,
+    catalog_format_from_name,
+    read_catalog,
+)
+from producers.publisher import DeliveryError, EventPublisher, QueueFullError, ensure_topics, topic_config
 from producers.readers import FORMATS, BadHeader, BadLine, ReadStats, format_from_extension, read_events
 from producers.replay import ReplayStats, replay
 from producers.synthetic import DEFAULT_RATE, SyntheticShop
 from streamrec.config import get_settings
-from streamrec.contract import EVENT_TYPES, Event, InvalidEvent, event_from_dict
+from streamrec.contract import (
+    EVENT_TYPES,
+    CatalogItem,
+    Event,
+    InvalidEvent,
+    catalog_item_from_dict,
+    encode_catalog_item,
+    event_from_dict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +69,13 @@ _FIELD_OPTIONS = {"event_id": "--event-id", "user_id": "--user", "item_id": "--i
 
 @dataclass
 class _Source:
-    """What to send: the events, how many we expect (for the progress bar), read counters."""
+    """What to send: the events (or catalog items and removed item ids), how many we expect
+    (for the progress bar), read counters."""
 
-    events: Iterator[Event]
+    events: Iterator[Event] | Iterator[CatalogItem | str]
     total: int | None
-    stats: ReadStats | None = None
+    stats: ReadStats | CatalogStats | None = None
+    catalog: bool = False
 
 
 class _DryRunPublisher:
@@ -64,11 +88,30 @@ class _DryRunPublisher:
         return 0
 
 
+class _CatalogSender:
+    """Sends catalog records keyed by ``item_id``: an item as its JSON value, a removed item id
+    (a ``str``) as a tombstone (no value); with no publisher (``--dry-run``) it only encodes."""
+
+    def __init__(self, publisher: EventPublisher | None) -> None:
+        self._publisher = publisher
+
+    def publish(self, record: CatalogItem | str) -> None:
+        if isinstance(record, str):
+            key, value = record.encode("utf-8"), None
+        else:
+            key, value = record.item_id.encode("utf-8"), encode_catalog_item(record)
+        if self._publisher is not None:
+            self._publisher.publish_raw(key, value)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        return 0 if self._publisher is None else self._publisher.flush(timeout)
+
+
 # --------------------------------------------------------------------------- sources
 
 
 def _given(options: dict[str, object], names: dict[str, str]) -> list[str]:
-    return [flag for name, flag in names.items() if options.get(name) not in (None, False)]
+    return [flag for name, flag in names.items() if options.get(name) not in (None, False, ())]
 
 
 def _choose_mode(options: dict[str, object]) -> str:
@@ -77,25 +120,45 @@ def _choose_mode(options: dict[str, object]) -> str:
         "file": _given(options, {"file": "--file"}),
         "dataset": _given(options, {"dataset": "--dataset"}),
         "synthetic": _given(options, {"synthetic": "--synthetic"}),
+        "catalog": _given(options, {"catalog": "--catalog"}),
+        "remove": _given(options, {"catalog_remove": "--catalog-remove"}),
     }
     chosen = [mode for mode, flags in modes.items() if flags]
     if not chosen:
         raise click.UsageError(
             "nothing to send: give --user and --item for one event, --file PATH, "
-            "--dataset PATH with --format, or --synthetic"
+            "--dataset PATH with --format, or --synthetic; or --catalog PATH or --catalog-remove ITEM_ID "
+            "for the catalog"
         )
     if len(chosen) > 1:
         flags = " and ".join("/".join(modes[mode]) for mode in chosen)
+        if {"catalog", "remove"} & set(chosen):
+            raise click.UsageError(
+                f"choose one thing to send, got {flags}; send events, a catalog file and catalog removals "
+                "in separate calls"
+            )
         raise click.UsageError(f"choose one source of events, got {flags}")
     mode = chosen[0]
+    catalog_format = {"catalog_format": "--catalog-format"}
     misplaced = {
         "single": _given(options, _SYNTHETIC_OPTIONS) + _given(options, {"format": "--format", "skip_bad": "--skip-bad"}),
         "file": _given(options, _SINGLE_OPTIONS) + _given(options, _SYNTHETIC_OPTIONS),
         "dataset": _given(options, _SINGLE_OPTIONS) + _given(options, _SYNTHETIC_OPTIONS),
         "synthetic": _given(options, _SINGLE_OPTIONS) + _given(options, {"format": "--format", "skip_bad": "--skip-bad"}),
+        "catalog": _given(options, _SINGLE_OPTIONS) + _given(options, _SYNTHETIC_OPTIONS),
+        "remove": _given(options, _SINGLE_OPTIONS) + _given(options, _SYNTHETIC_OPTIONS)
+        + _given(options, {"skip_bad": "--skip-bad", **catalog_format}),
     }[mode]
+    if mode not in ("catalog", "remove"):
+        misplaced += _given(options, catalog_format)
+    if mode in ("catalog", "remove") and options.get("format") is not None:
+        raise click.UsageError(
+            f"--format names event formats and cannot be used with {modes[mode][0]}; "
+            f"the catalog's is --catalog-format (one of {', '.join(CATALOG_FORMATS)})"
+        )
     if misplaced:
-        where = {"single": "a single event", "file": "--file", "dataset": "--dataset", "synthetic": "--synthetic"}[mode]
+        where = {"single": "a single event", "file": "--file", "dataset": "--dataset", "synthetic": "--synthetic",
+                 "catalog": "--catalog", "remove": "--catalog-remove"}[mode]
         raise click.UsageError(f"{', '.join(misplaced)} cannot be used with {where}")
     return mode
 
@@ -155,6 +218,36 @@ def _file_source(options: dict[str, object], limit: int | None) -> _Source:
     return _Source(events=events, total=limit, stats=stats)
 
 
+def _catalog_source(options: dict[str, object], limit: int | None) -> _Source:
+    path = _check_path(Path(str(options["catalog"])), "--catalog")
+    fmt = options.get("catalog_format") or catalog_format_from_name(path)
+    if fmt is None:
+        raise click.BadParameter(
+            f"cannot tell the catalog format of {path.name} from its name; name it .jsonl, "
+            f"*item2attributes.json or online-retail*.csv.gz, or pass --catalog-format "
+            f"(one of {', '.join(CATALOG_FORMATS)})",
+            param_hint="--catalog",
+        )
+    stats = CatalogStats()
+    items = read_catalog(path, str(fmt), limit=limit, skip_bad=bool(options.get("skip_bad")), stats=stats)
+    return _Source(events=items, total=limit, stats=stats, catalog=True)
+
+
+def _removal_source(options: dict[str, object], limit: int | None) -> _Source:
+    item_ids = list(options["catalog_remove"])  # type: ignore[call-overload]
+    for item_id in item_ids:
+        try:
+            item_id.encode("utf-8")
+            catalog_item_from_dict({"item_id": item_id})
+        except UnicodeEncodeError:
+            raise click.BadParameter(f"{item_id!r} is not valid UTF-8 text", param_hint="--catalog-remove") from None
+        except InvalidEvent as exc:
+            raise click.BadParameter(f"{item_id!r} is not an item id: {exc.detail}", param_hint="--catalog-remove") from None
+    if limit is not None:
+        item_ids = item_ids[:limit]
+    return _Source(events=iter(item_ids), total=len(item_ids), catalog=True)
+
+
 def _synthetic_source(options: dict[str, object], limit: int | None) -> _Source:
     settings = {name: default if options.get(name) is None else int(options[name])  # type: ignore[call-overload]
                 for name, default in SYNTHETIC_DEFAULTS.items()}
@@ -175,32 +268,60 @@ def _synthetic_source(options: dict[str, object], limit: int | None) -> _Source:
 
 def _send(source: _Source, *, topic: str, bootstrap: str, rate: float | None, progress: bool, dry_run: bool) -> ReplayStats:
     if dry_run:
-        return replay(source.events, _DryRunPublisher(), rate=rate, progress=progress, total=source.total)
+        dry = _CatalogSender(None) if source.catalog else _DryRunPublisher()
+        return replay(source.events, dry, rate=rate, progress=progress, total=source.total)  # type: ignore[arg-type]
+    partitions = {topic: get_settings().kafka.partitions}
     try:
-        ensure_topics(bootstrap, {topic: get_settings().kafka.partitions}, timeout=TOPIC_TIMEOUT_S)
+        if source.catalog:
+            created = ensure_topics(bootstrap, partitions, timeout=TOPIC_TIMEOUT_S,
+                                    configs={topic: {"cleanup.policy": "compact"}})
+            if topic not in created:
+                _warn_unless_compacted(bootstrap, topic)
+        else:
+            ensure_topics(bootstrap, partitions, timeout=TOPIC_TIMEOUT_S)
     except RuntimeError as exc:
         raise click.ClickException(f"{exc}\n(is the broker running? try `streamrec kafka status`)") from None
     try:
         with EventPublisher(bootstrap, topic) as publisher:
-            return replay(source.events, publisher, rate=rate, progress=progress, total=source.total)
+            sender = _CatalogSender(publisher) if source.catalog else publisher
+            return replay(source.events, sender, rate=rate, progress=progress, total=source.total)  # type: ignore[arg-type]
     except (DeliveryError, QueueFullError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _summary(stats: ReadStats | None, replayed: ReplayStats, *, topic: str, bootstrap: str, dry_run: bool,
-             as_json: bool) -> str:
+def _warn_unless_compacted(bootstrap: str, topic: str) -> None:
+    """An existing items topic that deletes old records would lose the catalog: say so (and send anyway)."""
+    try:
+        policy = topic_config(bootstrap, topic, timeout=TOPIC_TIMEOUT_S).get("cleanup.policy", "")
+    except RuntimeError as exc:
+        logger.warning("could not read the settings of topic %r: %s", topic, exc)
+        return
+    if "compact" not in policy.split(","):
+        click.echo(
+            f"warning: topic {topic!r} exists with cleanup.policy={policy or '?'}, not compact: the broker will "
+            f"delete old catalog records instead of keeping the latest per item",
+            err=True,
+        )
+
+
+def _summary(stats: ReadStats | CatalogStats | None, replayed: ReplayStats, *, topic: str, bootstrap: str,
+             dry_run: bool, as_json: bool, kind: str = "event") -> str:
+    """``kind``: what was sent, ``event``, ``catalog record`` or ``tombstone``."""
     skipped = stats.skipped if stats is not None else 0
+    unit = "events" if kind == "event" else "records"
     if as_json:
         return orjson.dumps({
             "sent": 0 if dry_run else replayed.sent, "read": replayed.sent, "skipped": skipped,
-            "seconds": round(replayed.elapsed_s, 3), "events_per_s": round(replayed.events_per_s, 1),
+            "seconds": round(replayed.elapsed_s, 3), f"{unit}_per_s": round(replayed.events_per_s, 1),
             "topic": topic, "bootstrap": bootstrap, "dry_run": dry_run,
         }).decode()
     verb = "read and validated" if dry_run else "sent"
     where = " (dry run, nothing sent)" if dry_run else f" to topic {topic!r} at {bootstrap}"
-    extra = f"; skipped {skipped:,} bad line(s)" if skipped else ""
-    noun = "event" if replayed.sent == 1 else "events"
-    return f"{verb} {replayed.sent:,} {noun}{where} in {replayed.elapsed_s:.2f} s ({replayed.events_per_s:,.0f} events/s){extra}"
+    bad = "line(s)" if isinstance(stats, ReadStats) else "record(s)"
+    extra = f"; skipped {skipped:,} bad {bad}" if skipped else ""
+    noun = kind if replayed.sent == 1 else f"{kind}s"
+    return (f"{verb} {replayed.sent:,} {noun}{where} in {replayed.elapsed_s:.2f} s "
+            f"({replayed.events_per_s:,.0f} {unit}/s){extra}")
 
 
 @click.command("produce")
@@ -218,6 +339,12 @@ def _summary(stats: ReadStats | None, replayed: ReplayStats, *, topic: str, boot
 @click.option("--format", type=click.Choice(FORMATS), help="Format of --dataset (or of --file, over its extension).")
 @click.option("--skip-bad", is_flag=True, help="Skip (count and log) bad lines instead of stopping at the first.")
 @click.option("--synthetic", is_flag=True, help="Send events of a seeded synthetic shop.")
+@click.option("--catalog", type=click.Path(path_type=Path),
+              help="Send a product catalog file to the items topic, keyed by item_id (.jsonl, an Amazon "
+                   "*item2attributes.json or the Online Retail log).")
+@click.option("--catalog-format", type=click.Choice(CATALOG_FORMATS), help="Format of --catalog, over its file name.")
+@click.option("--catalog-remove", multiple=True, metavar="ITEM_ID",
+              help="Remove an item from the catalog: send a tombstone keyed by its id (repeatable).")
 @click.option("--users", type=click.IntRange(min=1), help=f"Synthetic: users [default: {SYNTHETIC_DEFAULTS['users']}].")
 @click.option("--items", type=click.IntRange(min=1), help=f"Synthetic: items [default: {SYNTHETIC_DEFAULTS['items']}].")
 @click.option("--events", type=click.IntRange(min=0),
@@ -225,14 +352,14 @@ def _summary(stats: ReadStats | None, replayed: ReplayStats, *, topic: str, boot
 @click.option("--seed", type=int, help=f"Synthetic: random seed [default: {SYNTHETIC_DEFAULTS['seed']}].")
 @click.option("--start-ts", type=click.FloatRange(min=0), help="Synthetic: time of the first event [default: so the last is about now].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Events per second [default: as fast as possible].")
-@click.option("--limit", type=click.IntRange(min=0), help="Send at most this many events.")
-@click.option("--topic", help="Topic to send to [default: settings kafka.events_topic].")
+@click.option("--limit", type=click.IntRange(min=0), help="Send at most this many events (or catalog records).")
+@click.option("--topic", help="Topic to send to [default: settings kafka.events_topic; kafka.items_topic for the catalog].")
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: settings kafka.bootstrap].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--dry-run", is_flag=True, help="Read and validate the events, send nothing (no Kafka needed).")
+@click.option("--dry-run", is_flag=True, help="Read and validate the events or records, send nothing (no Kafka needed).")
 @click.option("--json", is_flag=True, help="Print the summary as JSON.")
 def produce(**options: object) -> None:
-    """Send events to Kafka: one event, a file, a dataset or a synthetic shop."""
+    """Send events to Kafka: one event, a file, a dataset or a synthetic shop; or catalog records."""
     mode = _choose_mode(options)
     limit = options.get("limit")
     limit = None if limit is None else int(limit)  # type: ignore[call-overload]
@@ -240,21 +367,28 @@ def produce(**options: object) -> None:
         source = _Source(events=iter([_single_event(options)]), total=1)
     elif mode == "synthetic":
         source = _synthetic_source(options, limit)
+    elif mode == "catalog":
+        source = _catalog_source(options, limit)
+    elif mode == "remove":
+        source = _removal_source(options, limit)
     else:
         source = _file_source(options, limit)
     kafka = get_settings().kafka
-    topic = str(options.get("topic") or kafka.events_topic)
+    topic = str(options.get("topic") or (kafka.items_topic if source.catalog else kafka.events_topic))
     bootstrap = str(options.get("bootstrap") or kafka.bootstrap)
     rate = options.get("rate")
     dry_run = bool(options.get("dry_run"))
     try:
         replayed = _send(source, topic=topic, bootstrap=bootstrap, rate=None if rate is None else float(rate),  # type: ignore[arg-type]
                          progress=not options.get("no_progress"), dry_run=dry_run)
-    except BadHeader as exc:
-        raise click.ClickException(f"{exc}\n(is --format right? the formats are {', '.join(FORMATS)})") from None
-    except BadLine as exc:
-        raise click.ClickException(f"{exc}\n(--skip-bad skips bad lines and counts them)") from None
+    except (BadHeader, BadCatalogFile) as exc:
+        flag, formats = ("--catalog-format", CATALOG_FORMATS) if source.catalog else ("--format", FORMATS)
+        raise click.ClickException(f"{exc}\n(is {flag} right? the formats are {', '.join(formats)})") from None
+    except (BadLine, BadItem) as exc:
+        what = "records" if source.catalog else "lines"
+        raise click.ClickException(f"{exc}\n(--skip-bad skips bad {what} and counts them)") from None
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    kind = {"catalog": "catalog record", "remove": "tombstone"}.get(mode, "event")
     click.echo(_summary(source.stats, replayed, topic=topic, bootstrap=bootstrap, dry_run=dry_run,
-                        as_json=bool(options.get("json"))))
+                        as_json=bool(options.get("json")), kind=kind))

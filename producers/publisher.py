@@ -308,3 +308,34 @@ def ensure_topics(
         time.sleep(0.1)
         found = existing()
     return created
+
+
+def topic_config(
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout: float = 30.0,
+    admin_factory: Callable[[dict[str, Any]], Any] | None = None,
+) -> dict[str, str]:
+    """The topic-level settings of ``topic`` (``{"cleanup.policy": "compact", ...}``).
+
+    Raises :class:`RuntimeError` with a readable message when the broker cannot be reached
+    or does not know the topic.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import ConfigResource
+
+    factory = admin_factory or _admin_client
+    admin = factory({"bootstrap.servers": bootstrap, "log_level": 0})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
+    except KafkaException as exc:
+        raise RuntimeError(f"could not read the settings of topic {topic!r} on Kafka at {bootstrap}: {exc}") from None
+    return {name: entry.value for name, entry in entries.items() if entry.value is not None}
+
+
+def _admin_client(config: dict[str, Any]) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(config)

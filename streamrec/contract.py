@@ -2,8 +2,8 @@
 
 Defined once here and imported by producers, the Faust worker, the evaluation harness and
 the benchmarks. JSON on the wire (orjson), keyed by ``user_id``. The JSON Schemas in
-``docs/schemas/`` describe the same shapes; ``tests/unit/test_contract.py`` checks that the
-two agree.
+``docs/schemas/`` describe the same shapes; ``tests/unit/streamrec/test_contract.py`` checks
+that the two agree.
 
 >>> raw = encode_event(Event("e1", "u1", "sku-1", "view", 1700000000.0))
 >>> decode_event(raw).item_id
@@ -137,7 +137,10 @@ def _string(payload: dict[str, Any], name: str, *, required: bool) -> str | None
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidEvent("wrong_type", f"field {name!r} must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the largest float
+        raise InvalidEvent("not_finite", f"field {name!r} must be finite, got an integer of {len(str(value))} digits") from None
     if not math.isfinite(number):
         raise InvalidEvent("not_finite", f"field {name!r} must be finite, got {value!r}")
     return number
@@ -346,6 +349,9 @@ def catalog_item_from_dict(payload: Any) -> CatalogItem:
         raise InvalidCatalogItem("wrong_type", f"field 'category' must be a list of strings (a path), got {type(category).__name__}")
     if len(category) > MAX_CATEGORY_DEPTH:
         raise InvalidCatalogItem("category_too_deep", f"category has {len(category)} levels, the limit is {MAX_CATEGORY_DEPTH}")
+    for level in category:
+        if not isinstance(level, str):  # a null level too: a path has no holes
+            raise InvalidCatalogItem("wrong_type", f"field 'category' must be a list of strings (a path), got a {type(level).__name__} in it")
     path = tuple(_text(level, "category", required=True) for level in category)
     attributes = payload.get("attributes")
     if attributes is None:
@@ -356,6 +362,8 @@ def catalog_item_from_dict(payload: Any) -> CatalogItem:
         raise InvalidCatalogItem("too_many_attributes", f"{len(attributes)} attributes, the limit is {MAX_ATTRIBUTES}")
     for key, value in attributes.items():
         _text(key, "attributes")
+        if not isinstance(value, str):  # null too: an attribute without a value is left out, not null
+            raise InvalidCatalogItem("wrong_type", f"field 'attributes.{key}' must be a string, got {type(value).__name__}")
         _text(value, f"attributes.{key}")
     price = payload.get("price")
     if price is not None:
@@ -415,7 +423,16 @@ def decode_catalog_item(key: bytes | None, raw: bytes | None) -> CatalogItem | N
 
 
 def encode_catalog_item(item: CatalogItem) -> bytes:
-    return orjson.dumps(item.to_dict())
+    """The wire form, ``item.to_dict()`` as JSON; raise :class:`InvalidCatalogItem`
+    (``payload_too_large``) rather than return bytes :func:`decode_catalog_item` would refuse.
+
+    >>> encode_catalog_item(CatalogItem("sku-1", price=9.5, category=("Beauty",)))
+    b'{"item_id":"sku-1","category":["Beauty"],"price":9.5,"available":true}'
+    """
+    raw = orjson.dumps(item.to_dict())
+    if len(raw) > MAX_CATALOG_BYTES:
+        raise InvalidCatalogItem("payload_too_large", f"item {item.item_id!r} encodes to {len(raw)} bytes, the limit is {MAX_CATALOG_BYTES}")
+    return raw
 
 
 # --------------------------------------------------------------------------- dead letters

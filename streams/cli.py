@@ -12,7 +12,8 @@ import click
 
 from streamrec.config import get_settings
 from streamrec.config import KafkaSettings
-from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, decode_recommendation
+from streamrec.contract import DLQ_MAX_MESSAGE_BYTES
+from streams.readable import Kind, Unreadable, format_recommendation, render
 
 logger = logging.getLogger(__name__)
 
@@ -110,26 +111,39 @@ def _run_faust_agent(settings, loglevel: str, level: int) -> None:  # noqa: ANN0
     faust.Worker(bundle.app, loglevel=loglevel.lower(), quiet=True).execute_from_commandline()
 
 
-def format_recommendation(rec, now: float) -> str:  # noqa: ANN001
-    items = ", ".join(f"{i.item_id} ({i.score:.3f})" for i in rec.items) or "(nothing)"
-    lag_ms = (rec.produced_at - rec.event_ts) * 1000 if now - rec.event_ts < 3600 else None
-    fresh = f", {lag_ms:.0f} ms after the event" if lag_ms is not None else ""
-    return f"{rec.user_id}: {items}  [model {rec.model_version}, event {rec.event_id}{fresh}]"
+__all__ = ["consume", "ensure_worker_topics", "format_recommendation", "topic_kind", "worker"]
+
+
+def topic_kind(topic: str, kafka: KafkaSettings) -> Kind | None:
+    """What the settings say ``topic`` carries; None for a topic they do not name."""
+    kinds: dict[str, Kind] = {kafka.events_topic: "events", kafka.items_topic: "items",
+                              kafka.dlq_topic: "dead-letters", kafka.recommendations_topic: "recommendations"}
+    return kinds.get(topic)
 
 
 @click.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: from settings].")
-@click.option("--topic", help="Recommendations topic [default: from settings].")
-@click.option("--user", "users", multiple=True, help="Only this user (repeatable).")
+@click.option("--topic", help="Topic to read [default: the recommendations topic]. The settings' dead-letter, items and "
+                              "events topics print as such; any other topic by the shape of each message.")
+@click.option("--user", "users", multiple=True, help="Only this user's recommendations or events (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of readable lines.")
-@click.option("--from-beginning", is_flag=True, help="Start at the oldest message instead of new ones.")
+@click.option("--from-beginning", is_flag=True,
+              help="Start at the oldest message instead of new ones (a throwaway consumer group either way).")
 @click.option("--max-messages", type=click.IntRange(min=1), help="Stop after this many messages.")
 @click.option("--timeout", type=click.FloatRange(min=0), help="Stop after this many seconds without a message.")
 def consume(bootstrap, topic, users, as_json, from_beginning, max_messages, timeout) -> None:  # noqa: ANN001
-    """Tail the recommendations topic."""
+    """Tail a topic: recommendations (default), dead letters, catalog records or events, readably."""
     from confluent_kafka import Consumer, KafkaError
 
     settings = get_settings().kafka
+    topic = topic or settings.recommendations_topic
+    kind = topic_kind(topic, settings)
+    if users and kind in ("dead-letters", "items"):
+        raise click.BadParameter(
+            f"topic {topic!r} holds {'dead letters' if kind == 'dead-letters' else 'catalog records'}, which belong "
+            f"to no user; --user filters recommendations and events",
+            param_hint="--user",
+        )
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap or settings.bootstrap,
@@ -138,7 +152,7 @@ def consume(bootstrap, topic, users, as_json, from_beginning, max_messages, time
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([topic or settings.recommendations_topic])
+    consumer.subscribe([topic])
     wanted = set(users)
     seen = 0
     idle_since = time.monotonic()
@@ -155,14 +169,15 @@ def consume(bootstrap, topic, users, as_json, from_beginning, max_messages, time
                 continue
             idle_since = time.monotonic()
             try:
-                rec = decode_recommendation(message.value())
-            except (ValueError, KeyError, TypeError) as exc:
-                click.echo(f"skipping an unreadable message at offset {message.offset()}: {exc}", err=True)
+                rendered = render(kind, message.key(), message.value(), as_json=as_json)
+            except Unreadable as exc:
+                click.echo(f"skipping an unreadable message of topic {topic!r}, partition {message.partition()}, "
+                           f"offset {message.offset()}: {exc}", err=True)
                 continue
-            if wanted and rec.user_id not in wanted:
+            if wanted and rendered.user_id not in wanted:
                 continue
             seen += 1
-            click.echo(message.value().decode() if as_json else format_recommendation(rec, time.time()))
+            click.echo(rendered.line)
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass

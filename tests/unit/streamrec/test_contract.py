@@ -160,3 +160,201 @@ def test_fast_decoder_takes_well_formed_events():
     event = Event("e1", "u1", "sku-1", "purchase", 1.7e9, session_id="s", price=3, category="c")
     assert _fast_decode(encode_event(event), NOW) == event
     assert _fast_decode(orjson.dumps({**GOOD, "type": "teleport"}), NOW) is None
+
+
+# --------------------------------------------------------------------------- catalog records
+
+from streamrec.contract import (  # noqa: E402
+    MAX_CATALOG_BYTES,
+    CatalogItem,
+    InvalidCatalogItem,
+    catalog_item_from_dict,
+    decode_catalog_item,
+    encode_catalog_item,
+)
+
+ITEM = {"item_id": "sku-1"}
+
+
+def test_catalog_round_trip_and_schema_agree():
+    item = CatalogItem(
+        "sku-1", title="Rose hand cream", category=("Beauty", "Skin Care", "Hands"), brand="Acme", price=9.5,
+        currency="GBP", available=False, attributes={"size": "50 ml", "scent": "rose"}, updated_at=1.7e9,
+    )
+    raw = encode_catalog_item(item)
+    jsonschema.validate(orjson.loads(raw), schema("catalog-item"))
+    assert decode_catalog_item(b"sku-1", raw) == item
+    minimal = decode_catalog_item(b"sku-2", b'{"item_id": "sku-2"}')
+    assert minimal == CatalogItem("sku-2") and minimal.available is True
+    assert orjson.loads(encode_catalog_item(minimal)) == {"item_id": "sku-2", "available": True}
+    jsonschema.validate(orjson.loads(encode_catalog_item(minimal)), schema("catalog-item"))
+
+
+def test_catalog_shorthands_and_nulls_are_accepted_like_the_schema_says():
+    # a single category string is a one-level path; a null optional field is an absent one
+    payload = {"item_id": "sku-1", "category": "Beauty", "title": None, "price": 0, "attributes": None}
+    jsonschema.validate(payload, schema("catalog-item"))
+    item = catalog_item_from_dict(payload)
+    assert item.category == ("Beauty",) and item.price == 0.0 and item.attributes == {}
+    assert orjson.loads(encode_catalog_item(item))["category"] == ["Beauty"]
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (["sku-1"], "not_an_object"),
+        ({**ITEM, "colour": "red"}, "unknown_field"),
+        ({}, "missing_field"),
+        ({"item_id": None}, "missing_field"),
+        ({"item_id": 17}, "wrong_type"),
+        ({"item_id": ""}, "empty_string"),
+        ({"item_id": " \t"}, "empty_string"),
+        ({"item_id": "x" * 257}, "string_too_long"),
+        ({**ITEM, "title": 3}, "wrong_type"),
+        ({**ITEM, "title": "t" * 1025}, "string_too_long"),
+        ({**ITEM, "brand": "b" * 257}, "string_too_long"),
+        ({**ITEM, "currency": ["GBP"]}, "wrong_type"),
+        ({**ITEM, "category": 5}, "wrong_type"),
+        ({**ITEM, "category": {"top": "Beauty"}}, "wrong_type"),
+        ({**ITEM, "category": ["Beauty", 1]}, "wrong_type"),
+        ({**ITEM, "category": ["Beauty", None]}, "wrong_type"),
+        ({**ITEM, "category": ["Beauty", ""]}, "empty_string"),
+        ({**ITEM, "category": "  "}, "empty_string"),
+        ({**ITEM, "category": ["c" * 257]}, "string_too_long"),
+        ({**ITEM, "category": ["level"] * 17}, "category_too_deep"),
+        ({**ITEM, "attributes": ["size", "50 ml"]}, "wrong_type"),
+        ({**ITEM, "attributes": {"size": 50}}, "wrong_type"),
+        ({**ITEM, "attributes": {"size": None}}, "wrong_type"),
+        ({**ITEM, "attributes": {"k" * 257: "v"}}, "string_too_long"),
+        ({**ITEM, "attributes": {"size": "v" * 257}}, "string_too_long"),
+        ({**ITEM, "attributes": {f"a{i}": "v" for i in range(65)}}, "too_many_attributes"),
+        ({**ITEM, "price": "9.50"}, "wrong_type"),
+        ({**ITEM, "price": True}, "wrong_type"),
+        ({**ITEM, "price": -0.01}, "bad_price"),
+        ({**ITEM, "available": "yes"}, "wrong_type"),
+        ({**ITEM, "available": 1}, "wrong_type"),
+        ({**ITEM, "available": None}, "wrong_type"),
+        ({**ITEM, "updated_at": "yesterday"}, "wrong_type"),
+        ({**ITEM, "updated_at": -1}, "bad_timestamp"),
+    ],
+)
+def test_invalid_catalog_records_have_machine_readable_reasons(payload, reason):
+    with pytest.raises(InvalidCatalogItem) as info:
+        decode_catalog_item(b"sku-1", orjson.dumps(payload))
+    assert info.value.reason == reason
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, schema("catalog-item"))
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ({**ITEM, "price": math.nan}, "not_finite"),
+        ({**ITEM, "price": math.inf}, "not_finite"),
+        ({**ITEM, "updated_at": -math.inf}, "not_finite"),
+        ({**ITEM, "price": 10**400}, "not_finite"),  # beyond the largest float: was an OverflowError
+    ],
+)
+def test_non_finite_numbers_are_rejected_when_parsed_as_floats(payload, reason):
+    # JSON has no NaN or infinity (the decoder refuses them as malformed_json), so only a
+    # dict built in Python reaches these checks.
+    with pytest.raises(InvalidCatalogItem) as info:
+        catalog_item_from_dict(payload)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "key, raw, reason",
+    [
+        (b"sku-1", b"{not json", "malformed_json"),
+        (b"sku-1", b'{"item_id": "sku-1", "price": NaN}', "malformed_json"),
+        (b"sku-1", b'{"item_id": "sku-1", "price": 1e400}', "malformed_json"),
+        (b"sku-1", b"\xff\xfe\x00garbage", "not_utf8"),
+        (b"sku-1", b'"sku-1"', "not_an_object"),
+        (b"sku-1", b"x" * (MAX_CATALOG_BYTES + 1), "payload_too_large"),
+        (None, b'{"item_id": "sku-1"}', "missing_key"),
+        (b"sku-2", b'{"item_id": "sku-1"}', "key_mismatch"),
+        (b"\xffsku-1", b'{"item_id": "sku-1"}', "key_mismatch"),
+        # tombstones: the key is all there is, so it must be a valid item_id
+        (None, None, "missing_key"),
+        (b"", None, "empty_string"),
+        (b"   ", None, "empty_string"),
+        (b"\xff\xfe", None, "not_utf8"),
+        (b"k" * 257, None, "string_too_long"),
+    ],
+)
+def test_bad_catalog_bytes_and_keys(key, raw, reason):
+    with pytest.raises(InvalidCatalogItem) as info:
+        decode_catalog_item(key, raw)
+    assert info.value.reason == reason
+
+
+def test_tombstone_with_a_good_key_is_none():
+    assert decode_catalog_item("sku-ü".encode(), None) is None
+
+
+def test_encoder_refuses_what_the_decoder_would_refuse():
+    item = catalog_item_from_dict({"item_id": "big", "attributes": {f"a{i}": "\u0000" * 256 for i in range(64)}})
+    with pytest.raises(InvalidCatalogItem) as info:
+        encode_catalog_item(item)
+    assert info.value.reason == "payload_too_large"
+
+
+def test_invalid_catalog_item_is_an_invalid_event_with_reason_and_detail():
+    with pytest.raises(InvalidEvent) as info:
+        catalog_item_from_dict({"item_id": ""})
+    assert (info.value.reason, info.value.detail) == ("empty_string", "field 'item_id' must not be empty")
+
+
+catalog_fields = st.sampled_from(
+    ["item_id", "title", "category", "brand", "price", "currency", "available", "attributes", "updated_at", "x"])
+short_text = st.one_of(st.text(max_size=6), st.sampled_from(["", " ", "\u00a0", "\x1f", "Beauty", "sku-1"]))
+# strings around the limits (256 for most, 1024 for titles), built cheaply rather than drawn char by char
+long_text = st.builds(lambda char, n: char * n, st.sampled_from(["x", " ", "\u00e9"]),
+                      st.sampled_from([255, 256, 257, 1023, 1024, 1025]))
+catalog_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10, 10**15), st.floats(allow_nan=False, allow_infinity=False),
+              short_text, long_text),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.integers(15, 18).map(lambda n: ["level"] * n),  # around the depth limit (16)
+        st.dictionaries(st.one_of(short_text, long_text), inner, max_size=4),
+        st.integers(63, 66).map(lambda n: {f"a{i}": "v" for i in range(n)}),  # around the attribute limit (64)
+    ),
+    max_leaves=8,
+)
+
+
+def catalog_outcome(payload):
+    try:
+        return catalog_item_from_dict(payload)
+    except InvalidCatalogItem as exc:
+        assert exc.reason and exc.detail
+        return None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(catalog_fields, catalog_values, max_size=10), st.booleans())
+def test_validator_and_schema_accept_the_same_records(extra, with_id):
+    payload = {**(ITEM if with_id else {}), **extra}
+    item = catalog_outcome(payload)
+    try:
+        jsonschema.validate(payload, schema_catalog)
+        valid = True
+    except jsonschema.ValidationError:
+        valid = False
+    # whatever the validator accepts the schema accepts, and whatever the schema rejects is rejected
+    # (and, for JSON-sized numbers, the other way round too)
+    assert valid == (item is not None), (payload, item)
+    if item is not None:
+        assert decode_catalog_item(item.item_id.encode(), encode_catalog_item(item)) == item
+
+
+schema_catalog = schema("catalog-item")
+
+
+def test_recommendation_schema_knows_every_item_source():
+    from streamrec.contract import ITEM_SOURCES
+
+    item_schema = schema("recommendation")["properties"]["items"]["items"]["properties"]
+    assert tuple(item_schema["source"]["enum"]) == ITEM_SOURCES
