@@ -5,7 +5,8 @@ and saved as a model version; a real worker (:class:`streams.process.WorkerProce
 it; every evaluated user's history (all their events but the test one, with the dataset's
 own event ids and timestamps) is published to the events topic; the last recommendation
 the worker publishes for each user (the one triggered by their last history event) is
-scored against the held-out item. The same model also answers in process, with the
+scored against the held-out item (events on items the model does not know are not published:
+both sides serve the trained catalog). The same model also answers in process, with the
 worker's exclusion rule (the user's purchased items, the last ``max_exclusions``), and the
 two are compared user by user.
 
@@ -120,13 +121,13 @@ def run_through_kafka(
             with EventPublisher(bootstrap, config.events_topic) as publisher:
                 # User after user: each user's events arrive together, in their order.
                 for index in by_user:
-                    events = log.take(index)
-                    for event in events.events():
-                        publisher.publish(event)
-                    published += len(index)
-                    # The worker answers an event whose item the model knows (others are
-                    # dead-lettered): the user's last such event triggers the list we score.
+                    # Only events on items the model knows: the in-process adapter serves a
+                    # fixed catalog (the worker would make the others new items, which the
+                    # lifecycle evaluation measures); the user's last one triggers the list.
                     known = index[model.model_row[log.items[index]] >= 0]
+                    for event in log.take(known).events():
+                        publisher.publish(event)
+                    published += len(known)
                     if len(known):
                         last_event[log.user_ids[log.users[known[-1]]]] = log.event_ids[known[-1]]
             latest = _Latest(last_event)
