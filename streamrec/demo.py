@@ -199,7 +199,7 @@ def _living_catalog(shop, bootstrap: str, config, items_topic: str, future, recs
     click.echo(f"   {len(holding)} of the {len(fans)} fans now have {new.item_id} in their list, e.g. {holding[:1] or '-'}")
     if holding:
         rec = latest[holding[0]]
-        for scored in rec.items[:5]:
+        for scored in rec.items:
             mark = "  <- new" if scored.item_id == new.item_id else ""
             click.echo(f"    {scored.score:7.3f}  {scored.item_id}  [{scored.source}]{mark}")
 

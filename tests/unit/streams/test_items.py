@@ -167,3 +167,34 @@ def test_events_on_unknown_items_are_accepted_and_the_new_item_reaches_lists(sho
     assert all(any(r[1] == "new-1" for r in states[u].recent) for u in fans)
     # the fans' latest lists (after their last visit to a sibling) hold the new product
     assert sum(seen_new[u] for u in fans) >= len(fans) // 2
+
+
+def test_trending_counts_decay_with_event_time():
+    items = toy(rules=ItemRules(trending_half_life_s=100.0))
+    items.observe(np.array([1, 1, 1, 1]), np.zeros(4, np.int64), np.full(4, 1000.0))  # four views of i1
+    items.observe(np.array([2]), np.array([4]), np.array([1300.0]))  # a purchase of i2, 3 half-lives later
+    assert items.trend_score(1) == pytest.approx(4 / 8)
+    assert items.trend_score(2) == pytest.approx(3.0)  # purchases weigh 3
+    assert items.trending()[:2].tolist() == [2, 1]
+    # far in the future the stored counts are rescaled, the ranking and the values stay
+    items.observe(np.array([3]), np.zeros(1, np.int64), np.array([1300.0 + 100.0 * 600]))
+    assert items.trend_score(3) == pytest.approx(1.0)
+    assert items.trend_score(2) == pytest.approx(3.0 * 2.0 ** -600, rel=1e-6)
+    assert items.trending()[:3].tolist() == [3, 2, 1]
+
+
+def test_a_cold_users_first_event_on_an_item_without_vector_gets_its_category_trending():
+    items = toy(n_items=12)
+    for n in range(12):
+        items.apply_catalog(f"i{n}", CatalogItem(f"i{n}", category=("Shop", "a" if n < 6 else "b")))
+    items.observe(np.array([7, 7, 8]), np.zeros(3, np.int64), np.full(3, 10.0))
+    items.apply_catalog("fresh", CatalogItem("fresh", category=("Elsewhere",)))  # shares nothing: no prior
+    states = {}
+    event = Event("e1", "cold", "fresh", "view", 11.0, category=None)
+    result = process_batch([Message(b"cold", encode_event(event), 0, 0)], lambda u, _: states.get(u), items,
+                           InterestParams(k=4), now=NOW)
+    (rec,) = result.recommendations
+    # the only thing known of the user is an item with no vector: its category's trending
+    # (the item itself, just viewed), then the shop's, best first
+    assert [(i.item_id, i.source) for i in rec.items] == [
+        ("fresh", "category_trending"), ("i7", "trending"), ("i8", "trending"), ("i0", "trending")]
