@@ -49,7 +49,7 @@ SECONDS = 30.0
 PUBLISH_AT_S = 6.0
 ITEMS, USERS, SEED, HISTORY = 500, 6000, 31, 20_000
 SWAP_LOG = "swapping model v000001 -> v000002"
-#: Loose p99 bounds (s) for a shared machine. The Faust agent's p99 was 2-8 s at 1,000/s here,
+#: Loose p99 bounds (s) for a shared machine. The Faust agent's p99 was 2-13 s at 1,000/s here,
 #: before the swap as much as after it (docs/lifecycle-swap.md), so its bound is wider. The swap
 #: itself may add at most SWAP_COST_S to the p99 of the phases around it.
 P99_BOUND_S = {"batch": 5.0, "faust": 20.0}
