@@ -31,13 +31,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from indexing.index import build_index, check_vectors, choose_factory, maybe_to_gpu, set_search_effort
+from indexing.index import build_index, choose_factory, maybe_to_gpu, set_search_effort
+from streamrec.core.search import check_vectors
 
 logger = logging.getLogger(__name__)
 
 _VERSION_RE = re.compile(r"^v(\d{6})$")
 #: Optional arrays of a version: the target vectors, the target regression's solve matrix and
-#: the training events per item (see streams.items).
+#: the training events per item (see streamrec.core.items).
 EXTRAS = ("target", "fold_in", "popularity")
 
 

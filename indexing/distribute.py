@@ -332,7 +332,7 @@ def write_version(models_dir: Path, version: str, files: Mapping[str, bytes]) ->
 
 def ensure_models_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> None:
     """Create the compacted models topic (one partition: chunks stay before their manifest)."""
-    from producers.publisher import ensure_topics
+    from streamrec.kafka.admin import ensure_topics
 
     ensure_topics(
         bootstrap, {topic: 1}, timeout=timeout,

@@ -19,11 +19,11 @@ from indexing.distribute import (
     DistributionError,
     IncompleteVersion,
     TopicState,
+    assemble,
     assign_all,
     models_consumer,
-    watermarks,
     topic_partition,
-    assemble,
+    watermarks,
     write_version,
 )
 

@@ -10,9 +10,9 @@ Pure functions over numpy arrays (no Kafka, no files):
   test nothing), at most ``max_cases`` of them (a seeded sample).
 * :func:`next_item_hits`: for every case, whether the event's item is in the model's top
   ``k`` for the user's vector just before it. The vector is replayed with the worker's own
-  rule (:func:`streams.interest.update_batch`) over the user's preceding events in the
+  rule (:func:`streamrec.core.interest.update_batch`) over the user's preceding events in the
   window; items the model does not know are skipped (as the worker does) and such a case
-  is a miss; the top ``k`` comes from :func:`indexing.index.search`.
+  is a miss; the top ``k`` comes from :func:`streamrec.core.search.search`.
 * :func:`decide`: publish when ``candidate >= serving - margin``.
 
 Both models are scored on the very same cases, so their difference is a paired one; its
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from indexing.index import search
-from streams.interest import InterestParams, update_batch
+from streamrec.core.interest import InterestParams, update_batch
+from streamrec.core.search import search
 
 
 def split_holdout(ts: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ The model ("co-occurrence embeddings") starts from a low-rank factorisation of a
    constant, so each item also gets a learnt intercept (a popularity prior).
 
 A user's interest vector is a decayed sum of context vectors of what they did
-(:mod:`streams.interest`), so ``user . target[j]`` scores item ``j`` as the next item after
+(:mod:`streamrec.core.interest`), so ``user . target[j]`` scores item ``j`` as the next item after
 that history: an item-to-item recommender, smoothed by the low rank and served by FAISS.
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from streamrec.contract import EVENT_TYPE_CODES, Event
-from streams.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
+from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def fit_targets_and_solve(
     """Target vectors fitted to what the worker computes: ridge regression of each event's
     item on the user's vector just before it.
 
-    Every user's events are replayed through :func:`streams.interest.update_batch` with the
+    Every user's events are replayed through :func:`streamrec.core.interest.update_batch` with the
     serving ``interest`` parameters; for every event ``t`` that has a predecessor and is not
     a repeat of it, the user vector ``z_t`` before the event is a sample whose answer is the
     event's item. ``target[j] = (sum of z_t over samples answered j) @ (Z^T Z + r I)^-1``
@@ -246,7 +246,7 @@ def fit_targets_and_solve(
     memory O((items + d) * d), whatever the number of events.
 
     Returns the targets and ``(Z^T Z + r I)^-1``, with which a new item's target is folded
-    in from its own samples later (:mod:`streams.items`).
+    in from its own samples later (:mod:`streamrec.core.items`).
     """
     interest = interest or InterestParams()
     users = data.user_of_event()
@@ -282,7 +282,7 @@ def fit_targets_and_solve(
 
 @dataclass
 class TrainedModel:
-    """Item vectors and what the live item side needs besides (:mod:`streams.items`)."""
+    """Item vectors and what the live item side needs besides (:mod:`streamrec.core.items`)."""
 
     item_ids: list[str]
     context: np.ndarray

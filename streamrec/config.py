@@ -8,7 +8,7 @@ in ``<home>/.kafka/lib``), ``<home>/.worker`` (the worker's RocksDB tables), ``<
 (model versions). Each can still be moved on its own (``STREAMREC_LOCAL_KAFKA__HOME``,
 ``STREAMREC_WORKER__DATA_DIR``, ``STREAMREC_INDEX__MODELS_DIR``). The shared datasets are read
 from ``STREAMREC_DATASETS_DIR``, falling back to ``<home>/../shared/datasets``.
-Numerical hyper-parameters of the model live in :mod:`streams.interest` as a plain frozen
+Numerical hyper-parameters of the model live in :mod:`streamrec.core.interest` as a plain frozen
 dataclass so that the numerical core never imports pydantic.
 """
 
@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Environment variable naming the folder that holds all local state.
@@ -66,8 +66,6 @@ class KafkaSettings(BaseModel):
     #: Model versions, distributed to every worker: a compacted topic (indexing.distribute).
     models_topic: str = "models"
     partitions: int = Field(4, ge=1)
-    #: SASL password for brokers that need one (unused by the local broker).
-    sasl_password: SecretStr | None = None
 
 
 class LocalKafkaSettings(BaseModel):
@@ -79,10 +77,8 @@ class LocalKafkaSettings(BaseModel):
     port: int = Field(9092, ge=1, le=65535)
     controller_port: int = Field(9093, ge=1, le=65535)
     heap: str = "1g"
-    #: Extra JVM options of the local broker. C1 only: on two cores the C2 compiler kept a
-    #: third of a core busy through a 20 s benchmark; with C1 the broker used 11.8 instead of
-    #: 17 CPU seconds at 2,000 events/s (`streamrec bench --rate 2000 --events 40000 --no-naive`,
-    #: with and without STREAMREC_LOCAL_KAFKA__JVM_OPTIONS='[]').
+    #: Extra JVM options of the local broker. C1 only: on two cores the C2 compiler costs the
+    #: broker more CPU than it saves (docs/performance.md, "Settings and why").
     jvm_options: tuple[str, ...] = ("-XX:TieredStopAtLevel=1",)
 
 
@@ -130,8 +126,7 @@ class WorkerSettings(BaseModel):
     #: Most events per micro-batch. The batch engine takes whatever is queued up to this, so
     #: a quiet shop gets small, fast batches; under a backlog larger batches coalesce more of
     #: a user's events into one recommendation and mean fewer produce requests and commits
-    #: (the broker's main cost). 12k items, flat out: 12,145 events/s at 5,000 and 15,469
-    #: at 20,000 (docs/performance.md).
+    #: (the broker's main cost; docs/performance.md, "Settings and why").
     batch_size: int = Field(20_000, ge=1)
     batch_within_s: float = Field(0.05, gt=0)
     #: The batch engine commits source offsets at most this often (and on every rebalance
@@ -139,7 +134,6 @@ class WorkerSettings(BaseModel):
     commit_interval_s: float = Field(1.0, ge=0)
     #: How often the worker looks for a newer model version, in seconds.
     model_poll_s: float = Field(10.0, gt=0)
-    web_port: int = Field(6066, ge=1, le=65535)
     #: A worker that stops heart-beating is declared dead after this long and its
     #: partitions move to the others.
     session_timeout_s: float = Field(10.0, gt=0)

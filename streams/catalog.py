@@ -24,8 +24,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from rocksdict import Options, Rdict, WriteBatch
 
 from indexing.artifact import ModelArtifact
-from streamrec.contract import CatalogItem, InvalidCatalogItem, decode_catalog_item, encode_catalog_item, encode_dead_letter
-from streams.items import ItemRules, ItemsModel, LiveItems, rules_from_settings
+from streamrec.contract import (
+    CatalogItem,
+    InvalidCatalogItem,
+    decode_catalog_item,
+    encode_catalog_item,
+    encode_dead_letter,
+)
+from streamrec.core.items import ItemRules, ItemsModel, LiveItems, rules_from_settings
 from streams.tables import TABLE_DIR
 
 logger = logging.getLogger(__name__)

@@ -1,16 +1,15 @@
 """The batch engine: the worker's fast path, with librdkafka (confluent-kafka) at both ends.
 
-Faust hands an agent one Python ``Event`` at a time, whatever the batching above it: on this
-machine a Faust agent that does nothing with its events costs 83 µs of CPU per
-event (``streamrec bench --floor``), more than the whole budget of a worker doing 20,000
-events/s. librdkafka hands over a thousand messages in one call for about 1 µs each. So the
-default engine keeps everything the worker *decides* in :func:`streams.processor.process_batch`
+Faust hands an agent one Python ``Event`` at a time, whatever the batching above it, and that
+alone costs more CPU per event than the whole budget of a fast worker; librdkafka hands over
+a thousand messages in one call (docs/performance.md, ``streamrec bench --floor``). So the
+default engine keeps everything the worker *decides* in :func:`streamrec.core.batch.process_batch`
 and does its own I/O, micro-batch by micro-batch:
 
 1. take what the consumer has queued (up to ``batch_size``), waiting up to
    ``batch_within_s`` only while nothing is there, so a quiet shop gets its answer at once
    and a busy one gets large batches;
-2. run the pure core up to the search (:func:`streams.processor.prepare_batch`), reading the
+2. run the pure core up to the search (:func:`streamrec.core.batch.prepare_batch`), reading the
    touched users' states from the batches still under way or the partition's RocksDB;
 3. settle the batch produced last time: wait until the broker has acknowledged its output
    (a failed delivery stops the worker before anything of it is committed: it is replayed
@@ -46,14 +45,13 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from indexing.index import search
 from streamrec.config import Settings
-from streamrec.contract import DLQ_MAX_MESSAGE_BYTES, encode_recommendation
-from streams.catalog import LiveCatalog
-from streams.interest import InterestParams
+from streamrec.core.batch import BatchResult, Message, PreparedBatch, finish_batch
+from streamrec.core.interest import InterestParams
+from streamrec.core.search import search
+from streamrec.kafka.clients import worker_client_configs
 from streams.model import ModelHolder
-from streams.processor import BatchResult, Message, PreparedBatch, WorkerStats, dead_letter, finish_batch, prepare_batch
-from streams.state import encode_state
+from streams.shell import WorkerShell, WorkerStats
 from streams.tables import PartitionStore, changelog_topic, read_state
 
 logger = logging.getLogger(__name__)
@@ -103,63 +101,20 @@ class _Deliveries:
         self.errors = []
 
 
-def client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """librdkafka settings of the engine's consumer and producer."""
-    kafka, worker = settings.kafka, settings.worker
-    session_ms = int(worker.session_timeout_s * 1000)
-    consumer = {
-        "bootstrap.servers": kafka.bootstrap,
-        "group.id": worker.app_id,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": session_ms,
-        "heartbeat.interval.ms": max(100, min(3000, session_ms // 4)),
-        "partition.assignment.strategy": "range",
-        # Fetches cost the broker CPU (a consumer long-polling every 5 ms on an idle topic kept
-        # 0.15 of a core busy here, `streamrec bench --floor`), so a fetch waits up to 5 ms for
-        # 64 kB instead of returning each trickle.
-        "fetch.wait.max.ms": 5,
-        "fetch.min.bytes": 64 * 1024,
-        "log_level": 4,
-    }
-    producer = {
-        "bootstrap.servers": kafka.bootstrap,
-        "acks": "all",
-        "enable.idempotence": True,
-        # A batch's output leaves in a few large produce requests rather than many small
-        # ones (the broker spends ~0.26 ms of CPU per produce request here, `streamrec bench
-        # --floor`). It is
-        # produced in a few tens of milliseconds and settled a batch later, so 20 ms costs
-        # nothing under load; when the stream goes quiet the engine flushes at once (take).
-        "linger.ms": 20,
-        "batch.num.messages": 10_000,
-        "batch.size": 1024 * 1024,
-        "queue.buffering.max.messages": 1_000_000,
-        "message.max.bytes": DLQ_MAX_MESSAGE_BYTES + 64 * 1024,
-        # Same partitioner as Java clients and aiokafka: a user's messages land where Faust's would.
-        "partitioner": "murmur2_random",
-        "log_level": 4,
-    }
-    return consumer, producer
-
-
 class BatchEngine:
     """One worker process's consume → decide → produce loop (see the module docstring)."""
 
     def __init__(self, settings: Settings, params: InterestParams | None = None, *, model: ModelHolder | None = None) -> None:
         self.settings = settings
-        self.params = params or InterestParams()
-        index = settings.index
-        self.model = model or ModelHolder.from_settings(settings)
+        #: The served model, its live item side, the catalog and the statistics.
+        self.shell = WorkerShell(settings, params, model=model)
+        self.model = self.shell.model
+        self.stats = self.shell.stats
         self.events_topic = settings.kafka.events_topic
         self.changelog = changelog_topic(settings.worker.app_id)
         self.store = PartitionStore(settings.worker.data_dir)
-        #: The catalog table and the served model's live item side (restored in :meth:`run`).
-        self.catalog = LiveCatalog.from_settings(settings)
-        self.items = None
-        self.stats = WorkerStats()
         self._deliveries = _Deliveries(self.changelog)
-        consumer_config, producer_config = client_configs(settings)
+        consumer_config, producer_config = worker_client_configs(settings)
         self._consumer_config = consumer_config
         self.consumer = Consumer(consumer_config)
         self.producer = Producer({**producer_config, "on_delivery": self._deliveries})
@@ -285,7 +240,7 @@ class BatchEngine:
                 return found[0]
             return read_state(store.db(messages[position].partition), user_id)
 
-        return _Pending(messages, prepare_batch(messages, load, self.items, self.params))
+        return _Pending(messages, self.shell.prepare(messages, load))
 
     def submit(self, pending: _Pending) -> None:
         """Start the batch's search in the search thread; it becomes the batch being searched."""
@@ -301,23 +256,16 @@ class BatchEngine:
             return
         messages = pending.messages
         rows, scores = pending.search.result()
-        self.catalog.poll()  # the newest availability applies to the lists finished now
+        self.shell.catalog.poll()  # the newest availability applies to the lists finished now
         result = finish_batch(pending.prepared, rows, scores)
         self._deliveries.reset()
-        for user_id, (state, position) in result.states.items():
+
+        def write_state(user_id: str, position: int, key: bytes, value: bytes) -> None:
             partition = messages[position].partition
-            key, value = user_id.encode(), encode_state(state)
             pending.writes[partition].append((key, value))
             self._produce(self.changelog, value, key, partition)
-        topic = self.settings.kafka.recommendations_topic
-        for rec in result.recommendations:
-            self._produce(topic, encode_recommendation(rec), rec.user_id.encode())
-        for rejected in result.rejected:
-            message = messages[rejected.position]
-            logger.warning("rejected %s[%d]@%d: %s (%s)", self.events_topic, message.partition, message.offset,
-                           rejected.reason, rejected.detail)
-            self._produce(self.settings.kafka.dlq_topic, dead_letter(rejected, message, self.events_topic), message.key)
-            self.stats.rejected[rejected.reason] += 1
+
+        self.shell.emit(result, messages, source_topic=self.events_topic, send=self._produce, write_state=write_state)
         pending.result = result
         self._delivering = pending
 
@@ -340,9 +288,9 @@ class BatchEngine:
 
     def commit(self, *, force: bool = True) -> None:
         """Commit the settled batches' source offsets, at most every ``commit_interval_s``
-        unless forced. A commit costs the broker ~2.3 ms of CPU (`streamrec bench --floor`), so committing every small
-        batch of a quiet stream took a sixth of a core; a crash replays what was not
-        committed, which changes nothing (the states know their offsets)."""
+        unless forced: a commit costs the broker CPU, and committing every small batch of a
+        quiet stream took a large share of a core (docs/performance.md); a crash replays what
+        was not committed, which changes nothing (the states know their offsets)."""
         now = time.monotonic()
         if not self._uncommitted or (not force and now - self._last_commit < self.settings.worker.commit_interval_s):
             return
@@ -396,21 +344,6 @@ class BatchEngine:
         if self._deliveries.errors:
             raise DeliveryFailed(f"{len(self._deliveries.errors)} message(s) not delivered, first: {self._deliveries.errors[0]}")
 
-    def follow_catalog(self) -> None:
-        """Apply new catalog records to the item side, and dead-letter the bad ones."""
-        self.catalog.poll()
-        letters = self.catalog.dead_letters(set(self.store.partitions), self.settings.kafka.partitions)
-        for key, letter in letters:
-            self._produce(self.settings.kafka.dlq_topic, letter, key)
-            self.stats.rejected["catalog"] += 1
-
-    def adopt_newer_model(self) -> None:
-        """Swap in a newer model version, if there is one, with its own live item side. The
-        batches under way finish with the version they were prepared with; users' vectors are
-        rebuilt in the new version's space when next touched."""
-        if self.model.reload_if_newer():
-            self.items = self.catalog.adopt(self.model.current)
-
     def warm_up(self) -> None:
         """Search once at each batch shape before the first event, so that the first real
         batch does not pay for FAISS's and BLAS's first calls (hundreds of milliseconds)."""
@@ -418,32 +351,27 @@ class BatchEngine:
         rng = np.random.default_rng(0)
         for n in (1, 64):
             queries = rng.standard_normal((n, model.dim)).astype(np.float32)
-            search(model.index, queries, self.params.k, [set()] * n)
+            search(model.index, queries, self.shell.params.k, [set()] * n)
         # A batch allocates hundreds of thousands of short-lived objects that reference
         # counting frees; the cyclic collector kept scanning them and the model's long-lived
-        # objects (`streamrec bench --micro`: process_batch of 20,000 events took 52.2 µs per
-        # event with Python's defaults and 46.7 with these settings). Long-lived objects are
-        # frozen out of its scans and the youngest generation is collected every 20,000
-        # allocations rather than 700 (a collection of 20,000 young objects pauses ~2 ms).
+        # objects. Long-lived objects are frozen out of its scans and the youngest generation
+        # is collected every 20,000 allocations rather than 700 (docs/performance.md).
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
 
     def run(self, *, max_seconds: float | None = None) -> WorkerStats:
         """Consume until SIGTERM/SIGINT (or ``max_seconds``); then commit, close and return the counters."""
-        self.items = self.catalog.start(self.model.current)
+        self.shell.start()
         self.warm_up()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
         self.consumer.subscribe([self.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
-        worker = self.settings.worker
         started = time.monotonic()
-        next_model_check = started + worker.model_poll_s
-        next_stats = started + 30.0
         try:
             while not self._stopping:
-                self.follow_catalog()
+                self.shell.tick(set(self.store.partitions), self._produce)
                 batch = self.take()
                 if batch:
                     self.process(batch)
@@ -451,14 +379,7 @@ class BatchEngine:
                     self.drain()
                     self.commit(force=False)
                     self.producer.poll(0)
-                now = time.monotonic()
-                if now >= next_model_check:
-                    self.adopt_newer_model()
-                    next_model_check = now + worker.model_poll_s
-                if now >= next_stats:
-                    logger.info("worker stats: %s", self.stats.as_dict())
-                    next_stats = now + 30.0
-                if max_seconds is not None and now - started > max_seconds:
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
         finally:
             self.close()
@@ -479,5 +400,4 @@ class BatchEngine:
             pass  # closed already
         self.producer.flush(10.0)
         self.store.close_all()
-        self.catalog.close()
-        logger.info("worker stopped: %s", self.stats.as_dict())
+        self.shell.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
-from streams.state import StateDecodeError, UserState, decode_state
+from streamrec.core.state import StateDecodeError, UserState, decode_state
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from streamrec.config import LocalKafkaSettings
+from streamrec.harness.worker import WorkerConfig, WorkerProcess
 from streamrec.kafka import KafkaLauncher
-from streams.process import WorkerConfig, WorkerProcess
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +12,13 @@ import numpy as np
 
 from indexing.artifact import ModelArtifact, load_artifact
 from indexing.train import TrainParams, interactions_from_events, train_model
-from producers.publisher import EventPublisher, ensure_topics
+from producers.publisher import EventPublisher
 from producers.synthetic import SyntheticShop
-from streamrec.contract import Event, Recommendation, decode_recommendation
-from streams.interest import InterestParams, fold_events
-from streams.reader import read_topic
-from streams.state import UserState
+from streamrec.contract import Event, Recommendation
+from streamrec.core.interest import InterestParams, fold_events
+from streamrec.core.state import UserState
+from streamrec.harness.topics import last_event_per_user, wait_for_answers
+from streamrec.kafka.admin import ensure_topics
 
 
 @dataclass
@@ -44,27 +44,12 @@ def publish(bootstrap: str, topic: str, events: list[Event], *, partitions: int 
             publisher.publish(event)
 
 
-def last_event_per_user(events: list[Event]) -> dict[str, str]:
-    return {e.user_id: e.event_id for e in events}
-
-
 def wait_for_recommendations(
     bootstrap: str, topic: str, events: list[Event], *, timeout: float = 300.0
 ) -> list[tuple[Recommendation, float]]:
     """Read recommendations until every user's last event has triggered one; return them with
     the wall time each was read."""
-    wanted = set(last_event_per_user(events).values())
-    seen: set[str] = set()
-    arrivals: list[float] = []
-
-    def done(messages: list) -> bool:
-        for _, value in messages[len(arrivals):]:
-            arrivals.append(time.time())
-            seen.add(decode_recommendation(value).event_id)
-        return wanted <= seen
-
-    messages = read_topic(bootstrap, topic, done=done, timeout=timeout)
-    return [(decode_recommendation(v), t) for (_, v), t in zip(messages, arrivals)]
+    return wait_for_answers(bootstrap, topic, last_event_per_user(events).values(), timeout=timeout)
 
 
 @dataclass

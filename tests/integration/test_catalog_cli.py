@@ -14,8 +14,9 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from producers.publisher import EventPublisher, ensure_topics
+from producers.publisher import EventPublisher
 from streamrec.contract import decode_catalog_item, encode_dead_letter
+from streamrec.kafka.admin import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from producers.publisher import EventPublisher, ensure_topics
+from producers.publisher import EventPublisher
 from producers.synthetic import SyntheticShop
 from streamrec.contract import Event, decode_dead_letter, encode_catalog_item
-from streams.reader import read_topic
+from streamrec.harness.topics import read_topic
+from streamrec.kafka.admin import ensure_topics
 
 from .helpers import publish, trained_shop, wait_for_recommendations
 

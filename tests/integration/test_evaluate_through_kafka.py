@@ -12,12 +12,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from evaluation.data import EventLog, leave_one_out, load_log, sample_users
-from evaluation.protocols import run_leave_one_out
-from evaluation.served import ServedModel
-from evaluation.through_kafka import run_through_kafka
 from indexing.train import TrainParams
 from producers.synthetic import SyntheticShop
+from streamrec.evaluation.data import EventLog, leave_one_out, load_log, sample_users
+from streamrec.evaluation.protocols import run_leave_one_out
+from streamrec.evaluation.served import ServedModel
+from streamrec.evaluation.through_kafka import run_through_kafka
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from streamrec.harness.worker import WorkerConfig, WorkerProcess
 from streamrec.kafka import KafkaLauncher
-from streams.process import WorkerConfig, WorkerProcess
 
 pytestmark = pytest.mark.integration
 

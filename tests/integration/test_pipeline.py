@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
+
 import numpy as np
 import orjson
 import pytest
 
-from indexing.artifact import load_artifact, save_artifact
-from indexing.train import TrainParams, interactions_from_events, train_item_vectors
+from indexing.artifact import load_artifact
+from indexing.train import TrainParams, interactions_from_events, train_model
 from producers.publisher import EventPublisher
 from producers.synthetic import SyntheticShop
 from streamrec.contract import decode_dead_letter, decode_recommendation
-from streams.interest import InterestParams, fold_events
-from streams.reader import read_topic
+from streamrec.core.interest import InterestParams, fold_events
+from streamrec.harness.topics import read_topic
 from streams.tables import read_user_states
-
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,8 @@ def shop_model(tmp_path_factory):
     shop = SyntheticShop(items=1500, users=N_USERS, seed=11)
     stream = list(shop.events(36_000, start_ts=1_700_000_000.0))
     train, live = stream[:30_000], stream[30_000:]
-    data = interactions_from_events(train)
-    context, target, summary = train_item_vectors(data, TrainParams(dim=32))
     models = tmp_path_factory.mktemp("models")
-    save_artifact(models, data.item_ids, context, target, training=summary)
+    train_model(interactions_from_events(train), TrainParams(dim=32)).save(models)
     model = load_artifact(models, use_gpu=False)
     live = [e for e in live if e.item_id in model.row_of]
     return models, model, live

@@ -20,12 +20,13 @@ from confluent_kafka.admin import AdminClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from producers.publisher import DeliveryError, EventPublisher, ensure_topics
+from producers.publisher import DeliveryError, EventPublisher
 from streamrec.config import LocalKafkaSettings
 from streamrec.contract import decode_dead_letter, encode_event
+from streamrec.harness.topics import read_topic
+from streamrec.harness.worker import WorkerConfig, WorkerProcess
 from streamrec.kafka import KafkaLauncher
-from streams.process import WorkerConfig, WorkerProcess
-from streams.reader import read_topic
+from streamrec.kafka.admin import ensure_topics
 from streams.tables import read_user_states
 
 from .conftest import free_port
@@ -258,7 +259,7 @@ CRAFTED: list[tuple[bytes | None, str]] = [
     (_event("h2b", ts=...), "missing_field"),
     (_event("h3", x=1), "unknown_field"),
     (_event("h4", type="teleport"), "unknown_type"),
-    (_event("h5", item_id="no-such-sku"), "unknown_item"),
+    (_event("h5", price="free"), "wrong_type"),
     (_event("h6", user_id=""), "empty_string"),
     (_event("h6b", item_id="   "), "empty_string"),
     (_event("h7", item_id="x" * 5000), "string_too_long"),
@@ -277,7 +278,7 @@ CRAFTED: list[tuple[bytes | None, str]] = [
 #: Distinct poison payloads, each sent 2,000 times (keyed b"u-00002"), and their reasons.
 POISONS: list[tuple[bytes, str]] = [
     (_event("poison-1", user_id="u-00002", ts="soon"), "wrong_type"),
-    (_event("poison-2", user_id="u-00002", item_id="sku-does-not-exist"), "unknown_item"),
+    (_event("poison-2", user_id="u-00002", ts=-1), "bad_timestamp"),
     (_event("poison-3", user_id="u-00002", type="teleport"), "unknown_type"),
     (_event("poison-4", user_id="u-00003"), "key_mismatch"),
     (_event("poison-5", user_id="u-00002")[:-7], "malformed_json"),
@@ -287,7 +288,7 @@ POISON_COPIES = 2_000
 #: The reasons docs/schemas/dead-letter.schema.json lists for events.
 REASONS = {"malformed_json", "not_utf8", "missing_field", "wrong_type", "unknown_type", "unknown_field",
            "empty_string", "string_too_long", "not_finite", "bad_timestamp", "future_timestamp", "bad_price",
-           "payload_too_large", "empty_payload", "not_an_object", "key_mismatch", "unknown_item"}
+           "payload_too_large", "empty_payload", "not_an_object", "key_mismatch", "non_finite_vector"}
 
 garbage = st.one_of(
     st.binary(max_size=300),

@@ -27,16 +27,15 @@ import threading
 import time
 from collections import defaultdict
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.load import produce
 from indexing.artifact import load_artifact
-from producers.publisher import ensure_topics
+from streamrec.benchmarks.load import produce
 from streamrec.contract import encode_event
-from streams.interest import InterestParams, fold_events
+from streamrec.core.interest import InterestParams, fold_events
+from streamrec.kafka.admin import ensure_topics
 from streams.tables import read_user_states
 
 from .helpers import record, trained_shop, wait_for_recommendations

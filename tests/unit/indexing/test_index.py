@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from indexing.index import build_index, check_vectors, choose_factory, search
+from indexing.index import build_index, choose_factory
+from streamrec.core.search import check_vectors, search
 
 
 @pytest.fixture(scope="module")

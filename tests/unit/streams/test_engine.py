@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from streamrec.config import Settings
-from streams.engine import _Deliveries, client_configs
-from streams.state import UserState, encode_state
+from streamrec.core.state import UserState, encode_state
+from streamrec.kafka.clients import worker_client_configs
+from streams.engine import _Deliveries
 from streams.tables import OFFSET_KEY, PartitionStore, changelog_topic, read_user_states
 
 
@@ -65,7 +66,7 @@ def test_delivery_reports_keep_the_newest_changelog_offset_per_partition_and_eve
 
 def test_client_configs_follow_the_settings() -> None:
     settings = Settings(kafka={"bootstrap": "h:1"}, worker={"app_id": "shop", "session_timeout_s": 6})
-    consumer, producer = client_configs(settings)
+    consumer, producer = worker_client_configs(settings)
     assert consumer["group.id"] == "shop" and consumer["session.timeout.ms"] == 6000
     assert consumer["enable.auto.commit"] is False
     assert producer["acks"] == "all" and producer["enable.idempotence"] is True

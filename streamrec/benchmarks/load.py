@@ -1,0 +1,303 @@
+"""The benchmark's workload: a seeded synthetic shop, a model for it, and its events in Kafka.
+
+:func:`prepare_workload` builds (or loads from the cache) a model and the live events as
+ready-to-send ``(key, value)`` bytes, so encoding never competes with the side being
+measured. Catalogs up to :data:`TRAIN_UP_TO` items get item vectors *trained* on the shop's
+history (``indexing.train``); larger ones get :func:`shop_item_vectors` (vectors built from
+the shop's category/cluster structure), because a rank-128 SVD of a 1M x 1M matrix does not
+fit the benchmark machine's time. Either way the model is saved with
+``indexing.artifact.save_artifact``, the index built by the same code the worker loads.
+
+:func:`produce` sends events flat out (pre-producing a backlog, so throughput measures only
+the consumer side) or paced at a steady rate by a :class:`Pacer`, and returns each event's
+produce time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamrec.config import default_home
+
+logger = logging.getLogger(__name__)
+
+#: Where workloads are cached: under the home (STREAMREC_HOME, default the working
+#: directory), ignored by git in the repository.
+DEFAULT_CACHE_DIR = default_home() / "benchmarks" / "results" / "tmp" / "cache"
+#: Catalogs up to this size get trained item vectors; larger ones structural ones.
+TRAIN_UP_TO = 50_000
+#: Events of history the model is trained on, per catalog item (at least MIN_HISTORY).
+HISTORY_PER_ITEM = 20
+MIN_HISTORY = 200_000
+#: Mean events per second of *event time* in the shop when no rate is given: sessions of a
+#: shop this busy overlap as they would in a real one at the benchmark's target rate.
+DEFAULT_SHOP_RATE = 20_000.0
+_CACHE_FORMAT = 1
+
+
+@dataclass
+class Workload:
+    """A model folder and the live events to drive through it, in stream order."""
+
+    items: int
+    users: int
+    seed: int
+    model_dir: Path
+    #: "trained" or "structural" (see the module docstring).
+    item_vectors: str
+    factory: str
+    keys: list[bytes]
+    values: list[bytes]
+    event_ids: list[bytes]
+    #: Integer code of each event's user (index into the shop's users).
+    user_codes: np.ndarray
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def head(self, n: int) -> Workload:
+        """The first ``n`` events (the same model)."""
+        n = min(n, len(self))
+        return Workload(self.items, self.users, self.seed, self.model_dir, self.item_vectors, self.factory,
+                        self.keys[:n], self.values[:n], self.event_ids[:n], self.user_codes[:n], self.meta)
+
+    def last_event_ids(self) -> set[bytes]:
+        """The event id of each user's last event: every one must be answered by its own
+        recommendation (the worker coalesces a user's events in a batch onto the last)."""
+        last: dict[int, int] = {}
+        for position, user in enumerate(self.user_codes.tolist()):
+            last[user] = position
+        return {self.event_ids[p] for p in last.values()}
+
+
+# --------------------------------------------------------------------------- item vectors
+
+
+def shop_item_vectors(
+    item_category: np.ndarray, item_cluster: np.ndarray, popularity: np.ndarray, dim: int = 128, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Structural ``(context, target)`` item vectors for a catalog too large to train on here.
+
+    Each vector is a category direction plus a cluster offset plus item noise, scaled by a
+    damped popularity (trained vectors of popular items are longer), so that similar items
+    share directions as in a trained model and approximate indexes meet realistic structure.
+    The context vector is the target plus a little noise (the two halves of the SVD are
+    correlated, not equal).
+    """
+    rng = np.random.default_rng([seed, 99])
+    n_categories = int(item_category.max()) + 1
+    n_clusters = int(item_cluster.max()) + 1
+    categories = rng.standard_normal((n_categories, dim), dtype=np.float32)
+    cluster_category = np.zeros(n_clusters, dtype=np.int64)
+    cluster_category[item_cluster] = item_category
+    clusters = categories[cluster_category] + 0.8 * rng.standard_normal((n_clusters, dim), dtype=np.float32)
+    target = clusters[item_cluster]
+    target += 0.6 * rng.standard_normal(target.shape, dtype=np.float32)
+    target /= np.linalg.norm(target, axis=1, keepdims=True)
+    scale = (popularity / popularity.max()) ** 0.15
+    target *= scale.astype(np.float32)[:, None]
+    context = target + 0.1 * rng.standard_normal(target.shape, dtype=np.float32) * scale.astype(np.float32)[:, None]
+    return np.ascontiguousarray(context, np.float32), np.ascontiguousarray(target, np.float32)
+
+
+# --------------------------------------------------------------------------- the workload
+
+
+def _key(**parts: object) -> str:
+    text = json.dumps({"format": _CACHE_FORMAT, **parts}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def prepare_workload(
+    items: int,
+    users: int,
+    events: int,
+    *,
+    seed: int = 0,
+    factory: str = "auto",
+    shop_rate: float = DEFAULT_SHOP_RATE,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    dim: int = 128,
+    log: Callable[[str], None] = logger.info,
+) -> Workload:
+    """Build, or load from ``cache_dir``, the model and ``events`` live events of a shop."""
+    from indexing.artifact import latest_version, load_artifact, save_artifact
+    from producers.synthetic import DEFAULT_START_TS, SyntheticShop
+
+    trained = items <= TRAIN_UP_TO
+    history = max(MIN_HISTORY, HISTORY_PER_ITEM * items) if trained else 0
+    model_key = _key(items=items, users=users, seed=seed, factory=factory, rate=shop_rate, dim=dim, history=history)
+    events_key = _key(model=model_key, events=events)
+    models_dir = cache_dir / f"model-{items}-{model_key}"
+    events_file = cache_dir / f"events-{items}-{events}-{events_key}.pkl"
+    if latest_version(models_dir) is not None and events_file.is_file():
+        with events_file.open("rb") as handle:
+            cached = pickle.load(handle)
+        log(f"workload from cache: {models_dir.name}, {events_file.name}")
+        return Workload(model_dir=models_dir, **cached)
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    shop = SyntheticShop(items=items, users=users, seed=seed)
+    # Event time starts in 2023, so no event is rejected as coming from the future.
+    stream = shop.events(history + events, start_ts=DEFAULT_START_TS, rate=shop_rate)
+    if latest_version(models_dir) is None:
+        if trained:
+            from indexing.train import TrainParams, interactions_from_events, train_model
+
+            log(f"training item vectors on {history} events of history ({items} items)")
+            past = [next(stream) for _ in range(history)]
+            trained_model = train_model(interactions_from_events(past), TrainParams(dim=dim, seed=seed))
+            log(f"building the index ({factory}) and saving the model")
+            trained_model.save(models_dir, factory=factory,
+                               source=f"bench synthetic(items={items}, users={users}, seed={seed}, history={history})")
+        else:
+            log(f"structural item vectors for {items} items (catalog too large to train here)")
+            context, target = shop_item_vectors(shop.item_category, shop.item_cluster, shop.item_popularity, dim, seed)
+            item_ids = list(shop.item_ids)
+            log(f"building the index ({factory}) and saving the model")
+            save_artifact(models_dir, item_ids, context, target, factory=factory,
+                          training={"source": f"bench structural(items={items}, seed={seed})"})
+    else:
+        for _ in range(history):
+            next(stream)
+    model_items = set(load_artifact(models_dir, use_gpu=False).row_of)
+    from streamrec.contract import encode_event
+
+    user_code = {user_id: code for code, user_id in enumerate(shop.user_ids)}
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    event_ids: list[bytes] = []
+    codes: list[int] = []
+    dropped = 0
+    for event in stream:
+        if event.item_id not in model_items:  # never seen in the history: the worker would reject it
+            dropped += 1
+            continue
+        keys.append(event.user_id.encode())
+        values.append(encode_event(event))
+        event_ids.append(event.event_id.encode())
+        codes.append(user_code[event.user_id])
+    meta = {"history_events": history, "dropped_unknown_items": dropped, "shop_rate": shop_rate,
+            "build_s": round(time.perf_counter() - started, 1)}
+    cached = {"items": items, "users": users, "seed": seed, "item_vectors": "trained" if trained else "structural",
+              "factory": factory, "keys": keys, "values": values, "event_ids": event_ids,
+              "user_codes": np.array(codes, dtype=np.int64), "meta": meta}
+    partial = events_file.with_suffix(".partial")
+    with partial.open("wb") as handle:
+        pickle.dump(cached, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(events_file)
+    log(f"workload ready in {meta['build_s']} s: {len(values)} live events ({dropped} on unseen items dropped)")
+    return Workload(model_dir=models_dir, **cached)
+
+
+# --------------------------------------------------------------------------- producing
+
+
+class Pacer:
+    """Paces event ``n`` to leave at ``start + n / rate``; a late producer catches up
+    without sleeping (no drift), an early one sleeps until the event is due.
+
+    >>> clock = iter([0.0, 0.0, 0.0, 0.6]).__next__
+    >>> slept = []
+    >>> pacer = Pacer(2.0, clock=clock, sleep=slept.append)
+    >>> pacer.wait(0); pacer.wait(1); pacer.wait(2)
+    >>> slept
+    [0.5, 0.4]
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not rate > 0 or not math.isfinite(rate):
+            raise ValueError(f"rate must be a finite number of events per second > 0, got {rate}")
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self.start = clock()
+
+    def due(self, n: int) -> float:
+        """When event ``n`` (0-based) is due, on the pacer's clock."""
+        return self.start + n / self.rate
+
+    def wait(self, n: int) -> None:
+        delay = self.due(n) - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    keys: list[bytes],
+    values: list[bytes],
+    *,
+    rate: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Send the events in order, flat out or at ``rate`` events/s; return each one's produce
+    time (Unix seconds, the moment it was handed to the producer, = its CreateTime)."""
+    from producers.publisher import EventPublisher
+
+    produced_at = np.empty(len(values), dtype=np.float64)
+    now = time.time
+    with EventPublisher(bootstrap, topic, queue_buffering_max_messages=500_000) as publisher:
+        send = publisher.publish_raw
+        if rate is None:
+            for n, (key, value) in enumerate(zip(keys, values, strict=True)):
+                produced_at[n] = now()
+                send(key, value)
+                if progress is not None and n % 10_000 == 0:
+                    progress(n)
+        else:
+            # Connect and get the idempotent producer's id before the clock starts: the first
+            # events would otherwise wait a few hundred ms in the bench's own producer and count
+            # against the side. A message to a scratch topic does it without touching ``topic``.
+            publisher._producer.produce(f"{topic}-bench-warmup", b"warm-up")
+            publisher._producer.flush(30)
+            pacer = Pacer(rate)
+            for n, (key, value) in enumerate(zip(keys, values, strict=True)):
+                pacer.wait(n)
+                produced_at[n] = now()
+                send(key, value)
+                if progress is not None and n % 1_000 == 0:
+                    progress(n)
+        publisher.flush(60)
+    return produced_at
+
+
+def fill_workload(base: Workload, *, seed: int = 0, log: Callable[[str], None] = logger.info) -> Workload:
+    """One view by each of the shop's ``base.users`` users, in random order, of an item drawn
+    by popularity: after it, every user has a state. For measuring state per user and the
+    worker's memory with that many users (``streamrec bench --fill-users``)."""
+    from indexing.artifact import load_artifact
+    from producers.synthetic import DEFAULT_START_TS, SyntheticShop
+    from streamrec.contract import Event, encode_event
+
+    started = time.perf_counter()
+    shop = SyntheticShop(items=base.items, users=base.users, seed=base.seed)
+    model_rows = load_artifact(base.model_dir, use_gpu=False).row_of
+    known = np.array([item in model_rows for item in shop.item_ids])
+    popularity = np.where(known, shop.item_popularity, 0.0)
+    rng = np.random.default_rng([seed, 7])
+    users = rng.permutation(base.users)
+    items = rng.choice(base.items, size=base.users, p=popularity / popularity.sum())
+    keys, values, event_ids = [], [], []
+    for n, (user, item) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
+        event = Event(f"fill-{seed}-{n}", shop.user_ids[user], shop.item_ids[item], "view", DEFAULT_START_TS + n * 0.01)
+        keys.append(event.user_id.encode())
+        values.append(encode_event(event))
+        event_ids.append(event.event_id.encode())
+    log(f"fill workload: {len(values)} events, one per user, in {time.perf_counter() - started:.1f} s")
+    return Workload(base.items, base.users, base.seed, base.model_dir, base.item_vectors, base.factory,
+                    keys, values, event_ids, users.astype(np.int64), {"fill": True})

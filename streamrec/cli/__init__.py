@@ -1,0 +1,36 @@
+"""The one ``streamrec`` command: a click group, one module per subcommand in this package, at
+the top of the house (everything below is imported, nothing below imports it)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from streamrec import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMREC"})
+@click.version_option(__version__, prog_name="streamrec")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(log_level: str) -> None:
+    """streamrec: events from Kafka in, fresh FAISS recommendations out."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from streamrec.cli.bench import bench
+    from streamrec.cli.demo import demo
+    from streamrec.cli.evaluate import evaluate
+    from streamrec.cli.kafka import kafka
+    from streamrec.cli.models import model, trainer
+    from streamrec.cli.produce import produce
+    from streamrec.cli.train import train
+    from streamrec.cli.worker import consume, worker
+
+    for command in (kafka, produce, train, trainer, model, worker, consume, evaluate, bench, demo):
+        main.add_command(command)
+
+
+_register()

@@ -1,0 +1,5 @@
+"""``python -m streamrec.cli``: the same as the ``streamrec`` command."""
+
+from streamrec.cli import main
+
+main()

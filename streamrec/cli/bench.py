@@ -1,0 +1,399 @@
+"""``streamrec bench``: the worker against the naive per-event agent on a real broker, or
+``--index-only``: FAISS index types without Kafka. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from streamrec.benchmarks.load import DEFAULT_CACHE_DIR, DEFAULT_SHOP_RATE
+
+logger = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _int_list(value: str | None, flag: str) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        numbers = [int(part.replace("_", "")) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers like 12000,100000, got {value!r}",
+                                 param_hint=flag) from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"expected numbers >= 1, got {value!r}", param_hint=flag)
+    return numbers
+
+
+def _check_factory(factory: str, flag: str) -> None:
+    if factory == "auto":
+        return
+    import faiss
+
+    try:
+        faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        raise click.BadParameter(f"{factory!r} is not a FAISS factory string (try Flat, HNSW32 or IVF1024,Flat)",
+                                 param_hint=flag) from None
+
+
+def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
+    lines = []
+    for name, values in floor.items():
+        lines.append(name + ": " + ", ".join(f"{key} {value:,.2f}" for key, value in values.items()))
+    return "\n".join(lines)
+
+
+@click.command("bench")
+@click.option("--items", default=12_000, show_default=True, type=click.IntRange(min=100), help="Catalog size.")
+@click.option("--users", default=100_000, show_default=True, type=click.IntRange(min=1), help="Shoppers in the shop.")
+@click.option("--events", default=200_000, show_default=True, type=click.IntRange(min=100),
+              help="Events driven through the worker.")
+@click.option("--naive-events", type=click.IntRange(min=100),
+              help="Events driven through the naive agent (the first N of the same stream) [default: min(events, 50000)].")
+@click.option("--rate", type=click.FloatRange(min=1), help="Produce at this many events/s while the side runs "
+              "(latency mode) [default: flat out: a backlog produced before the side starts].")
+@click.option("--naive/--no-naive", default=True, show_default=True, help="Also run the naive per-event agent.")
+@click.option("--factory", default="auto", show_default=True, help="FAISS factory string of the model's index, or auto.")
+@click.option("--nprobe", type=click.IntRange(min=1), help="IVF nprobe / HNSW efSearch [default: the worker's setting].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Worker micro-batch size [default: the worker's setting].")
+@click.option("--faiss-threads", default=1, show_default=True, type=click.IntRange(min=0),
+              help="OpenMP threads FAISS may use in both sides (and --index-only); 0 = FAISS's default (all cores).")
+@click.option("--partitions", default=4, show_default=True, type=click.IntRange(min=1), help="Partitions per topic.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic shop.")
+@click.option("--dim", default=128, show_default=True, type=click.IntRange(min=2),
+              help="Dimension of the bench's item vectors (the served default model has 256).")
+@click.option("--shop-rate", type=click.FloatRange(min=1),
+              help=f"Events per second of event time in the shop [default: --rate, else {DEFAULT_SHOP_RATE:g}].")
+@click.option("--bootstrap", help="Use this running broker [default: start one in a temporary folder and stop it after].")
+@click.option("--warmup-events", default=20_000, show_default=True, type=click.IntRange(min=0),
+              help="Drive this many events through a throw-away worker first, so the broker's JVM has compiled "
+              "its hot paths before anything is measured (the naive side, run second, gets a warm broker anyway).")
+@click.option("--timeout", default=900.0, show_default=True, type=click.FloatRange(min=10),
+              help="Seconds a side may take to answer every user's last event.")
+@click.option("--profile", is_flag=True, help="Profile the worker with py-spy and summarise where its time goes.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Write result.json, lag.csv, latency.csv and lag-latency.png (and the profile) here.")
+@click.option("--cache-dir", default=DEFAULT_CACHE_DIR, show_default=False, type=click.Path(file_okay=False, path_type=Path),
+              help="Where generated workloads are cached [default: streamrec/benchmarks/results/tmp/cache].")
+@click.option("--index-only", is_flag=True, help="Only benchmark FAISS index types (no Kafka).")
+@click.option("--micro", is_flag=True, help="Only measure the per-event cost of each step of the pure core (no Kafka).")
+@click.option("--floor", is_flag=True, help="Only measure the clients' and the broker's own costs: librdkafka and a "
+              "do-nothing Faust agent consuming small events, and the broker's CPU per request.")
+@click.option("--stock-churn", is_flag=True, help="Only measure how soon items that go out of stock leave every list, "
+              "while the events flow at --rate (default 2000/s); see streamrec/benchmarks/stock.py.")
+@click.option("--index-sizes", default="12000,100000", show_default=True,
+              help="--index-only: catalog sizes, comma-separated (add 1000000 for the large run).")
+@click.option("--index-factory", "index_factories", multiple=True,
+              help="--index-only: a factory string to test (repeatable) [default: Flat, HNSW32, IVF<n>,Flat/SQ8/PQ32].")
+@click.option("--index-batch-sizes", default="1,64,1024", show_default=True, help="--index-only: query batch sizes.")
+@click.option("--index-queries", default=2048, show_default=True, type=click.IntRange(min=10),
+              help="--index-only: user vectors used as queries.")
+@click.option("--fill-users", is_flag=True, help="Drive one event for each of the --users users (not the shop's "
+              "sessions), so the table ends with every user: measures state per user and RSS at that many users.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+def bench(**options: object) -> None:
+    """Benchmark the streamrec worker against a naive per-event Faust agent on a real broker."""
+    import faulthandler
+
+    faulthandler.enable()  # a crash in a native library (librdkafka, FAISS) says where
+    as_json = bool(options["as_json"])
+    quiet = as_json
+
+    def log(text: str) -> None:
+        if not quiet:
+            click.echo(f"[bench] {text}", err=True)
+
+    if options["index_only"]:
+        _index_only(options, log)
+        return
+    if options["micro"]:
+        _micro(options, log)
+        return
+    _check_factory(str(options["factory"]), "--factory")
+    measured = _end_to_end(options, log)
+    if measured is None:  # --floor printed its own result
+        return
+    result, sides, title = measured
+    output = options["output"]
+    if output is not None:
+        from streamrec.benchmarks.report import write_output
+
+        write_output(Path(str(output)), result, sides, title)
+        log(f"wrote {output}")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+
+        from streamrec.benchmarks.report import side_table
+
+        console = Console()
+        console.print(side_table(result, title))
+        if result["ratio"] is not None:
+            console.print(f"worker / naive events/s: [bold]{result['ratio']:.1f}x[/bold]")
+        agreement = result.get("agreement")
+        if agreement:
+            console.print(f"same recommendations (worker vs naive, same trigger event): "
+                          f"{agreement['identical']}/{agreement['compared']} identical, "
+                          f"mean top-10 overlap {agreement['mean_overlap']}")
+        if result.get("profile"):
+            console.print("worker profile (share of samples):")
+            for kind, share in result["profile"]["shares"].items():
+                console.print(f"  {kind:<34} {share:6.1%}")
+
+
+def _save_and_echo(result: dict[str, object], options: dict[str, object], filename: str) -> bool:
+    """Write ``result`` to ``--output``/``filename`` if asked; with ``--json`` print it and return True."""
+    if options["output"] is not None:
+        folder = Path(str(options["output"]))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / filename).write_text(json.dumps(result, indent=2) + "\n")
+    if options["as_json"]:
+        click.echo(json.dumps(result, indent=2))
+        return True
+    return False
+
+
+def _index_only(options: dict[str, object], log) -> None:  # noqa: ANN001
+    import faiss
+
+    from streamrec.benchmarks.index_bench import run_index_bench, summary_rule, threads
+
+    if int(options["faiss_threads"]):
+        faiss.omp_set_num_threads(int(options["faiss_threads"]))
+    sizes = _int_list(str(options["index_sizes"]), "--index-sizes") or []
+    batch_sizes = _int_list(str(options["index_batch_sizes"]), "--index-batch-sizes") or []
+    factories = list(options["index_factories"]) or None  # type: ignore[call-overload]
+    for factory in factories or []:
+        _check_factory(factory, "--index-factory")
+    from streamrec.benchmarks.load import TRAIN_UP_TO, prepare_workload
+
+    trained = {}
+    for size in sizes:
+        if size <= TRAIN_UP_TO:  # the bench's own trained model (exact index), cached
+            trained[size] = prepare_workload(size, int(options["users"]), 1000, seed=int(options["seed"]), factory="auto",
+                                             cache_dir=Path(str(options["cache_dir"])), log=log).model_dir
+    rows = run_index_bench(sizes, factories=factories, batch_sizes=batch_sizes, n_queries=int(options["index_queries"]),
+                           seed=int(options["seed"]), trained=trained, log=log)
+    result = {"index": rows, "rule": summary_rule(), "faiss_threads": threads(), "hardware": hardware()}
+    if _save_and_echo(result, options, "index.json"):
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"FAISS indexes, inner product, d=128, recall@10 vs exact ({threads()} threads)")
+    for column in ("items", "factory", "nprobe/ef", "build s", "bytes/item", "recall@10",
+                   *(f"QPS b={b}" for b in batch_sizes)):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(f"{row['n_items']:,}", str(row["factory"]) + (" (auto)" if row["auto"] else ""),
+                      "-" if row["effort"] is None else str(row["effort"]), f"{row['build_s']:.1f}",
+                      f"{row['bytes_per_item']:.0f}", f"{row['recall_at_10']:.3f}",
+                      *(f"{row['qps'][str(b)]:,.0f}" for b in batch_sizes))
+    Console(width=160).print(table)
+
+
+def _micro(options: dict[str, object], log) -> None:  # noqa: ANN001
+    import faiss
+
+    from streamrec.benchmarks.load import prepare_workload
+    from streamrec.benchmarks.micro import run_micro
+
+    if int(options["faiss_threads"]):
+        faiss.omp_set_num_threads(int(options["faiss_threads"]))
+    workload = prepare_workload(int(options["items"]), int(options["users"]), int(options["events"]),
+                                seed=int(options["seed"]), factory=str(options["factory"]),
+                                shop_rate=float(options["shop_rate"] or options["rate"] or DEFAULT_SHOP_RATE),
+                                cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+    costs = run_micro(workload, batch_size=int(options["batch_size"] or 1000))
+    result = {"micro_us_per_event": costs, "items": int(options["items"]), "faiss_threads": faiss.omp_get_max_threads(),
+              "hardware": hardware()}
+    if _save_and_echo(result, options, "micro.json"):
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"per-event cost of the pure core, {int(options['items']):,} items (µs, best of runs)")
+    table.add_column("step")
+    table.add_column("µs / event", justify="right")
+    for name, us in costs.items():
+        table.add_row(name, f"{us:,.2f}")
+    Console(width=160).print(table)
+
+
+def hardware() -> dict[str, object]:
+    import os
+    import platform
+
+    import psutil
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def _agreement(worker, naive) -> dict[str, object] | None:  # noqa: ANN001
+    """Compare the two sides' recommendations for the same trigger events."""
+    from streamrec.contract import decode_recommendation
+
+    common = sorted(set(worker.kept) & set(naive.kept))
+    if not common:
+        return None
+    identical, overlaps = 0, []
+    for event_id in common:
+        a = [i.item_id for i in decode_recommendation(worker.kept[event_id]).items]
+        b = [i.item_id for i in decode_recommendation(naive.kept[event_id]).items]
+        identical += a == b
+        overlaps.append(len(set(a) & set(b)) / max(len(b), 1))
+    return {"compared": len(common), "identical": identical, "mean_overlap": round(sum(overlaps) / len(overlaps), 4)}
+
+
+def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
+    import os
+
+    from streamrec.benchmarks.load import prepare_workload
+    from streamrec.benchmarks.report import ratio
+    from streamrec.benchmarks.runner import run_side
+    from streamrec.config import LocalKafkaSettings
+
+    load_before = round(os.getloadavg()[0], 2)
+    if int(options["faiss_threads"]):  # also for building the model's index here
+        import faiss
+
+        faiss.omp_set_num_threads(int(options["faiss_threads"]))
+    items, users, events = int(options["items"]), int(options["users"]), int(options["events"])
+    rate = options["rate"]
+    rate = None if rate is None else float(rate)  # type: ignore[arg-type]
+    naive_events = options["naive_events"]
+    naive_events = min(events, 50_000) if naive_events is None else int(naive_events)  # type: ignore[call-overload]
+    shop_rate = options["shop_rate"] or rate or DEFAULT_SHOP_RATE
+    if options["fill_users"]:
+        from streamrec.benchmarks.load import fill_workload
+
+        base = prepare_workload(items, users, 1000, seed=int(options["seed"]), factory=str(options["factory"]),
+                                shop_rate=float(shop_rate), cache_dir=Path(str(options["cache_dir"])),
+                                dim=int(options["dim"]), log=log)
+        workload = fill_workload(base, seed=int(options["seed"]), log=log)
+        events = len(workload)
+        naive_events = min(naive_events, events)
+    else:
+        workload = prepare_workload(items, users, max(events, naive_events) if options["naive"] else events,
+                                    seed=int(options["seed"]), factory=str(options["factory"]), shop_rate=float(shop_rate),
+                                    cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+    run_id = f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    sides = []
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"streamrec-bench-{run_id}-")))
+        bootstrap = options["bootstrap"]
+        broker_pid = None
+        if bootstrap is None:
+            from streamrec.config import get_settings
+            from streamrec.kafka import KafkaLauncher
+
+            settings = get_settings().local_kafka.model_copy(
+                update={"home": workdir / "kafka", "port": _free_port(), "controller_port": _free_port()})
+            launcher = KafkaLauncher(settings, lib_dir=LocalKafkaSettings().home / "lib")
+            log(f"starting a broker on {launcher.bootstrap}")
+            launcher.up(timeout=120)
+            stack.callback(launcher.down)
+            bootstrap = launcher.bootstrap
+            broker_pid = launcher.status().pid
+        if options["stock_churn"]:
+            from streamrec.benchmarks.stock import run_stock_churn, stock_text
+
+            churn = run_stock_churn(str(bootstrap), workload.head(events), rate=rate or 2000.0, workdir=workdir,
+                                    partitions=int(options["partitions"]), log=log)
+            if not _save_and_echo(churn, options, "stock.json"):
+                click.echo(stock_text(churn))
+            return None
+        if options["floor"]:
+            from streamrec.benchmarks.floor import run_floor
+
+            floor = run_floor(str(bootstrap), broker_pid, log=log)
+            click.echo(json.dumps(floor, indent=2) if options["as_json"] else _floor_text(floor))
+            return None
+        common = dict(bootstrap=str(bootstrap), workdir=workdir, run_id=run_id, rate=rate,
+                      faiss_threads=int(options["faiss_threads"]),
+                      partitions=int(options["partitions"]), nprobe=options["nprobe"], timeout=float(options["timeout"]),
+                      broker_pid=broker_pid, log=log)
+        warmup = min(int(options["warmup_events"]), len(workload))
+        if warmup:
+            log(f"warming the broker up with {warmup:,} events (not measured)")
+            (workdir / "warmup").mkdir()
+            run_side("worker", workload.head(warmup), **{**common, "workdir": workdir / "warmup",
+                                                         "run_id": f"{run_id}-warmup", "rate": None,
+                                                         "log": lambda text: None})
+        naive_workload = workload.head(naive_events)
+        keep = naive_workload.last_event_ids() if options["naive"] else set()
+        worker = run_side("worker", workload.head(events), batch_size=options["batch_size"], profile=bool(options["profile"]),
+                          keep=keep, **common)
+        sides.append(worker)
+        log(f"worker: {worker.events_per_s or 0:,.0f} events/s, p99 {worker.latency_ms['p99'] or 0:,.0f} ms")
+        naive = None
+        if options["naive"]:
+            naive = run_side("naive", naive_workload, keep=keep, **common)
+            sides.append(naive)
+            log(f"naive: {naive.events_per_s or 0:,.0f} events/s, p99 {naive.latency_ms['p99'] or 0:,.0f} ms")
+        output = options["output"]
+        if output is not None:  # the sides' own logs, for their counters and warnings
+            Path(str(output)).mkdir(parents=True, exist_ok=True)
+            for side in sides:
+                if (workdir / f"{side.side}.log").exists():
+                    (Path(str(output)) / f"{side.side}.log").write_bytes((workdir / f"{side.side}.log").read_bytes())
+        profile = None
+        if worker.profile is not None:
+            from streamrec.benchmarks.profile import summarise
+
+            profile = summarise(worker.profile)
+            output = options["output"]
+            if output is not None:
+                Path(str(output)).mkdir(parents=True, exist_ok=True)
+                (Path(str(output)) / "worker.pyspy.txt").write_bytes(worker.profile.read_bytes())
+    from indexing.artifact import load_artifact
+
+    model = load_artifact(workload.model_dir, use_gpu=False)
+    result = {
+        "worker": worker.summary(),
+        "naive": naive.summary() if naive else None,
+        # Paced at --rate, both sides see the same events/s while they keep up: the ratio of
+        # sustained throughputs only means something flat out.
+        "ratio": ratio(worker, naive) if rate is None else None,
+        "agreement": _agreement(worker, naive) if naive else None,
+        "profile": profile,
+        "config": {
+            "items": items, "users": users, "events": events, "naive_events": naive_events if naive else None,
+            "rate": rate, "mode": "flat_out" if rate is None else "rate", "partitions": int(options["partitions"]),
+            "batch_size": options["batch_size"], "factory": model.meta.get("factory"), "nprobe": options["nprobe"],
+            "faiss_threads": int(options["faiss_threads"]) or "default",
+            "dim": model.dim, "item_vectors": workload.item_vectors, "model_items": model.n_items, "seed": int(options["seed"]),
+            "shop_rate": float(shop_rate), "bootstrap": "own broker" if options["bootstrap"] is None else "given",
+            "load_average_1m_before": load_before, "fill_users": bool(options["fill_users"]),
+        },
+        "hardware": hardware(),
+    }
+    mode = "flat out" if rate is None else f"{rate:g} events/s"
+    title = f"streamrec bench: {items:,} items, {users:,} users, {mode}"
+    return result, sides, title

@@ -1,0 +1,206 @@
+"""``streamrec evaluate``: every model under one protocol on one dataset, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streamrec.evaluation.models import MODEL_NAMES
+
+logger = logging.getLogger(__name__)
+
+from producers.readers import FORMATS
+
+PROTOCOLS = ["leave-one-out", "prequential"]
+
+
+def _model_names(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}; give a comma-separated list of "
+            f"{', '.join(MODEL_NAMES)}"
+        )
+    return names
+
+
+def _overrides(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    from streamrec.evaluation.models import served_params
+
+    pairs = {}
+    for item in value:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE (e.g. targets=svd)")
+        pairs[name.strip()] = text.strip()
+    try:
+        served_params(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return pairs
+
+
+@click.command()
+@click.option("--dataset", required=True, type=click.Path(path_type=Path),
+              help="Event file (e.g. ../shared/datasets/amazon-beauty/Beauty.txt).")
+@click.option("--format", "fmt", required=True, type=click.Choice(FORMATS), help="Format of --dataset.")
+@click.option("--protocol", default="leave-one-out", show_default=True, type=click.Choice(PROTOCOLS))
+@click.option("--models", "names", default=",".join(MODEL_NAMES), show_default=True, callback=_model_names,
+              help="Comma-separated models to evaluate.")
+@click.option("--users", "n_users", type=click.IntRange(min=10),
+              help="Evaluate a random sample of this many users (with all their events) instead of all.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the --users sample.")
+@click.option("--dim", type=click.IntRange(min=1), help="Served model's dimension [default: TrainParams.dim].")
+@click.option("--served-param", "served_param", multiple=True, metavar="NAME=VALUE", callback=_overrides,
+              help="Override a TrainParams or InterestParams field of the served model (repeatable), "
+                   "e.g. targets=svd or event_decay=0.7.")
+@click.option("--pretrain", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Prequential: share of the stream the models are first trained on (not scored).")
+@click.option("--retrain-every", default=20_000, show_default=True, type=click.IntRange(min=1),
+              help="Prequential: batch models are retrained on everything so far every N events.")
+@click.option("--recent-window", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="Events counted by popularity-recent.")
+@click.option("--window", default=5_000, show_default=True, type=click.IntRange(min=1),
+              help="Prequential: scored events in the moving-window HR@10.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Prequential: write the moving-window HR@10 of every model here (long format).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Prequential: plot the moving-window HR@10 of every model to this PNG.")
+@click.option("--through-kafka", is_flag=True,
+              help="Leave-one-out: also replay the histories through a real broker and worker and score its messages.")
+@click.option("--bootstrap", help="Kafka for --through-kafka [default: the local broker, started if needed].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
+def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: int | None, seed: int,
+             dim: int | None, served_param: dict[str, str], pretrain: float, retrain_every: int, recent_window: int, window: int,
+             csv_path: Path | None, plot_path: Path | None, through_kafka: bool, bootstrap: str | None,
+             as_json: bool) -> None:
+    """Measure recommendation quality: the served model and the baselines, one protocol.
+
+    \b
+    leave-one-out  per user the last item is the test item; full ranking, history masked (S3-Rec)
+    prequential    test-then-learn over the time-ordered stream (Vinagre et al. 2014)
+    """
+    from streamrec.evaluation.data import load_log, sample_users
+    from streamrec.evaluation.models import build_models
+    from streamrec.evaluation.protocols import run_leave_one_out, run_prequential
+    from streamrec.evaluation.report import plot_windows, record, window_rows, write_csv
+
+    if not dataset.is_file():
+        raise click.BadParameter(
+            f"there is no file {dataset}; the shared datasets live in ../shared/datasets "
+            f"(see its README.md for the files and formats)", param_hint="--dataset")
+    if through_kafka and protocol != "leave-one-out":
+        raise click.BadParameter("--through-kafka replays the leave-one-out protocol only", param_hint="--protocol")
+    if (csv_path or plot_path) and protocol != "prequential":
+        raise click.BadParameter("--csv and --plot are for the prequential protocol", param_hint="--protocol")
+
+    console = _console()
+    started = time.perf_counter()
+    try:
+        log = load_log(dataset, fmt)
+    except ValueError as exc:
+        raise click.ClickException(f"cannot read {dataset} as {fmt}: {exc}") from None
+    if n_users is not None:
+        log = sample_users(log, n_users, seed=seed)
+    console.log(f"{dataset.name}: {len(log):,} events, {log.n_users:,} users, {log.n_items:,} items "
+                f"(read in {time.perf_counter() - started:.1f} s)")
+    name = dataset.stem
+    results: list[dict[str, Any]] = []
+    outcomes = []
+    for model in build_models(names, dim=dim, recent_window=recent_window, served_overrides=served_param):
+        console.log(f"{model.name}: {protocol}")
+        if protocol == "leave-one-out":
+            outcome = run_leave_one_out(model, log)
+        else:
+            outcome = run_prequential(model, log, pretrain=max(1, int(pretrain * len(log))),
+                                      retrain_every=retrain_every)
+        outcomes.append(outcome)
+        results.append(record(outcome, name))
+        console.log(f"{model.name}: HR@10 {outcome.metrics['HR@10']:.4f}, NDCG@10 {outcome.metrics['NDCG@10']:.4f} "
+                    f"({outcome.seconds:.1f} s)")
+    if through_kafka:
+        results.append(_through_kafka(log, name, dim, served_param, bootstrap, console))
+    if protocol == "prequential" and (csv_path or plot_path):
+        every = max(1, window // 10)
+        rows = window_rows(outcomes, log, window=window, every=every)
+        if csv_path:
+            write_csv(rows, csv_path)
+            console.log(f"moving-window HR@10 -> {csv_path}")
+        if plot_path:
+            plot_windows(rows, plot_path, title=f"{name}: prequential HR@10 (retrain every {retrain_every:,})",
+                         window=window)
+            console.log(f"plot -> {plot_path}")
+    if as_json:
+        click.echo(json.dumps(results))
+    else:
+        _print_table(results)
+
+
+def _through_kafka(log, name: str, dim: int | None, overrides: dict[str, str], bootstrap: str | None,  # noqa: ANN001
+                   console) -> dict[str, Any]:  # noqa: ANN001
+    from contextlib import ExitStack
+    from dataclasses import replace
+
+    from streamrec.config import get_settings
+    from streamrec.evaluation.models import served_params
+    from streamrec.evaluation.through_kafka import run_through_kafka
+
+    params, interest = served_params(overrides)
+    if interest != type(interest)():
+        raise click.BadParameter("the worker runs the default InterestParams: --through-kafka cannot override them",
+                                 param_hint="--served-param")
+    params = params if dim is None else replace(params, dim=dim)
+    with ExitStack() as stack:
+        if bootstrap is None:
+            from streamrec.kafka import KafkaLauncher
+
+            launcher = KafkaLauncher(get_settings().local_kafka)
+            if launcher.up(timeout=120):
+                stack.callback(launcher.down)
+                console.log(f"started the local broker on {launcher.bootstrap}")
+            bootstrap = launcher.bootstrap
+        outcome = run_through_kafka(log, bootstrap=bootstrap, train_params=params,
+                                    partitions=get_settings().kafka.partitions, progress=console.log)
+    console.log(f"through Kafka: HR@10 {outcome.metrics['HR@10']:.4f} (in process {outcome.in_process_metrics['HR@10']:.4f}); "
+                f"{outcome.same_lists:,} of {outcome.users:,} lists identical, {outcome.hit_disagreements} hit disagreements")
+    return {
+        "name": "served-through-kafka",
+        "served": True,
+        "dataset": name,
+        "protocol": "leave-one-out",
+        **outcome.metrics,
+        "users": outcome.users,
+        "seconds": round(outcome.seconds, 2),
+        "in_process": outcome.in_process_metrics,
+        "identical_lists": outcome.same_lists,
+        "hit_disagreements": outcome.hit_disagreements,
+        "events_published": outcome.events_published,
+        "messages_read": outcome.messages_read,
+        "replay_seconds": round(outcome.replay_seconds, 2),
+    }
+
+
+def _console():  # noqa: ANN202 - rich.console.Console
+    from rich.console import Console
+
+    return Console(stderr=True, log_path=False)
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = [k for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20") if any(k in r for r in results)]
+    table = Table(title=f"{results[0]['dataset']} · {results[0]['protocol']}" if results else "no results")
+    for column in ["model", *metrics, "users", "seconds"]:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in results:
+        label = f"{r['name']} (served)" if r["served"] and r["name"] == "served" else r["name"]
+        table.add_row(label, *[f"{r[m]:.4f}" if m in r else "-" for m in metrics], f"{r['users']:,}", f"{r['seconds']:.1f}")
+    Console().print(table)

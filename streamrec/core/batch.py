@@ -1,0 +1,400 @@
+"""One micro-batch of raw messages in, new user states, recommendations and rejects out.
+
+This is everything the worker *decides*, with no Kafka and no Faust in it: the engines only
+read states, call :func:`prepare_batch` / :func:`finish_batch` (or :func:`process_batch`),
+and write what they return. Several events of one user in a batch are applied in order and
+produce one recommendation, triggered by that user's last event in the batch. The item side
+(catalog rules, new items, trending) is a :class:`streamrec.core.items.LiveItems`; an event on an
+item the model has never seen is accepted and makes the item a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+import numpy as np
+
+from streamrec.contract import (
+    EVENT_TYPE_CODES,
+    Event,
+    InvalidEvent,
+    Recommendation,
+    ScoredItem,
+    decode_event,
+    encode_dead_letter,
+)
+from streamrec.core.interest import InterestParams, fold_events, update_batch
+from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
+from streamrec.core.state import RecentEvent, UserState
+
+#: How many of a user's newest events name the categories their backfill comes from.
+RECENT_CATEGORY_EVENTS = 10
+
+
+def live_items(items: LiveItems | ArtifactLike) -> LiveItems:
+    """``items`` itself, or the default live item side of a bare model (kept on the model, so
+    that calls with the same model share it)."""
+    if isinstance(items, LiveItems):
+        return items
+    live = getattr(items, "_live_items", None)
+    if live is None:
+        live = items._live_items = LiveItems(ItemsModel.from_artifact(items))  # type: ignore[attr-defined]
+    return live
+
+
+class Message(NamedTuple):
+    """A raw message as the agent hands it over: bytes plus where it came from."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message that broke the contract: its position in the batch and why."""
+
+    position: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    #: New state per user, in first-seen order, with the position of the user's last event.
+    states: dict[str, tuple[UserState, int]] = field(default_factory=dict)
+    recommendations: list[Recommendation] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: Positions of events already applied before (re-sent or replayed), skipped.
+    duplicates: list[int] = field(default_factory=list)
+
+
+def dead_letter(rejected: Rejected, message: Message, topic: str) -> bytes:
+    """The dead-letter record of a rejected message: its original bytes, the reason and where
+    it came from (``topic`` and the message's partition and offset)."""
+    return encode_dead_letter(message.value, rejected.reason, rejected.detail, topic=topic,
+                              partition=message.partition, offset=message.offset)
+
+
+def decode_batch(
+    messages: Sequence[Message], *, now: float | None = None
+) -> tuple[list[tuple[int, Event]], list[Rejected]]:
+    """Decode and validate ``(key, value)`` messages against the contract (any item id is
+    accepted: one the model does not know becomes a new item)."""
+    accepted: list[tuple[int, Event]] = []
+    rejected: list[Rejected] = []
+    now = time.time() if now is None else now
+    for position, (key, value, _, _) in enumerate(messages):
+        try:
+            event = decode_event(value, now=now)
+        except InvalidEvent as exc:
+            rejected.append(Rejected(position, exc.reason, exc.detail))
+            continue
+        if key is None or key != event.user_id.encode():
+            rejected.append(
+                Rejected(position, "key_mismatch", f"the message key must be the user_id {event.user_id!r}, got {key!r}")
+            )
+        else:
+            accepted.append((position, event))
+    return accepted, rejected
+
+
+def rebuild_state(state: UserState, items: LiveItems | ArtifactLike, params: InterestParams) -> UserState:
+    """Re-derive a user's vector in a new model's space from their recent events."""
+    items = live_items(items)
+    known = [(items.row(event.item_id), event.type, event.ts) for event in state.recent]
+    vector, last_ts = fold_events(known, items.context, params)
+    return replace(state, vector=vector, last_ts=last_ts if known else state.last_ts, model_version=items.version)
+
+
+def is_duplicate(state: UserState | None, seen_ids: set[str], event: Event, message: Message) -> bool:
+    """Was this event applied before? Either the same offset was replayed (after a crash or
+    a rebalance: the state already reflects it) or the same ``event_id`` was re-sent."""
+    if state is not None and message.partition == state.partition and 0 <= message.offset <= state.offset:
+        return True
+    return event.event_id in seen_ids
+
+
+@dataclass
+class PreparedBatch:
+    """A batch decided up to its search: the new states, and the users' query vectors,
+    exclusions and triggering events. :func:`finish_batch` turns it into the result once
+    the search is done (the batch engine searches in a thread, overlapping the next batch)."""
+
+    result: BatchResult
+    users: list[str]
+    vectors: np.ndarray
+    exclusions: list[set[int]]
+    triggers: list[Event]
+    items: LiveItems
+    k: int
+    #: Rows of each user's newest items, newest last (their categories lead the backfill).
+    recent_rows: list[list[int]] = field(default_factory=list)
+    view: SearchView | None = None
+
+    def search(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
+        runs; the item side's snapshot was taken when the batch was prepared)."""
+        view = self.view or self.items.view()
+        return view.search(self.vectors, self.k, self.exclusions)
+
+
+def process_batch(
+    messages: Sequence[Message],
+    load_state: Callable[[str, int], UserState | None],
+    model: LiveItems | ArtifactLike,
+    params: InterestParams,
+    *,
+    now: float | None = None,
+) -> BatchResult:
+    """Decode, skip duplicates, update every touched user's vector, search once, build outputs.
+
+    ``load_state(user_id, position)`` returns the stored state (``position`` is the index
+    of one of the user's messages, for stores that need the message's partition).
+    A user whose events in the batch were all duplicates gets their last recommendation
+    again only when the newest duplicate is the last event their state reflects (its list
+    may have been lost in a crash); the list is then the same as before.
+    """
+    prepared = prepare_batch(messages, load_state, model, params, now=now)
+    return finish_batch(prepared, *prepared.search())
+
+
+def prepare_batch(
+    messages: Sequence[Message],
+    load_state: Callable[[str, int], UserState | None],
+    model: LiveItems | ArtifactLike,
+    params: InterestParams,
+    *,
+    now: float | None = None,
+) -> PreparedBatch:
+    """Everything :func:`process_batch` does before its search, in four steps: decode
+    (:func:`decode_batch`), keep what was not applied before (:func:`select_fresh`), apply the
+    events to the users' vectors (:func:`apply_events`), and build the new states with what the
+    search and the lists need (:func:`new_states`)."""
+    items = live_items(model)
+    accepted, rejected = decode_batch(messages, now=now)
+    result = BatchResult(rejected=rejected)
+    selection = select_fresh(messages, group_by_user(accepted), load_state, items, params, result.duplicates)
+    applied = apply_events(selection, items, params, result)
+    return new_states(messages, selection, applied, items, params, result)
+
+
+def group_by_user(accepted: Sequence[tuple[int, Event]]) -> dict[str, list[tuple[int, Event]]]:
+    """Accepted ``(position, event)`` pairs per user, in batch order, users in first-seen order."""
+    per_user: dict[str, list[tuple[int, Event]]] = {}
+    for position, event in accepted:
+        per_user.setdefault(event.user_id, []).append((position, event))
+    return per_user
+
+
+@dataclass
+class Selection:
+    """The batch's users and what of their events is new."""
+
+    #: Each user's stored state, in the current model's space (None for a new user).
+    old_states: dict[str, UserState | None]
+    #: Events to apply, per user, in batch order.
+    fresh: dict[str, list[tuple[int, Event]]]
+    #: Users whose only events in the batch repeat the state's own last event: their list is sent again.
+    resend: dict[str, tuple[int, Event]]
+
+    @property
+    def users(self) -> list[str]:
+        """Users that get a list, fresh ones first."""
+        return list(self.fresh) + list(self.resend)
+
+
+def select_fresh(
+    messages: Sequence[Message],
+    per_user: dict[str, list[tuple[int, Event]]],
+    load_state: Callable[[str, int], UserState | None],
+    items: LiveItems,
+    params: InterestParams,
+    duplicates: list[int],
+) -> Selection:
+    """The de-duplication and offset guarantee, whole: every event is applied at most once.
+
+    A user's stored state records the source partition and offset of the newest event it
+    reflects and the ids of its recent events; an event at or below that offset (replayed after
+    a crash or a rebalance) or with a recent id (re-sent) is a duplicate: skipped, its position
+    added to ``duplicates``. A user all of whose events in the batch were duplicates gets their
+    last list again only when the newest duplicate is the state's own last event (its list may
+    have been lost in a crash). States of an older model version are rebuilt in the current
+    one's space first (:func:`rebuild_state`).
+    """
+    old_states: dict[str, UserState | None] = {}
+    fresh: dict[str, list[tuple[int, Event]]] = {}
+    resend: dict[str, tuple[int, Event]] = {}
+    for user_id, events in per_user.items():
+        state = load_state(user_id, events[0][0])
+        if state is not None and state.model_version != items.version:
+            state = rebuild_state(state, items, params)
+        old_states[user_id] = state
+        seen = {r.event_id for r in state.recent} if state is not None else set()
+        kept = []
+        for position, event in events:
+            if is_duplicate(state, seen, event, messages[position]):
+                duplicates.append(position)
+                if state is not None and state.recent and state.recent[-1].event_id == event.event_id:
+                    resend[user_id] = (position, event)
+            else:
+                seen.add(event.event_id)
+                kept.append((position, event))
+        if kept:
+            fresh[user_id] = kept
+            resend.pop(user_id, None)
+        elif user_id in resend and resend[user_id][0] != events[-1][0]:
+            del resend[user_id]  # a later duplicate than the state's last event came: nothing to re-send
+    return Selection(old_states, fresh, resend)
+
+
+@dataclass
+class Applied:
+    """The users' vectors after the batch's fresh events, and those events as arrays."""
+
+    vectors: np.ndarray  # (users, d), rows in Selection.users order
+    last_ts: np.ndarray
+    rows: np.ndarray  # per fresh event (users' order, then batch order): the item's row
+    type_codes: np.ndarray
+    ts: np.ndarray
+    #: Per event on a new item: its position among the fresh events, the user's vector just
+    #: before it and whether the user had an event before.
+    on_new: np.ndarray
+    before: np.ndarray
+    had_before: np.ndarray
+
+
+def apply_events(selection: Selection, items: LiveItems, params: InterestParams, result: BatchResult) -> Applied:
+    """Apply every fresh event to its user's vector (:func:`streamrec.core.interest.update_batch`).
+    A user whose vector the update makes non-finite has all their events of the batch rejected
+    (``non_finite_vector``) and keeps their stored state: a broken vector is never stored or
+    searched."""
+    users = selection.users
+    slot_of = {user_id: slot for slot, user_id in enumerate(users)}
+    vectors = np.zeros((len(users), items.dim), dtype=np.float32)
+    last_ts = np.full(len(users), np.nan)
+    for slot, user_id in enumerate(users):
+        state = selection.old_states[user_id]
+        if state is not None:
+            vectors[slot] = state.vector
+            last_ts[slot] = np.nan if state.last_ts is None else state.last_ts
+    events = [event for user_id in selection.fresh for _, event in selection.fresh[user_id]]
+    rows = items.rows_for(events)
+    type_codes = np.fromiter((EVENT_TYPE_CODES[e.type] for e in events), dtype=np.int64, count=len(events))
+    ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events))
+    on_new = np.flatnonzero(rows >= items.n_model)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        captured = update_batch(
+            vectors, last_ts, np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events)),
+            rows, type_codes, ts, items.context, params, capture=on_new if len(on_new) else None,
+        )
+    before, had_before = captured if captured is not None else (np.zeros((0, items.dim), np.float32), np.zeros(0, bool))
+    with np.errstate(invalid="ignore"):  # inf + -inf is NaN: not finite, as it should be
+        finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))  # the test UserState applies
+    if not finite.all():
+        for slot in np.flatnonzero(~finite):
+            user_id = users[slot]
+            for position, _ in selection.fresh.get(user_id, []):
+                result.rejected.append(Rejected(position, "non_finite_vector", f"the update made {user_id!r}'s vector non-finite"))
+            selection.resend.pop(user_id, None)
+        result.rejected.sort(key=lambda r: r.position)
+        # The user's events stay in the arrays (they still count as trending and new items'
+        # positions stay aligned); only their state and list are dropped, in new_states.
+    return Applied(vectors, last_ts, rows, type_codes, ts, on_new, before, had_before)
+
+
+def new_states(
+    messages: Sequence[Message],
+    selection: Selection,
+    applied: Applied,
+    items: LiveItems,
+    params: InterestParams,
+    result: BatchResult,
+) -> PreparedBatch:
+    """Each user's new state (recent events, purchases, source offset), exclusions, triggering
+    event and recent rows; new items learn from the events on them; trending counts the events."""
+    users = selection.users
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(applied.vectors.sum(axis=1, dtype=np.float64))
+    broken = {users[slot] for slot in np.flatnonzero(~finite)}
+    exclusions: list[set[int]] = []
+    triggers: list[Event] = []
+    recent_rows: list[list[int]] = []
+    kept_slots: list[int] = []
+    row_of, new_from, rows = items.row_of, items.n_model, applied.rows
+    captured_at = {int(e): c for c, e in enumerate(applied.on_new)}
+    j = 0  # event j of the fresh events (users' order, then batch order)
+    for slot, user_id in enumerate(users):
+        old = selection.old_states[user_id]
+        recent = list(old.recent) if old else []
+        purchased = list(old.purchased) if old else []
+        if user_id in selection.fresh:
+            learn = user_id not in broken
+            previous = row_of.get(recent[-1].item_id) if recent else None
+            for _, event in selection.fresh[user_id]:
+                row = int(rows[j])
+                if learn and row >= new_from:
+                    c = captured_at[j]
+                    items.fold_in(row, applied.before[c] if applied.had_before[c] else None, previous)
+                elif learn and previous is not None and previous >= new_from:
+                    items.link(previous, row)
+                previous = row
+                j += 1
+                recent.append(RecentEvent(event.event_id, event.item_id, event.type, event.ts))
+                if event.type == "purchase":
+                    if event.item_id in purchased:
+                        purchased.remove(event.item_id)
+                    purchased.append(event.item_id)
+            if user_id in broken:
+                continue
+            position, trigger = selection.fresh[user_id][-1]
+            source = messages[position]
+            result.states[user_id] = (
+                UserState(
+                    vector=applied.vectors[slot].copy(),
+                    last_ts=None if np.isnan(applied.last_ts[slot]) else float(applied.last_ts[slot]),
+                    n_events=(old.n_events if old else 0) + len(selection.fresh[user_id]),
+                    model_version=items.version,
+                    recent=tuple(recent[-params.history_size :]),
+                    purchased=tuple(purchased[-params.max_exclusions :]),
+                    partition=source.partition,
+                    offset=source.offset,
+                ),
+                position,
+            )
+        else:
+            position, trigger = selection.resend[user_id]
+        kept_slots.append(slot)
+        triggers.append(trigger)
+        exclusions.append(items.exclusions(purchased))
+        recent_rows.append([row_of.get(r.item_id, -1) for r in recent[-RECENT_CATEGORY_EVENTS:]])
+    items.observe(rows, applied.type_codes, applied.ts)
+    kept_users = [users[slot] for slot in kept_slots]
+    return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
+                         recent_rows, items.view())
+
+
+def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
+    """The batch's result, with one recommendation per user from the search's rows and scores,
+    after the item side's rules (:meth:`streamrec.core.items.LiveItems.finish_list`)."""
+    result, k, items = prepared.result, prepared.k, prepared.items
+    produced_at = time.time()
+    item_ids = items.item_ids
+    blocked = items.blocked
+    for slot, user_id in enumerate(prepared.users):
+        trigger = prepared.triggers[slot]
+        found = rows[slot].tolist()
+        n_found = k - found.count(-1)  # -1 pads the end of a short list
+        if n_found == k and not any(map(blocked, found)):
+            chosen = tuple(map(ScoredItem, map(item_ids.__getitem__, found), scores[slot].tolist()))
+        else:
+            chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
+                                       prepared.exclusions[slot], prepared.recent_rows[slot])
+        result.recommendations.append(
+            Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at)
+        )
+    return result

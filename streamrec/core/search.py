@@ -1,0 +1,123 @@
+"""Searching item vectors: top k per user, with per-user exclusions and shop-wide blocked rows.
+
+Pure (numpy and FAISS, no Kafka): the worker's core searches through it, and so do the
+evaluation harness and the benchmarks. Building, saving and loading indexes is
+:mod:`indexing.index` and :mod:`indexing.artifact`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import faiss
+import numpy as np
+
+
+def check_vectors(vectors: np.ndarray, what: str = "item vectors") -> np.ndarray:
+    """Return ``vectors`` as C-contiguous float32 ``(n, d)``; raise ValueError if not finite."""
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
+        raise ValueError(f"{what} contain NaN or infinite values in {bad} row(s)")
+    return array
+
+
+#: Exact search of a batch from this many queries on goes through one BLAS matrix product.
+BLAS_FROM_QUERIES = 16
+
+
+def use_blas_from(n_queries: int, dim: int) -> None:
+    """Make FAISS's exact (flat) search use BLAS for batches of ``n_queries`` or more.
+
+    FAISS 1.15 switches when ``n_queries * dim`` reaches ``distance_compute_blas_threshold``
+    (128,000 by default: 1,000 queries at d = 128). Below that it streams the whole catalog
+    through the cache once per query, which is slower for batches of more than a few queries
+    and faster for one (docs/performance.md).
+    """
+    faiss.cvar.distance_compute_blas_threshold = n_queries * dim
+
+
+def fetch_sizes(k: int, n_excluded: np.ndarray, n_total: int) -> np.ndarray:
+    """How many neighbours to fetch per query so that ``k`` remain after its exclusions:
+    ``k`` for a query without any, else ``k`` plus the next power of two at or above its
+    count (so a batch needs a few search calls, not one per query), at most ``n_total``.
+
+    >>> fetch_sizes(10, np.array([0, 1, 3, 4, 100]), 1000).tolist()
+    [10, 11, 14, 14, 138]
+    """
+    n_excluded = np.asarray(n_excluded, dtype=np.int64)
+    padded = np.where(n_excluded > 0, 1 << np.ceil(np.log2(np.maximum(n_excluded, 1))).astype(np.int64), 0)
+    return np.minimum(k + padded, n_total)
+
+
+def _selector_params(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchParameters | None:
+    """Search parameters that skip rows whose bit in ``allowed`` is 0 (a bitmap, bit i of byte
+    i // 8 for row i), for CPU indexes; None where the index cannot take a selector (GPU)."""
+    if "Gpu" in type(index).__name__:
+        return None
+    selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(allowed))
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=int(ivf.nprobe))
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    params.referenced = (selector, allowed)  # keep both alive while the search runs
+    return params
+
+
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    exclude: Sequence[Collection[int]] | None = None,
+    *,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows and scores per query, skipping each query's excluded rows and, with
+    ``allowed`` (a packed little-endian bitmap over the index's rows), every row whose bit is 0.
+
+    Returns ``(rows, scores)`` of shape ``(n_queries, k)``; rows are -1 (score -inf) where
+    fewer than ``k`` items remain. Queries are searched in groups of equal fetch size
+    (:func:`fetch_sizes`): one user with many exclusions does not make the whole batch fetch
+    (and heap-sort) hundreds of neighbours. Disallowed rows are skipped inside the search
+    (a FAISS ID selector) where the index takes one, else fetched past and filtered.
+
+    >>> index = faiss.IndexFlatIP(2); index.add(np.array([[1, 0], [0.9, 0.1], [0, 1]], np.float32))
+    >>> search(index, np.array([[1, 0]], np.float32), 2, allowed=np.packbits([0, 1, 1], bitorder="little"))[0].tolist()
+    [[1, 2]]
+    """
+    queries = check_vectors(queries, "query vectors")
+    n = len(queries)
+    rows_out = np.full((n, k), -1, dtype=np.int64)
+    scores_out = np.full((n, k), -np.inf, dtype=np.float32)
+    if n == 0 or index.ntotal == 0:
+        return rows_out, scores_out
+    use_blas_from(BLAS_FROM_QUERIES, index.d)
+    n_excluded = np.zeros(n, dtype=np.int64) if exclude is None else np.fromiter(map(len, exclude), np.int64, count=n)
+    params = None
+    if allowed is not None:
+        params = _selector_params(index, allowed)
+        if params is None:  # no selector: treat the disallowed rows as every query's exclusions
+            banned = set(np.flatnonzero(~np.unpackbits(allowed, count=index.ntotal, bitorder="little").astype(bool)).tolist())
+            exclude = [banned | set(rows) for rows in (exclude or [()] * n)]
+            n_excluded = np.fromiter(map(len, exclude), np.int64, count=n)
+    fetch = fetch_sizes(k, n_excluded, index.ntotal)
+    for size in np.unique(fetch).tolist():
+        group = np.flatnonzero(fetch == size)
+        whole = len(group) == n
+        scores, rows = index.search(queries if whole else queries[group], size, params=params)
+        if not n_excluded[group].any():
+            width = min(k, size)
+            rows_out[group, :width] = rows[:, :width]
+            scores_out[group, :width] = scores[:, :width]
+            continue
+        for j, q in enumerate(group.tolist()):
+            keep = rows[j] >= 0
+            if n_excluded[q]:
+                keep &= ~np.isin(rows[j], np.fromiter(exclude[q], np.int64, count=n_excluded[q]))
+            kept = np.flatnonzero(keep)[:k]
+            rows_out[q, : len(kept)] = rows[j, kept]
+            scores_out[q, : len(kept)] = scores[j, kept]
+    return rows_out, scores_out

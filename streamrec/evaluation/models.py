@@ -1,0 +1,91 @@
+"""Every model the harness evaluates, by name, with its documented default settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from streamrec.evaluation.base import Recommender
+
+#: Report order: the served model first, then the baselines.
+MODEL_NAMES: tuple[str, ...] = ("served", "popularity", "popularity-recent", "item-knn", "als", "isgd")
+
+
+def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 - (TrainParams, InterestParams)
+    """The worker's defaults, with ``overrides`` (field name -> text) applied to the
+    :class:`~indexing.train.TrainParams` or :class:`~streamrec.core.interest.InterestParams` field
+    of that name; raises ValueError naming an unknown field or a bad value."""
+    from dataclasses import fields, replace
+
+    from indexing.train import TrainParams
+    from streamrec.core.interest import InterestParams
+
+    train, interest = TrainParams(), InterestParams()
+    for name, text in (overrides or {}).items():
+        for params in (train, interest):
+            field = next((f for f in fields(params) if f.name == name and f.name != "event_weights"), None)
+            if field is not None:
+                value = _parse(text, type(getattr(params, name)), name)
+                if params is train:
+                    train = replace(train, **{name: value})
+                else:
+                    interest = replace(interest, **{name: value})
+                break
+        else:
+            known = sorted({f.name for f in fields(train) + fields(interest)} - {"event_weights"})
+            raise ValueError(f"unknown served-model parameter {name!r}; choose from {', '.join(known)}")
+    return train, interest
+
+
+def _parse(text: str, kind: type, name: str) -> object:
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(f"{name} must be true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes", "on")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+
+
+def _served(dim: int | None, overrides: Mapping[str, str] | None) -> Recommender:
+    from dataclasses import replace
+
+    from streamrec.evaluation.served import ServedModel
+
+    train, interest = served_params(overrides)
+    return ServedModel(train if dim is None else replace(train, dim=dim), interest)
+
+
+def _factories(
+    dim: int | None, recent_window: int, overrides: Mapping[str, str] | None
+) -> dict[str, Callable[[], Recommender]]:
+    from streamrec.evaluation.als import ALS
+    from streamrec.evaluation.baselines import ItemKNN, Popularity, RecentPopularity
+    from streamrec.evaluation.isgd import ISGD
+
+    return {
+        "served": lambda: _served(dim, overrides),
+        "popularity": Popularity,
+        "popularity-recent": lambda: RecentPopularity(window=recent_window),
+        "item-knn": ItemKNN,
+        "als": ALS,
+        "isgd": ISGD,
+    }
+
+
+def build_models(
+    names: Sequence[str] | None = None, *, dim: int | None = None, recent_window: int = 10_000,
+    served_overrides: Mapping[str, str] | None = None,
+) -> list[Recommender]:
+    """Fresh models by name (all of :data:`MODEL_NAMES` when ``names`` is None).
+
+    ``dim`` overrides the served model's dimension (``TrainParams.dim``) for quick runs;
+    ``served_overrides`` any other of its parameters (see :func:`served_params`).
+    """
+    names = list(MODEL_NAMES if names is None else names)
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+    served_params(served_overrides)  # fail early on a bad override
+    factories = _factories(dim, recent_window, served_overrides)
+    return [factories[name]() for name in names]

@@ -1,0 +1,147 @@
+"""The served model, through the worker's own code.
+
+Nothing here re-implements the model: item vectors come from
+:func:`indexing.train.train_model`, the FAISS index from
+:func:`indexing.index.build_index`, user vectors from :func:`streamrec.core.interest.update_batch`
+(new events) and :func:`streamrec.core.interest.fold_events` (rebuilding a user's vector from their
+recent events when a new model version arrives, as :func:`streamrec.core.batch.rebuild_state`
+does), and recommendations from :func:`streamrec.core.search.search` with the user's exclusions.
+What the adapter adds is the bookkeeping the worker keeps in its RocksDB table: per user the
+vector, the newest event time and the last ``history_size`` accepted events.
+
+The adapter serves the trained catalog: an event whose item the current model does not know
+is not applied, and such items are never recommended (the worker makes them new items, with a
+catalog prior and fold-in; their quality is measured separately, docs/lifecycle.md).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import numpy as np
+
+from indexing.index import build_index
+from indexing.train import TrainParams, interactions_from_arrays, train_model
+from streamrec.contract import EVENT_TYPES
+from streamrec.core.interest import InterestParams, fold_events, update_batch
+from streamrec.core.search import search
+from streamrec.evaluation.base import Recommender
+from streamrec.evaluation.data import EventLog
+
+
+class ServedModel(Recommender):
+    """Transition-matrix item vectors, a decayed user vector per event, FAISS inner product."""
+
+    name = "served"
+    served = True
+
+    def __init__(
+        self,
+        train_params: TrainParams | None = None,
+        interest_params: InterestParams | None = None,
+        factory: str = "Flat",
+    ) -> None:
+        self.train_params = train_params or TrainParams()
+        self.interest_params = interest_params or InterestParams()
+        self.factory = factory
+        self.context = np.zeros((0, self.train_params.dim), np.float32)
+        self.target = np.zeros((0, self.train_params.dim), np.float32)
+        self.index = None
+        self.model_item_ids: list[str] = []
+        self.model_row = np.zeros(0, np.int64)  # log item row -> model row, -1 if unknown
+        self.log_row = np.zeros(0, np.int64)  # model row -> log item row
+        self.vectors = np.zeros((0, self.train_params.dim), np.float32)
+        self.last_ts = np.zeros(0)
+        self.recent: list[deque[tuple[int, int, float]]] = []
+        self.summary: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ learning
+
+    def fit(self, log: EventLog) -> None:
+        """Train a new model version on ``log`` and move every user's state to it.
+
+        The first fit applies all of ``log``'s events to the users' (empty) states, as if
+        the worker had processed them with this model; a later fit rebuilds every user's
+        vector from their recent accepted events, as the worker does on a model swap.
+        """
+        first = self.index is None
+        item_names = np.asarray(log.item_ids)
+        data = interactions_from_arrays(
+            np.asarray(log.user_ids)[log.users], item_names[log.items], log.types, log.ts
+        )
+        self.trained = train_model(data, self.train_params)
+        self.context, self.target, self.summary = self.trained.context, self.trained.target, self.trained.summary
+        self.index = build_index(self.target, self.factory)
+        self.model_item_ids = data.item_ids
+        row_of = {item: row for row, item in enumerate(log.item_ids)}
+        self.log_row = np.array([row_of[i] for i in data.item_ids], dtype=np.int64)
+        self.model_row = np.full(log.n_items, -1, dtype=np.int64)
+        self.model_row[self.log_row] = np.arange(len(self.log_row))
+
+        self.vectors = np.zeros((log.n_users, self.context.shape[1]), np.float32)
+        if first:
+            self.last_ts = np.full(log.n_users, np.nan)
+            self.recent = [deque(maxlen=self.interest_params.history_size) for _ in range(log.n_users)]
+            self._apply(log)
+        else:
+            for user, recent in enumerate(self.recent):
+                if recent:
+                    self._rebuild(user)
+
+    def _rebuild(self, user: int) -> None:
+        known = [
+            (int(self.model_row[item]), EVENT_TYPES[kind], ts)
+            for item, kind, ts in self.recent[user]
+            if self.model_row[item] >= 0
+        ]
+        vector, last_ts = fold_events(known, self.context, self.interest_params)
+        self.vectors[user] = vector
+        if known:  # as streamrec.core.batch.rebuild_state: no known event keeps the old time
+            self.last_ts[user] = last_ts
+
+    def observe(self, log: EventLog) -> None:
+        if self.index is None:
+            raise RuntimeError("fit the model first")
+        self._apply(log)
+
+    def _apply(self, log: EventLog) -> None:
+        rows = self.model_row[log.items]
+        accepted = np.flatnonzero(rows >= 0)
+        if not len(accepted):
+            return
+        users = log.users[accepted]
+        update_batch(
+            self.vectors, self.last_ts, users, rows[accepted], log.types[accepted].astype(np.int64),
+            log.ts[accepted], self.context, self.interest_params,
+        )
+        for user, item, kind, ts in zip(
+            users.tolist(), log.items[accepted].tolist(), log.types[accepted].tolist(), log.ts[accepted].tolist(),
+            strict=True,
+        ):
+            self.recent[user].append((item, kind, ts))
+
+    # ------------------------------------------------------------------ serving
+
+    def recommend(self, users: np.ndarray, k: int, exclude: Sequence[np.ndarray]) -> np.ndarray:
+        if self.index is None:
+            raise RuntimeError("fit the model first")
+        out = np.full((len(users), k), -1, dtype=np.int64)
+        for start in range(0, len(users), 4096):
+            block = users[start : start + 4096]
+            banned = []
+            for items in exclude[start : start + 4096]:
+                rows = self.model_row[np.asarray(items, dtype=np.int64)]
+                banned.append(set(rows[rows >= 0].tolist()))
+            rows, _ = search(self.index, self.vectors[block], k, banned)
+            out[start : start + len(block)] = np.where(rows >= 0, self.log_row[np.maximum(rows, 0)], -1)
+        return out
+
+    def user_vector(self, user: int) -> np.ndarray:
+        return self.vectors[user]
+
+    def describe(self) -> dict[str, object]:
+        train = {k: v for k, v in asdict(self.train_params).items()}
+        interest = {k: v for k, v in asdict(self.interest_params).items() if k not in ("k",)}
+        return {"train": train, "interest": interest, "factory": self.factory}

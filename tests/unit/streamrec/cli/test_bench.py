@@ -1,0 +1,53 @@
+"""The ``bench`` command's option checks and report formatting (no broker, no workload)."""
+
+from __future__ import annotations
+
+import numpy as np
+from click.testing import CliRunner
+
+from streamrec.benchmarks.report import markdown_index, markdown_sides, ratio, rolling_percentile
+from streamrec.benchmarks.runner import SideResult
+from streamrec.cli.bench import bench
+
+
+def test_a_bad_factory_is_refused_with_a_sentence():
+    result = CliRunner().invoke(bench, ["--factory", "NotAnIndex", "--events", "100"])
+    assert result.exit_code == 2
+    assert "is not a FAISS factory string" in result.output
+
+
+def test_bad_index_sizes_are_refused_with_a_sentence():
+    result = CliRunner().invoke(bench, ["--index-only", "--index-sizes", "12k"])
+    assert result.exit_code == 2
+    assert "comma-separated whole numbers" in result.output
+
+
+def side(name: str, rate: float | None) -> SideResult:
+    return SideResult(side=name, mode="flat_out", events=10, answered=10, recommendations=9, events_per_s=rate,
+                      latency_ms={"p50": 1.0, "p95": 2.0, "p99": 3.0, "mean": 1.5, "max": 4.0, "count": 10},
+                      cpu_s=1.0, cpu_s_total=2.0, rss_mb=100.0, ready_s=1.0, window_s=1.0, produce_rate=None,
+                      broker_cpu_s=None, bench_cpu_s=None, lag=[(0.0, 10), (1.0, 0)])
+
+
+def test_ratio_and_markdown_table():
+    worker, naive = side("worker", 5000.0), side("naive", 400.0)
+    assert ratio(worker, naive) == 12.5
+    assert ratio(worker, side("naive", None)) is None
+    result = {"worker": worker.summary(), "naive": naive.summary(), "ratio": 12.5}
+    table = markdown_sides(result)
+    assert "| events/s (sustained) | 5,000.0 | 400.0 |" in table
+    assert "12.5×" in table
+    assert result["worker"]["max_lag"] == 10 and result["worker"]["cpu_us_per_event"] == 1e5
+
+
+def test_index_rows_render():
+    row = {"n_items": 12000, "vectors": "trained", "factory": "Flat", "effort": None, "auto": True, "build_s": 0.01,
+           "bytes_per_item": 512.0, "recall_at_10": 1.0, "qps": {"1": 10.0, "64": 20.0, "1024": 30.0}}
+    assert "| 12,000 | trained | Flat (auto) | – | 0.0 | 512 | 1.000 | 10 | 20 | 30 |" in markdown_index([row])
+
+
+def test_rolling_percentile_per_window():
+    series = np.array([[0.0, 1.0], [0.1, 3.0], [0.6, 10.0], [0.7, np.nan]])
+    centers, values = rolling_percentile(series, 0.5, 50)
+    assert centers.tolist() == [0.25, 0.75]
+    assert values.tolist() == [2.0, 10.0]

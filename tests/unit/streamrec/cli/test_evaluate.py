@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from streamrec.cli.evaluate import evaluate
+from streamrec.evaluation.data import user_sequences
+from streamrec.evaluation.models import MODEL_NAMES, served_params
+
+
+@pytest.fixture
+def beauty_like(tmp_path, toy_log):
+    """The toy shop written as an Amazon sequence file (``user item item ...``)."""
+    path = tmp_path / "Toy.txt"
+    lines = [" ".join([toy_log.user_ids[u]] + [toy_log.item_ids[toy_log.items[n]] for n in seq])
+             for u, seq in enumerate(user_sequences(toy_log))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_json_lists_every_model_with_the_named_keys(beauty_like):
+    result = CliRunner().invoke(evaluate, ["--dataset", str(beauty_like), "--format", "amazon-seq", "--dim", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["name"] for r in records] == list(MODEL_NAMES)
+    for record in records:
+        for key in ("name", "served", "dataset", "protocol", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20",
+                    "users", "seconds"):
+            assert key in record
+        assert record["served"] == (record["name"] == "served")
+        assert record["dataset"] == "Toy" and record["protocol"] == "leave-one-out" and record["users"] == 300
+
+
+def test_prequential_writes_the_moving_window_csv_and_plot(beauty_like, tmp_path):
+    csv_path, png = tmp_path / "hr.csv", tmp_path / "hr.png"
+    result = CliRunner().invoke(evaluate, [
+        "--dataset", str(beauty_like), "--format", "amazon-seq", "--protocol", "prequential", "--models",
+        "served,popularity", "--dim", "8", "--retrain-every", "500", "--window", "200", "--csv", str(csv_path),
+        "--plot", str(png), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert {r["name"] for r in records} == {"served", "popularity"}
+    assert all(r["protocol"] == "prequential" and r["scored_events"] > 0 for r in records)
+    header, *rows = csv_path.read_text().splitlines()
+    assert header == "model,scored_events,stream_position,ts,hr10_window,hr10_cumulative"
+    final = {r.split(",")[0]: float(r.split(",")[-1]) for r in rows}
+    assert final == pytest.approx({r["name"]: r["HR@10"] for r in records}, abs=1e-4)
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--served-param", "targets=magic"], "targets must be"),
+    (["--served-param", "colour=blue"], "unknown served-model parameter"),
+    (["--served-param", "dim"], "NAME=VALUE"),
+    (["--models", "served,oracle"], "unknown model"),
+    (["--protocol", "prequential", "--through-kafka"], "leave-one-out protocol only"),
+])
+def test_bad_options_are_explained(beauty_like, args, message):
+    result = CliRunner().invoke(evaluate, ["--dataset", str(beauty_like), "--format", "amazon-seq", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_missing_dataset_is_explained(tmp_path):
+    result = CliRunner().invoke(evaluate, ["--dataset", str(tmp_path / "nope.txt"), "--format", "amazon-seq"])
+    assert result.exit_code == 2 and "shared datasets" in result.output
+
+
+def test_served_params_overrides_both_parameter_sets():
+    train, interest = served_params({"ridge": "0.5", "item_bias": "off", "event_decay": "0.7", "dim": "64"})
+    assert (train.ridge, train.item_bias, train.dim, interest.event_decay) == (0.5, False, 64, 0.7)
+    assert np.isclose(interest.half_life_s, 7 * 24 * 3600)
