@@ -14,7 +14,7 @@ from evaluation.models import MODEL_NAMES
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ["taobao", "retailrocket", "amazon-seq", "yoochoose", "jsonl", "csv"]
+FORMATS = ["taobao", "retailrocket", "amazon-seq", "yoochoose", "online-retail", "jsonl", "csv"]
 PROTOCOLS = ["leave-one-out", "prequential"]
 
 

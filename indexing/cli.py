@@ -10,7 +10,7 @@ import click
 
 from streamrec.config import get_settings
 
-FORMATS = ["taobao", "retailrocket", "amazon-seq", "yoochoose", "jsonl", "csv"]
+FORMATS = ["taobao", "retailrocket", "amazon-seq", "yoochoose", "online-retail", "jsonl", "csv"]
 
 
 def _events(dataset: Path | None, fmt: str | None, synthetic: bool, users: int, items: int, n_events: int, seed: int, limit):  # noqa: ANN001
