@@ -71,7 +71,7 @@ class ItemRules:
 
     repeat_purchase_categories: frozenset[str] = frozenset()
     trending_half_life_s: float = 6 * 3600.0
-    new_item_prior_events: float = 3.0
+    new_item_prior_events: float = 1.0
     #: Weight of each event type in the trending counts (order of ``EVENT_TYPES``).
     trending_weights: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 3.0)
 
