@@ -44,7 +44,7 @@ from streamrec.contract import (
 
 logger = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("taobao", "retailrocket", "amazon-seq", "yoochoose", "jsonl", "csv")
+FORMATS: tuple[str, ...] = ("taobao", "retailrocket", "amazon-seq", "yoochoose", "online-retail", "jsonl", "csv")
 
 #: Synthetic event time of the first item of every Amazon sequence, in Unix seconds
 #: (2017-07-14); item ``k`` of a user's sequence is stamped ``AMAZON_BASE_TS + k``.
@@ -54,6 +54,10 @@ TAOBAO_BEHAVIORS: dict[str, str] = {"pv": "view", "cart": "add_to_cart", "fav": 
 RETAILROCKET_EVENTS: dict[str, str] = {"view": "view", "addtocart": "add_to_cart", "transaction": "purchase"}
 RETAILROCKET_HEADER = ("timestamp", "visitorid", "event", "itemid", "transactionid")
 YOOCHOOSE_HEADER = ("SessionId", "ItemId", "Time")
+ONLINE_RETAIL_HEADER = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
+                        "CustomerID", "Country")
+#: Online Retail's ``InvoiceDate`` is UK local time.
+ONLINE_RETAIL_TIMEZONE = "Europe/London"
 
 #: How many bad lines per file are logged one by one before only the total is logged.
 _LOGGED_BAD_LINES = 10
@@ -88,6 +92,9 @@ class ReadStats:
     skipped: int = 0
     #: The first few bad lines' messages, for reports.
     errors: list[str] = field(default_factory=list)
+    #: Good lines that are deliberately not events, by reason (e.g. Online Retail's
+    #: ``guest`` checkouts and ``cancellation`` lines).
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class _LineError(Exception):
@@ -382,6 +389,116 @@ def read_yoochoose(
     return _read_lines(path, parse, header=YOOCHOOSE_HEADER, separator="\t", limit=limit, skip_bad=skip_bad, stats=stats)
 
 
+def read_online_retail(
+    path: str | Path, *, limit: int | None = None, skip_bad: bool = False, stats: ReadStats | None = None
+) -> Iterator[Event]:
+    """UCI Online Retail (gzip) CSV: ``InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country``.
+
+    One ``purchase`` per line of a known customer: ``user_id`` is ``CustomerID`` without the
+    file's trailing ``.0``, ``item_id`` the ``StockCode`` exactly as written, ``price`` the
+    ``UnitPrice``, ``ts`` the ``InvoiceDate`` read as UK local time (Europe/London, so summer
+    time is honoured). Guest lines (no ``CustomerID``) and cancellations (``InvoiceNo``
+    starting with ``C``) are not events: they are counted in ``stats.dropped`` (``guest``,
+    ``cancellation``). Descriptions may hold quoted commas, so the line is read as CSV.
+    """
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    path = Path(path)
+    _check_limit(limit)
+    stats = ReadStats() if stats is None else stats
+    prefix = _id_prefix("online-retail", path)
+    zone = ZoneInfo(ONLINE_RETAIL_TIMEZONE)
+    times: dict[str, float] = {}  # a whole invoice shares one InvoiceDate
+    if limit == 0:
+        return
+
+    def timestamp(text: str) -> float:
+        ts = times.get(text)
+        if ts is None:
+            try:
+                ts = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone).timestamp()
+            except ValueError:
+                raise _LineError(f"InvoiceDate {text!r} is not 'YYYY-MM-DD HH:MM:SS'") from None
+            if len(times) > 100_000:
+                times.clear()
+            times[text] = ts
+        return ts
+
+    def parse(fields: list[str], line_number: int) -> Event | None:
+        if len(fields) != len(ONLINE_RETAIL_HEADER):
+            raise _LineError(f"expected {len(ONLINE_RETAIL_HEADER)} comma-separated fields "
+                             f"({','.join(ONLINE_RETAIL_HEADER)}), got {len(fields)}")
+        invoice, stock_code, _description, _quantity, date, unit_price, customer, _country = fields
+        if invoice.startswith("C"):
+            stats.dropped["cancellation"] = stats.dropped.get("cancellation", 0) + 1
+            return None
+        customer = customer.strip()
+        if not customer:
+            stats.dropped["guest"] = stats.dropped.get("guest", 0) + 1
+            return None
+        if customer.endswith(".0"):
+            customer = customer[:-2]
+        _require(stock_code, "StockCode")
+        try:
+            price = float(unit_price)
+        except ValueError:
+            raise _LineError(f"UnitPrice {unit_price!r} is not a number") from None
+        if not 0.0 <= price < math.inf:
+            raise _LineError(f"UnitPrice {unit_price!r} must be a finite number >= 0")
+        return Event(f"{prefix}:{line_number}", customer, stock_code, "purchase", timestamp(date), None, price)
+
+    bad_utf8: dict[int, str] = {}
+
+    def decoded(handle: IO[bytes]) -> Iterator[str]:
+        for line_number, raw in enumerate(handle, start=1):
+            if line_number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad_utf8[line_number] = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                yield raw.decode("utf-8", "replace")
+
+    with _open_binary(path) as handle:
+        rows = csv.reader(decoded(handle))
+        try:
+            header = tuple(name.strip() for name in next(rows))
+        except StopIteration:
+            raise BadHeader(path, f"the file is empty; expected the header {','.join(ONLINE_RETAIL_HEADER)!r}") from None
+        stats.lines = rows.line_num
+        if header != ONLINE_RETAIL_HEADER:
+            raise BadHeader(path, f"expected the header {','.join(ONLINE_RETAIL_HEADER)!r}, found {','.join(header)!r}")
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                _record_bad(BadLine(path, rows.line_num, f"not valid CSV ({exc})"), stats, skip_bad)
+                continue
+            line_number = rows.line_num
+            stats.lines = line_number
+            if not row:
+                continue
+            try:
+                if line_number in bad_utf8:
+                    raise _LineError(bad_utf8.pop(line_number))
+                event = parse(row, line_number)
+            except _LineError as exc:
+                _record_bad(BadLine(path, line_number, str(exc)), stats, skip_bad)
+                continue
+            if event is None:
+                continue
+            stats.events += 1
+            yield event
+            if limit is not None and stats.events >= limit:
+                break
+    if stats.dropped:
+        logger.info("%s: not events: %s", path, ", ".join(f"{n:,} {why}" for why, n in sorted(stats.dropped.items())))
+    _finish(path, stats)
+
+
 def _validated(payload: dict[str, Any], default_id: str) -> Event:
     if payload.get("event_id") in (None, ""):
         payload["event_id"] = default_id
@@ -513,6 +630,7 @@ _READERS: dict[str, Callable[..., Iterator[Event]]] = {
     "retailrocket": read_retailrocket,
     "amazon-seq": read_amazon_seq,
     "yoochoose": read_yoochoose,
+    "online-retail": read_online_retail,
     "jsonl": read_jsonl,
     "csv": read_csv,
 }

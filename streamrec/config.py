@@ -111,7 +111,7 @@ class RulesSettings(BaseModel):
     trending_half_life_s: float = Field(6 * 3600.0, gt=0)
     #: How many events of users on a new item weigh as much as its catalog prior: its vector
     #: moves from the prior to what its users say as they accumulate (docs/model.md).
-    new_item_prior_events: float = Field(3.0, gt=0)
+    new_item_prior_events: float = Field(1.0, gt=0)
 
 
 class WorkerSettings(BaseModel):

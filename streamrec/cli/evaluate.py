@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 from producers.readers import FORMATS
 
-PROTOCOLS = ["leave-one-out", "prequential"]
+PROTOCOLS = ["leave-one-out", "prequential", "new-items"]
 
 
 def _model_names(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
@@ -75,16 +75,35 @@ def _overrides(_ctx: click.Context, _param: click.Parameter, value: tuple[str, .
 @click.option("--through-kafka", is_flag=True,
               help="Leave-one-out: also replay the histories through a real broker and worker and score its messages.")
 @click.option("--bootstrap", help="Kafka for --through-kafka [default: the local broker, started if needed].")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="New-items: the catalog [default: Online Retail's own log; <name>_item2attributes.json beside an "
+                   "Amazon sequence file; none otherwise].")
+@click.option("--train-fraction", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="New-items: the model is trained on this share of the events (by time); later items are new.")
+@click.option("--end-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="New-items: replay the stream up to this share of its events (0.5 with --train-fraction 0.4 "
+                   "is the validation segment before the default test segment).")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1),
+              help="New-items: events per micro-batch of the worker's core.")
+@click.option("--limit", type=click.IntRange(min=1), help="Read at most this many events of --dataset.")
+@click.option("--prior-events", type=click.FloatRange(min=0, min_open=True),
+              help="New-items: ItemRules.new_item_prior_events [default: the rule's default].")
+@click.option("--variants", default="frozen,fold-in,catalog,prior-only", show_default=True,
+              help="New-items: comma-separated variants to run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
 def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: int | None, seed: int,
              dim: int | None, served_param: dict[str, str], pretrain: float, retrain_every: int, recent_window: int, window: int,
              csv_path: Path | None, plot_path: Path | None, through_kafka: bool, bootstrap: str | None,
-             as_json: bool) -> None:
+             catalog_path: Path | None, train_fraction: float, end_fraction: float, batch_size: int, limit: int | None,
+             prior_events: float | None, variants: str, as_json: bool) -> None:
     """Measure recommendation quality: the served model and the baselines, one protocol.
 
     \b
     leave-one-out  per user the last item is the test item; full ranking, history masked (S3-Rec)
     prequential    test-then-learn over the time-ordered stream (Vinagre et al. 2014)
+    new-items      the worker's core replays the stream; items after the training cut are new:
+                   HR@10 on their events and how soon they are listed (streamrec/evaluation/new_items.py)
     """
     from streamrec.evaluation.data import load_log, sample_users
     from streamrec.evaluation.models import build_models
@@ -102,8 +121,12 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
 
     console = _console()
     started = time.perf_counter()
+    if protocol == "new-items":
+        _new_items(dataset, fmt, n_users, seed, dim, catalog_path, train_fraction, end_fraction, batch_size, limit,
+                   prior_events, variants, as_json, console)
+        return
     try:
-        log = load_log(dataset, fmt)
+        log = load_log(dataset, fmt, limit=limit)
     except ValueError as exc:
         raise click.ClickException(f"cannot read {dataset} as {fmt}: {exc}") from None
     if n_users is not None:
@@ -140,6 +163,60 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
         click.echo(json.dumps(results))
     else:
         _print_table(results)
+
+
+def _new_items(dataset: Path, fmt: str, n_users: int | None, seed: int, dim: int | None, catalog_path: Path | None,
+               train_fraction: float, end_fraction: float, batch_size: int, limit: int | None,
+               prior_events: float | None, variants: str, as_json: bool, console) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from indexing.train import TrainParams
+    from streamrec.core.items import ItemRules
+    from streamrec.evaluation.data import load_log, sample_users
+    from streamrec.evaluation.new_items import VARIANTS, catalog_for, run_new_items
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    if not chosen or any(v not in VARIANTS for v in chosen):
+        raise click.BadParameter(f"choose from {', '.join(VARIANTS)}", param_hint="--variants")
+    if not train_fraction < end_fraction:
+        raise click.BadParameter("--train-fraction must be below --end-fraction", param_hint="--train-fraction")
+    started = time.perf_counter()
+    try:
+        log = load_log(dataset, fmt, limit=limit)
+        catalog = catalog_for(dataset, fmt, catalog_path)
+    except ValueError as exc:
+        raise click.ClickException(f"cannot read {dataset} as {fmt}: {exc}") from None
+    if n_users is not None:
+        log = sample_users(log, n_users, seed=seed)
+    console.log(f"{dataset.name}: {len(log):,} events, {log.n_users:,} users, {log.n_items:,} items, "
+                f"catalog {len(catalog) if catalog else 0:,} records (read in {time.perf_counter() - started:.1f} s)")
+    params = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
+    rules = ItemRules() if prior_events is None else ItemRules(new_item_prior_events=prior_events)
+    outcome = run_new_items(log, catalog=catalog, variants=chosen, train_fraction=train_fraction,
+                            end_fraction=end_fraction, batch_size=batch_size, train_params=params, rules=rules,
+                            progress=console.log)
+    records = outcome.records(dataset.stem)
+    if as_json:
+        click.echo(json.dumps(records))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    d = outcome.details
+    table = Table(title=f"{dataset.stem} · new items · trained on {d['train_events']:,} events, "
+                        f"{d['scored_segment']:,} replayed after the cut, {d['new_items_in_segment']:,} new items")
+    columns = ["variant", "HR@10 new items", "HR@10 all", "listed", "delay events (median / p90)",
+               "delay hours (median / p90)", "seconds"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for r in records:
+        hours = ("-" if r["delay_seconds_median"] is None
+                 else f"{r['delay_seconds_median'] / 3600:.1f} / {r['delay_seconds_p90'] / 3600:.1f}")
+        table.add_row(r["variant"], f"{r['HR@10_new_items']:.4f} ({r['scored_new_item_events']:,})",
+                      f"{r['HR@10_all']:.4f} ({r['scored_events']:,})", f"{r['share_listed']:.1%}",
+                      "-" if r["delay_events_median"] is None else f"{r['delay_events_median']:.0f} / {r['delay_events_p90']:.0f}",
+                      hours, f"{r['seconds']:.1f}")
+    Console().print(table)
 
 
 def _through_kafka(log, name: str, dim: int | None, overrides: dict[str, str], bootstrap: str | None,  # noqa: ANN001

@@ -54,6 +54,12 @@ from streamrec.core.search import search
 
 #: Weight of each feature group in a new item's catalog prior.
 FEATURE_GROUP_WEIGHTS = {"cat": 4.0, "brand": 3.0, "attr": 2.0, "word": 1.0}
+#: How the features of one group are combined in a prior: ``"idf"`` averages the per-feature
+#: means weighted by ``log(1 + items / items with the feature)`` (a rare feature, a brand or an
+#: unusual title word, says more than one most items share); ``"pooled"`` is the plain mean of
+#: all the model items that share any of them (a common feature dominates, and the mean of
+#: thousands of unrelated items is a short, uninformative vector).
+PRIOR_WEIGHTING = "idf"
 _WORD = re.compile(r"[a-z0-9]{3,}")
 #: Trending counts are stored scaled by 2^((ts - ref) / half-life); past this exponent they
 #: are rescaled (float64 holds 2^1023).
@@ -66,7 +72,7 @@ class ItemRules:
 
     repeat_purchase_categories: frozenset[str] = frozenset()
     trending_half_life_s: float = 6 * 3600.0
-    new_item_prior_events: float = 3.0
+    new_item_prior_events: float = 1.0
     #: Weight of each event type in the trending counts (order of ``EVENT_TYPES``).
     trending_weights: tuple[float, ...] = (1.0, 1.0, 2.0, 2.0, 3.0)
 
@@ -128,8 +134,11 @@ class _FeatureSums:
         self.context = np.zeros((64, dim))
         self.target = np.zeros((64, dim))
         self.count = np.zeros(64)
+        #: Model items added (records minus their removals): the ``N`` of the idf weights.
+        self.items = 0.0
 
     def add(self, features: Iterable[tuple[str, str]], context: np.ndarray, target: np.ndarray, sign: float) -> None:
+        self.items += sign
         for feature in features:
             slot = self.slot.get(feature)
             if slot is None:
@@ -158,9 +167,14 @@ class _FeatureSums:
         total = 0.0
         for group, slots in groups.items():
             weight = FEATURE_GROUP_WEIGHTS[group]
-            n = self.count[slots].sum()
-            context += weight * self.context[slots].sum(axis=0) / n
-            target += weight * self.target[slots].sum(axis=0) / n
+            counts = self.count[slots]
+            if PRIOR_WEIGHTING == "idf":
+                idf = np.log1p(max(self.items, 1.0) / counts)
+                share = idf / (idf.sum() * counts)  # per slot: its idf share of the group, per item
+            else:
+                share = np.full(len(slots), 1.0 / counts.sum())
+            context += weight * share @ self.context[slots]
+            target += weight * share @ self.target[slots]
             total += weight
         return context / total, target / total
 
@@ -278,7 +292,9 @@ class LiveItems:
         else:  # models without the regression's matrix: an isotropic stand-in
             scale = float(np.mean(np.sum(np.square(model.context, dtype=np.float64), axis=1))) or 1.0
             self._solve = np.eye(self.dim) / scale
-        for item_id, item in (catalog or {}).items():
+        # The model's items first: their records build the feature sums new items' priors come from.
+        records = (catalog or {}).items()
+        for item_id, item in sorted(records, key=lambda record: record[0] not in self.row_of):
             self.apply_catalog(item_id, item)
 
     # -- rows -----------------------------------------------------------------------------

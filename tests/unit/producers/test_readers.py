@@ -339,7 +339,7 @@ def test_dispatcher_rejects_unknown_format_missing_file_and_bad_limit(tmp_path: 
         read_events(tmp_path / "missing.csv", "taobao")
     with pytest.raises(ValueError, match="limit must be >= 0"):
         read_events(path, "taobao", limit=-1)
-    assert set(FORMATS) == {"taobao", "retailrocket", "amazon-seq", "yoochoose", "jsonl", "csv"}
+    assert set(FORMATS) == {"taobao", "retailrocket", "amazon-seq", "yoochoose", "online-retail", "jsonl", "csv"}
 
 
 def test_format_from_extension() -> None:
@@ -383,3 +383,59 @@ def test_yoochoose_train_counts(datasets: Path) -> None:
     events = list(read_events(datasets / "yoochoose-clicks-100k" / "yoochoose-clicks-100k_train_full.txt", "yoochoose"))
     assert len(events) == 70_278
     assert len({e.session_id for e in events}) == 17_794
+
+
+# --------------------------------------------------------------------------- online retail
+
+ONLINE_RETAIL = (
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n"
+    '536381,82567,"AIRLINE LOUNGE,METAL SIGN",2,2010-12-01 09:41:00,2.1,15311.0,United Kingdom\n'
+    "536414,22139,,56,2010-12-01 11:52:00,0.0,,United Kingdom\n"
+    "C536379,D,Discount,-1,2010-12-01 09:41:00,27.5,14527.0,United Kingdom\n"
+    '553000,22041,"RECORD FRAME 7"" SINGLE SIZE ",48,2011-07-01 12:27:00,2.1,16210,United Kingdom\n'
+)
+
+
+def test_online_retail_purchases_of_known_customers_in_uk_time(tmp_path: Path) -> None:
+    path = tmp_path / "online-retail.csv.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(ONLINE_RETAIL)
+    stats = ReadStats()
+    events = list(read_events(path, "online-retail", stats=stats))
+    assert_contract(events)
+    assert [(e.event_id, e.user_id, e.item_id, e.type, e.price) for e in events] == [
+        ("online-retail:online-retail.csv.gz:2", "17850", "85123A", "purchase", 2.55),
+        ("online-retail:online-retail.csv.gz:3", "15311", "82567", "purchase", 2.1),
+        ("online-retail:online-retail.csv.gz:6", "16210", "22041", "purchase", 2.1),
+    ]
+    # December is GMT (UTC+0); July is BST (UTC+1): 12:27 in London is 11:27 UTC.
+    assert events[0].ts == 1291191960.0  # 2010-12-01 08:26:00 UTC
+    assert events[2].ts == 1309519620.0  # 2011-07-01 11:27:00 UTC
+    assert stats.events == 3 and stats.dropped == {"guest": 1, "cancellation": 1} and stats.skipped == 0
+    assert [e.event_id for e in read_events(path, "online-retail", limit=2)] == [e.event_id for e in events[:2]]
+
+
+def test_online_retail_bad_header_and_bad_lines(tmp_path: Path) -> None:
+    bad_header = write(tmp_path, "or.csv", "InvoiceNo,StockCode\n1,2\n")
+    with pytest.raises(BadHeader, match="expected the header 'InvoiceNo,StockCode,Description"):
+        list(read_events(bad_header, "online-retail"))
+    bad = write(tmp_path, "or2.csv", ONLINE_RETAIL.splitlines()[0] + "\n"
+                "1,A,x,1,yesterday,1.0,12.0,UK\n1,B,x,1,2011-01-01 10:00:00,-3,12.0,UK\n1,C,x,1,2011-01-01 10:00:00,1,12.0,UK\n")
+    with pytest.raises(BadLine, match="line 2: InvoiceDate 'yesterday'"):
+        list(read_events(bad, "online-retail"))
+    stats = ReadStats()
+    assert [e.item_id for e in read_events(bad, "online-retail", skip_bad=True, stats=stats)] == ["C"]
+    assert stats.skipped == 2
+
+
+@pytest.mark.datasets
+def test_online_retail_real_file_counts() -> None:
+    from streamrec.config import get_settings
+
+    path = get_settings().datasets_dir / "online-retail" / "online-retail.csv.gz"
+    if not path.is_file():
+        pytest.skip(f"Online Retail is not at {path}: the shared datasets are absent (see ../shared/datasets/README.md)")
+    stats = ReadStats()
+    n = sum(1 for _ in read_events(path, "online-retail", stats=stats))
+    assert n == 289_158 and stats.dropped == {"cancellation": 7_416, "guest": 102_293} and stats.skipped == 0

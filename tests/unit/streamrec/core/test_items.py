@@ -101,6 +101,28 @@ def test_a_new_item_gets_its_prior_from_the_items_it_shares_features_with():
     assert rows[0][0] in {row, 0}  # i0 is half of its prior, so the two are close
 
 
+def test_within_a_group_rare_features_weigh_more_than_common_ones():
+    items = toy(n_items=6)
+    target = items.model.target
+    for n in range(5):  # "mug" is on five items, "tulip" on one
+        items.apply_catalog(f"i{n}", CatalogItem(f"i{n}", title="mug tulip" if n == 0 else "mug"))
+    items.apply_catalog("new", CatalogItem("new", title="tulip mug"))
+    # idf over the 5 model items with records: mug log(1 + 5/5), tulip log(1 + 5/1)
+    mug, tulip = np.log1p(1.0), np.log1p(5.0)
+    expected = (mug * target[:5].mean(axis=0) + tulip * target[0]) / (mug + tulip)
+    np.testing.assert_allclose(items._new.target[0], expected, rtol=1e-5)
+
+
+def test_a_catalog_given_at_start_builds_priors_whatever_its_order():
+    context = np.eye(4, dtype=np.float32)
+    index = faiss.IndexFlatIP(4)
+    index.add(context)
+    model = ItemsModel("v1", ["a", "b", "c", "d"], context, context, index)
+    catalog = {"new": CatalogItem("new", brand="x"), "a": CatalogItem("a", brand="x"), "b": CatalogItem("b", brand="y")}
+    items = LiveItems(model, catalog=catalog)  # the new item's record comes first
+    np.testing.assert_allclose(items._new.target[0], context[0])
+
+
 def test_fold_in_moves_a_new_item_to_what_its_users_say():
     items = toy(n_items=6, rules=ItemRules(new_item_prior_events=2.0))
     items.apply_catalog("new", CatalogItem("new"))  # no features known: no prior
