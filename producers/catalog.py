@@ -41,7 +41,7 @@ never skipped.
 >>> catalog_format_from_name(path)
 'amazon-attributes'
 >>> [(item.item_id, item.attributes) for item in read_catalog(path, "amazon-attributes")]
-[('4', {'attr:1': '0', 'attr:2': '1', 'attr:3': '2'}), ('83', {'attr:4': '0'})]
+[('4', {'attr:1': '1', 'attr:2': '1', 'attr:3': '1'}), ('83', {'attr:4': '1'})]
 """
 
 from __future__ import annotations
