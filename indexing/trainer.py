@@ -47,7 +47,7 @@ class TrainerParams:
     every_events: int = 500_000
     every_minutes: float = 60.0
     holdout: float = 0.1
-    #: Publish when candidate HR@10 >= serving HR@10 - margin (absolute). See docs/lifecycle-models.md.
+    #: Publish when candidate HR@10 >= serving HR@10 - margin (absolute). See docs/lifecycle.md.
     margin: float = 0.005
     gate_cases: int = 20_000
     min_events: int = 1_000

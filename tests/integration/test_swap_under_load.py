@@ -5,7 +5,7 @@ from the models topic) serve v000001 while events arrive at a steady 2,000/s (th
 seconds in, a new version (v000002, trained in another process on a different cut of the
 shop's history) is published and promoted on the models topic; both workers adopt it while
 the events keep coming. Then every recommendation is read back and every user's stored state
-audited (docs/lifecycle-swap.md has the numbers of a run):
+audited (docs/lifecycle.md has the numbers of a run):
 
 * nothing lost: every user's last event is answered, each stored state counts exactly the
   user's published events;
@@ -49,7 +49,7 @@ PUBLISH_AT_S = 6.0
 ITEMS, USERS, SEED, HISTORY = 500, 6000, 31, 20_000
 SWAP_LOG = "swapping model v000001 -> v000002"
 #: Loose p99 bounds (s) for a shared machine. The Faust agent's p99 was 2-13 s at 1,000/s here,
-#: before the swap as much as after it (docs/lifecycle-swap.md), so its bound is wider. The swap
+#: before the swap as much as after it (docs/lifecycle.md), so its bound is wider. The swap
 #: itself may add at most SWAP_COST_S to the p99 of the phases around it.
 P99_BOUND_S = {"batch": 5.0, "faust": 20.0}
 SWAP_COST_S = 3.0
@@ -71,7 +71,7 @@ def p99(values: list[float]) -> float:
 
 
 #: The Faust agent does not keep up with 2,000 events/s on this 2-core machine even without a
-#: swap (its p99 climbs from the start: docs/lifecycle-swap.md), so it is driven at 1,000/s,
+#: swap (its p99 climbs from the start: docs/lifecycle.md), so it is driven at 1,000/s,
 #: where a latency bound measures the swap rather than a backlog.
 @pytest.mark.parametrize(("engine", "rate"), [("batch", RATE), ("faust", RATE / 2)])
 def test_a_swap_under_load_loses_nothing_and_mixes_nothing(engine, rate, bootstrap, topics, start_worker, tmp_path):
