@@ -72,12 +72,21 @@ def test_new_products_stock_and_removals_reach_every_list(bootstrap, topics, sta
     start_worker(trained.models_dir, partitions=2, engine=engine, extra_env={"STREAMREC_KAFKA__ITEMS_TOPIC": items_topic})
 
     # Phase 1: the shop's events, and a hot new product (unknown to the model) with its fans.
+    # And a cold shopper whose first event is on a product nobody knows anything about.
     live = trained.live[:2_000]
-    phase1 = live + hot_new_product_events(synthetic, new_item.item_id, like, live[-1].ts + 1)
+    cold = Event("cold-1", "cold-shopper", "sku-unheard-of", "view", live[-1].ts + 0.5)
+    phase1 = live + [cold] + hot_new_product_events(synthetic, new_item.item_id, like, live[-1].ts + 1)
     publish(bootstrap, topics.events, phase1)
     recs1 = [rec for rec, _ in wait_for_recommendations(bootstrap, topics.recommendations, phase1, timeout=240)]
     assert all(len(rec.items) == K for rec in recs1)
     assert sum(any(i.item_id == new_item.item_id and i.source == "model" for i in rec.items) for rec in recs1) >= 3
+    # Its vector says nothing yet: the shop's trending items, decayed counts from the stream,
+    # most first (trending items are what the live events were about).
+    (cold_list,) = [rec for rec in recs1 if rec.event_id == "cold-1"]
+    assert [i.source for i in cold_list.items] == ["trending"] * K
+    assert [i.score for i in cold_list.items] == sorted((i.score for i in cold_list.items), reverse=True)
+    viewed = {e.item_id for e in live}
+    assert sum(i.item_id in viewed for i in cold_list.items) >= K - 1
 
     # Phase 2: the items most often recommended go out of stock, one is removed.
     counts: dict[str, int] = {}
