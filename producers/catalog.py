@@ -47,31 +47,24 @@ never skipped.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import orjson
 
-from producers.readers import BadHeader, BadLine
+from producers.readers import ONLINE_RETAIL_HEADER, BadHeader, BadLine, online_retail_timestamp, open_binary
 from streamrec.contract import CatalogItem, InvalidCatalogItem, catalog_item_from_dict, encode_catalog_item
 
 logger = logging.getLogger(__name__)
 
 CATALOG_FORMATS: tuple[str, ...] = ("jsonl", "amazon-attributes", "online-retail")
 
-ONLINE_RETAIL_HEADER = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
-                        "CustomerID", "Country")
-ONLINE_RETAIL_TIMEZONE = ZoneInfo("Europe/London")
 ONLINE_RETAIL_CURRENCY = "GBP"
-_ONLINE_RETAIL_DATE = "%Y-%m-%d %H:%M:%S"
 
 #: How many bad records per file are logged one by one before only the total is logged.
 _LOGGED_BAD_RECORDS = 10
@@ -114,12 +107,6 @@ class _RecordError(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - returned to a with-statement
 
 
 def _check_limit(limit: int | None) -> None:
@@ -198,7 +185,7 @@ def read_catalog_jsonl(
         return _item(payload)
 
     def items() -> Iterator[CatalogItem]:
-        with _open_binary(path) as handle:
+        with open_binary(path) as handle:
             for line_number, raw in enumerate(handle, start=1):
                 stats.records += 1
                 if line_number == 1 and raw.startswith(_BOM):
@@ -241,7 +228,7 @@ def read_amazon_attributes(
     stats = CatalogStats() if stats is None else stats
     if limit == 0:
         return
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         text = handle.read()
     try:
         payload = orjson.loads(text)
@@ -262,19 +249,6 @@ def read_amazon_attributes(
 
     yield from _limited(items(), limit, stats)
     _finish(path, stats)
-
-
-def online_retail_timestamp(text: str) -> float:
-    """``YYYY-MM-DD HH:MM:SS`` in UK local time (GMT in winter, BST in summer) as Unix seconds.
-
-    >>> online_retail_timestamp("2010-12-01 08:26:00"), online_retail_timestamp("2011-06-01 08:26:00")
-    (1291191960.0, 1306913160.0)
-    """
-    try:
-        local = datetime.strptime(text, _ONLINE_RETAIL_DATE)
-    except ValueError:
-        raise _RecordError(f"InvoiceDate {text!r} is not a date like 2010-12-01 08:26:00") from None
-    return local.replace(tzinfo=ONLINE_RETAIL_TIMEZONE).timestamp()
 
 
 @dataclass
@@ -304,7 +278,11 @@ def _online_retail_line(fields: list[str]) -> tuple[str, str, float, float]:
         price = float(unit_price)
     except ValueError:
         raise _RecordError(f"UnitPrice {unit_price!r} is not a number") from None
-    return stock_code, description.strip(), price, online_retail_timestamp(date)
+    try:
+        updated_at = online_retail_timestamp(date)
+    except ValueError as exc:
+        raise _RecordError(str(exc)) from None
+    return stock_code, description.strip(), price, updated_at
 
 
 def read_online_retail(
@@ -321,7 +299,7 @@ def read_online_retail(
     if limit == 0:
         return
     products: dict[str, _Product] = {}
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         text = io.TextIOWrapper(handle, encoding="utf-8", errors="strict", newline="")
         rows = csv.reader(text)
         try:

@@ -29,8 +29,10 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -104,10 +106,39 @@ class _LineError(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-def _open_binary(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
+def open_binary(path: Path) -> IO[bytes]:
+    """The file's bytes, gunzipped when its name ends in ``.gz``."""
+    if path.suffix.lower() == ".gz":
         return gzip.open(path, "rb")
     return open(path, "rb")  # noqa: SIM115 - returned to a with-statement
+
+
+def utf8_lines(handle: IO[bytes], bad_utf8: dict[int, str]) -> Iterator[str]:
+    """The lines of a binary file as text, without a leading byte-order mark; a line that is
+    not valid UTF-8 is decoded with replacement characters and noted in ``bad_utf8`` (by line
+    number), for a CSV reader to reject once it knows the line."""
+    for line_number, raw in enumerate(handle, start=1):
+        if line_number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad_utf8[line_number] = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            yield raw.decode("utf-8", "replace")
+
+
+def online_retail_timestamp(text: str) -> float:
+    """An Online Retail ``InvoiceDate`` (``YYYY-MM-DD HH:MM:SS``, UK local time: GMT in winter,
+    BST in summer) as Unix seconds; ValueError for anything else.
+
+    >>> online_retail_timestamp("2010-12-01 08:26:00"), online_retail_timestamp("2011-06-01 08:26:00")
+    (1291191960.0, 1306913160.0)
+    """
+    try:
+        local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        raise ValueError(f"InvoiceDate {text!r} is not a date like 2010-12-01 08:26:00") from None
+    return local.replace(tzinfo=ZoneInfo(ONLINE_RETAIL_TIMEZONE)).timestamp()
 
 
 def _id_prefix(fmt: str, path: Path) -> str:
@@ -176,7 +207,7 @@ def _read_lines(
     stats = ReadStats() if stats is None else stats
     if limit == 0:
         return
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         line_number = 0
         if header is not None:
             line_number = 1
@@ -321,7 +352,7 @@ def read_amazon_seq(
     prefix = _id_prefix("amazon-seq", path)
     if limit == 0:
         return
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         for line_number, raw in enumerate(handle, start=1):
             stats.lines += 1
             try:
@@ -352,7 +383,7 @@ def read_sequences(path: str | Path) -> dict[str, list[str]]:
     """
     path = Path(path)
     sequences: dict[str, list[str]] = {}
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         for line_number, raw in enumerate(handle, start=1):
             try:
                 line = _decode(raw)
@@ -401,14 +432,10 @@ def read_online_retail(
     starting with ``C``) are not events: they are counted in ``stats.dropped`` (``guest``,
     ``cancellation``). Descriptions may hold quoted commas, so the line is read as CSV.
     """
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
     path = Path(path)
     _check_limit(limit)
     stats = ReadStats() if stats is None else stats
     prefix = _id_prefix("online-retail", path)
-    zone = ZoneInfo(ONLINE_RETAIL_TIMEZONE)
     times: dict[str, float] = {}  # a whole invoice shares one InvoiceDate
     if limit == 0:
         return
@@ -417,9 +444,9 @@ def read_online_retail(
         ts = times.get(text)
         if ts is None:
             try:
-                ts = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone).timestamp()
-            except ValueError:
-                raise _LineError(f"InvoiceDate {text!r} is not 'YYYY-MM-DD HH:MM:SS'") from None
+                ts = online_retail_timestamp(text)
+            except ValueError as exc:
+                raise _LineError(str(exc)) from None
             if len(times) > 100_000:
                 times.clear()
             times[text] = ts
@@ -450,18 +477,8 @@ def read_online_retail(
 
     bad_utf8: dict[int, str] = {}
 
-    def decoded(handle: IO[bytes]) -> Iterator[str]:
-        for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad_utf8[line_number] = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                yield raw.decode("utf-8", "replace")
-
-    with _open_binary(path) as handle:
-        rows = csv.reader(decoded(handle))
+    with open_binary(path) as handle:
+        rows = csv.reader(utf8_lines(handle, bad_utf8))
         try:
             header = tuple(name.strip() for name in next(rows))
         except StopIteration:
@@ -579,18 +596,8 @@ def read_csv(
         return
     bad_utf8: dict[int, str] = {}
 
-    def decoded(handle: IO[bytes]) -> Iterator[str]:
-        for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad_utf8[line_number] = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                yield raw.decode("utf-8", "replace")
-
-    with _open_binary(path) as handle:
-        rows = csv.reader(decoded(handle))
+    with open_binary(path) as handle:
+        rows = csv.reader(utf8_lines(handle, bad_utf8))
         try:
             header = next(rows)
         except StopIteration:

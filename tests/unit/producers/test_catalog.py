@@ -14,10 +14,9 @@ from producers.catalog import (
     BadItem,
     CatalogStats,
     catalog_format_from_name,
-    online_retail_timestamp,
     read_catalog,
 )
-from producers.readers import BadHeader, BadLine, read_events
+from producers.readers import BadHeader, BadLine, online_retail_timestamp, read_events
 from streamrec.config import get_settings
 from streamrec.contract import CatalogItem
 
