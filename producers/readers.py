@@ -420,6 +420,55 @@ def read_yoochoose(
     return _read_lines(path, parse, header=YOOCHOOSE_HEADER, separator="\t", limit=limit, skip_bad=skip_bad, stats=stats)
 
 
+def _read_csv_rows(
+    path: Path,
+    parse: Callable[[list[str], int], Event | None],
+    check_header: Callable[[list[str]], None],
+    *,
+    limit: int | None,
+    skip_bad: bool,
+    stats: ReadStats,
+    empty: str,
+) -> Iterator[Event]:
+    """The events of a CSV file with a header: ``check_header`` raises :class:`BadHeader`;
+    ``parse`` turns a row into an event (None: not an event) or raises ``_LineError``; a row
+    that is not valid CSV or UTF-8 is a bad line."""
+    bad_utf8: dict[int, str] = {}
+    with open_binary(path) as handle:
+        rows = csv.reader(utf8_lines(handle, bad_utf8))
+        try:
+            header = next(rows)
+        except StopIteration:
+            raise BadHeader(path, empty) from None
+        stats.lines = rows.line_num
+        check_header(header)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                _record_bad(BadLine(path, rows.line_num, f"not valid CSV ({exc})"), stats, skip_bad)
+                continue
+            line_number = rows.line_num
+            stats.lines = line_number
+            if not row:
+                continue
+            try:
+                if line_number in bad_utf8:
+                    raise _LineError(bad_utf8.pop(line_number))
+                event = parse(row, line_number)
+            except _LineError as exc:
+                _record_bad(BadLine(path, line_number, str(exc)), stats, skip_bad)
+                continue
+            if event is None:
+                continue
+            stats.events += 1
+            yield event
+            if limit is not None and stats.events >= limit:
+                break
+
+
 def read_online_retail(
     path: str | Path, *, limit: int | None = None, skip_bad: bool = False, stats: ReadStats | None = None
 ) -> Iterator[Event]:
@@ -475,42 +524,12 @@ def read_online_retail(
             raise _LineError(f"UnitPrice {unit_price!r} must be a finite number >= 0")
         return Event(f"{prefix}:{line_number}", customer, stock_code, "purchase", timestamp(date), None, price)
 
-    bad_utf8: dict[int, str] = {}
-
-    with open_binary(path) as handle:
-        rows = csv.reader(utf8_lines(handle, bad_utf8))
-        try:
-            header = tuple(name.strip() for name in next(rows))
-        except StopIteration:
-            raise BadHeader(path, f"the file is empty; expected the header {','.join(ONLINE_RETAIL_HEADER)!r}") from None
-        stats.lines = rows.line_num
-        if header != ONLINE_RETAIL_HEADER:
+    def check_header(header: list[str]) -> None:
+        if tuple(name.strip() for name in header) != ONLINE_RETAIL_HEADER:
             raise BadHeader(path, f"expected the header {','.join(ONLINE_RETAIL_HEADER)!r}, found {','.join(header)!r}")
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                _record_bad(BadLine(path, rows.line_num, f"not valid CSV ({exc})"), stats, skip_bad)
-                continue
-            line_number = rows.line_num
-            stats.lines = line_number
-            if not row:
-                continue
-            try:
-                if line_number in bad_utf8:
-                    raise _LineError(bad_utf8.pop(line_number))
-                event = parse(row, line_number)
-            except _LineError as exc:
-                _record_bad(BadLine(path, line_number, str(exc)), stats, skip_bad)
-                continue
-            if event is None:
-                continue
-            stats.events += 1
-            yield event
-            if limit is not None and stats.events >= limit:
-                break
+
+    yield from _read_csv_rows(path, parse, check_header, limit=limit, skip_bad=skip_bad, stats=stats,
+                              empty=f"the file is empty; expected the header {','.join(ONLINE_RETAIL_HEADER)!r}")
     if stats.dropped:
         logger.info("%s: not events: %s", path, ", ".join(f"{n:,} {why}" for why, n in sorted(stats.dropped.items())))
     _finish(path, stats)
@@ -594,39 +613,16 @@ def read_csv(
     prefix = _id_prefix("csv", path)
     if limit == 0:
         return
-    bad_utf8: dict[int, str] = {}
+    names: list[str] = []
 
-    with open_binary(path) as handle:
-        rows = csv.reader(utf8_lines(handle, bad_utf8))
-        try:
-            header = next(rows)
-        except StopIteration:
-            raise BadHeader(path, "the file is empty; expected a header naming the contract's fields") from None
-        stats.lines = rows.line_num
-        names = _csv_header(path, header)
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                _record_bad(BadLine(path, rows.line_num, f"not valid CSV ({exc})"), stats, skip_bad)
-                continue
-            line_number = rows.line_num
-            stats.lines = line_number
-            if not row:
-                continue
-            try:
-                if line_number in bad_utf8:
-                    raise _LineError(bad_utf8.pop(line_number))
-                event = _validated(_csv_payload(names, row), f"{prefix}:{line_number}")
-            except _LineError as exc:
-                _record_bad(BadLine(path, line_number, str(exc)), stats, skip_bad)
-                continue
-            stats.events += 1
-            yield event
-            if limit is not None and stats.events >= limit:
-                break
+    def check_header(header: list[str]) -> None:
+        names[:] = _csv_header(path, header)
+
+    def parse(row: list[str], line_number: int) -> Event:
+        return _validated(_csv_payload(names, row), f"{prefix}:{line_number}")
+
+    yield from _read_csv_rows(path, parse, check_header, limit=limit, skip_bad=skip_bad, stats=stats,
+                              empty="the file is empty; expected a header naming the contract's fields")
     _finish(path, stats)
 
 
