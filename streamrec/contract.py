@@ -120,17 +120,23 @@ class Recommendation:
 
 
 def _string(payload: dict[str, Any], name: str, *, required: bool) -> str | None:
-    value = payload.get(name)
+    return _text(payload.get(name), name, required=required, error=InvalidEvent)
+
+
+def _text(value: Any, name: str, limit: int = MAX_STRING_LENGTH, *, required: bool = False,
+          error: type[InvalidEvent] = InvalidEvent) -> str | None:
+    """``value`` if it is a string within ``limit`` (and not blank when ``required``); else
+    raise ``error`` with the machine-readable reason."""
     if value is None:
         if required:
-            raise InvalidEvent("missing_field", f"field {name!r} is required")
+            raise error("missing_field", f"field {name!r} is required")
         return None
     if not isinstance(value, str):
-        raise InvalidEvent("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}")
+        raise error("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}")
     if required and not value.strip():
-        raise InvalidEvent("empty_string", f"field {name!r} must not be empty")
-    if len(value) > MAX_STRING_LENGTH:
-        raise InvalidEvent("string_too_long", f"field {name!r} has {len(value)} characters, the limit is {MAX_STRING_LENGTH}")
+        raise error("empty_string", f"field {name!r} must not be empty")
+    if len(value) > limit:
+        raise error("string_too_long", f"field {name!r} has {len(value)} characters, the limit is {limit}")
     return value
 
 
@@ -318,18 +324,8 @@ class CatalogItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         }
 
 
-def _text(value: Any, name: str, limit: int = MAX_STRING_LENGTH, *, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise InvalidCatalogItem("missing_field", f"field {name!r} is required")
-        return None
-    if not isinstance(value, str):
-        raise InvalidCatalogItem("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}")
-    if required and not value.strip():
-        raise InvalidCatalogItem("empty_string", f"field {name!r} must not be empty")
-    if len(value) > limit:
-        raise InvalidCatalogItem("string_too_long", f"field {name!r} has {len(value)} characters, the limit is {limit}")
-    return value
+def _catalog_text(value: Any, name: str, limit: int = MAX_STRING_LENGTH, *, required: bool = False) -> str | None:
+    return _text(value, name, limit, required=required, error=InvalidCatalogItem)
 
 
 def catalog_item_from_dict(payload: Any) -> CatalogItem:
@@ -339,7 +335,7 @@ def catalog_item_from_dict(payload: Any) -> CatalogItem:
     extra = payload.keys() - set(CATALOG_FIELDS)
     if extra:
         raise InvalidCatalogItem("unknown_field", f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
-    item_id = _text(payload.get("item_id"), "item_id", required=True)
+    item_id = _catalog_text(payload.get("item_id"), "item_id", required=True)
     category = payload.get("category")
     if category is None:
         category = []
@@ -352,7 +348,7 @@ def catalog_item_from_dict(payload: Any) -> CatalogItem:
     for level in category:
         if not isinstance(level, str):  # a null level too: a path has no holes
             raise InvalidCatalogItem("wrong_type", f"field 'category' must be a list of strings (a path), got a {type(level).__name__} in it")
-    path = tuple(_text(level, "category", required=True) for level in category)
+    path = tuple(_catalog_text(level, "category", required=True) for level in category)
     attributes = payload.get("attributes")
     if attributes is None:
         attributes = {}
@@ -361,10 +357,10 @@ def catalog_item_from_dict(payload: Any) -> CatalogItem:
     if len(attributes) > MAX_ATTRIBUTES:
         raise InvalidCatalogItem("too_many_attributes", f"{len(attributes)} attributes, the limit is {MAX_ATTRIBUTES}")
     for key, value in attributes.items():
-        _text(key, "attributes")
+        _catalog_text(key, "attributes")
         if not isinstance(value, str):  # null too: an attribute without a value is left out, not null
             raise InvalidCatalogItem("wrong_type", f"field 'attributes.{key}' must be a string, got {type(value).__name__}")
-        _text(value, f"attributes.{key}")
+        _catalog_text(value, f"attributes.{key}")
     price = payload.get("price")
     if price is not None:
         try:
@@ -386,11 +382,11 @@ def catalog_item_from_dict(payload: Any) -> CatalogItem:
             raise InvalidCatalogItem("bad_timestamp", f"updated_at must be Unix seconds >= 0, got {updated_at!r}")
     return CatalogItem(
         item_id=item_id,  # type: ignore[arg-type]
-        title=_text(payload.get("title"), "title", MAX_TITLE_LENGTH),
+        title=_catalog_text(payload.get("title"), "title", MAX_TITLE_LENGTH),
         category=path,  # type: ignore[arg-type]
-        brand=_text(payload.get("brand"), "brand"),
+        brand=_catalog_text(payload.get("brand"), "brand"),
         price=price,
-        currency=_text(payload.get("currency"), "currency"),
+        currency=_catalog_text(payload.get("currency"), "currency"),
         available=available,
         attributes=dict(attributes),
         updated_at=updated_at,
@@ -407,7 +403,7 @@ def decode_catalog_item(key: bytes | None, raw: bytes | None) -> CatalogItem | N
             item_id = key.decode()
         except UnicodeDecodeError:
             raise InvalidCatalogItem("not_utf8", "the key of a tombstone must be a UTF-8 item_id") from None
-        _text(item_id, "item_id", required=True)
+        _catalog_text(item_id, "item_id", required=True)
         return None
     if len(raw) > MAX_CATALOG_BYTES:
         raise InvalidCatalogItem("payload_too_large", f"{len(raw)} bytes, the limit is {MAX_CATALOG_BYTES}")
