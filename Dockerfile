@@ -15,8 +15,6 @@ COPY streamrec ./streamrec
 COPY streams ./streams
 COPY indexing ./indexing
 COPY producers ./producers
-COPY evaluation ./evaluation
-COPY benchmarks ./benchmarks
 RUN pip install -c constraints.txt ".[cpu]"
 
 # State (models/, .worker/) goes under the home, never beside the installed package.
