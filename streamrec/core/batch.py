@@ -384,14 +384,17 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
     item_ids = items.item_ids
-    blocked = items.blocked
+    # Lists the rules must finish: short ones, and those holding an item blocked since the
+    # search (one vectorised check for the whole batch).
+    short = (rows < 0).any(axis=1) if len(rows) else np.zeros(0, bool)
+    stale = items.blocked_rows(np.maximum(rows, 0)).any(axis=1) if len(rows) else short
     for slot, user_id in enumerate(prepared.users):
         trigger = prepared.triggers[slot]
         found = rows[slot].tolist()
-        n_found = k - found.count(-1)  # -1 pads the end of a short list
-        if n_found == k and not any(map(blocked, found)):
+        if not (short[slot] or stale[slot]):
             chosen = tuple(map(ScoredItem, map(item_ids.__getitem__, found), scores[slot].tolist()))
         else:
+            n_found = k - found.count(-1)  # -1 pads the end of a short list
             chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
                                        prepared.exclusions[slot], prepared.recent_rows[slot])
         result.recommendations.append(

@@ -413,6 +413,10 @@ class LiveItems:
     def blocked(self, row: int) -> bool:
         return bool(self._blocked[row])
 
+    def blocked_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each of ``rows`` is blocked now (unavailable or removed)."""
+        return self._blocked[rows]
+
     def repeatable(self, row: int) -> bool:
         return bool(self._repeatable[row])
 
