@@ -132,8 +132,8 @@ class PreparedBatch:
     triggers: list[Event]
     items: LiveItems
     k: int
-    #: Rows of each user's newest items, newest last (their categories lead the backfill).
-    recent_rows: list[list[int]] = field(default_factory=list)
+    #: Each user's newest events, newest last (their items' categories lead the backfill).
+    recent: list[list[RecentEvent]] = field(default_factory=list)
     view: SearchView | None = None
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
@@ -323,7 +323,7 @@ def new_states(
     broken = {users[slot] for slot in np.flatnonzero(~finite)}
     exclusions: list[set[int]] = []
     triggers: list[Event] = []
-    recent_rows: list[list[int]] = []
+    recent_events: list[list[RecentEvent]] = []
     kept_slots: list[int] = []
     row_of, new_from, rows = items.row_of, items.n_model, applied.rows
     captured_at = {int(e): c for c, e in enumerate(applied.on_new)}
@@ -371,11 +371,11 @@ def new_states(
         kept_slots.append(slot)
         triggers.append(trigger)
         exclusions.append(items.exclusions(purchased))
-        recent_rows.append([row_of.get(r.item_id, -1) for r in recent[-RECENT_CATEGORY_EVENTS:]])
+        recent_events.append(recent[-RECENT_CATEGORY_EVENTS:])
     items.observe(rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
     return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
-                         recent_rows, items.view())
+                         recent_events, items.view())
 
 
 def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
@@ -396,7 +396,7 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
         else:
             n_found = k - found.count(-1)  # -1 pads the end of a short list
             chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
-                                       prepared.exclusions[slot], prepared.recent_rows[slot])
+                                       prepared.exclusions[slot], [r.item_id for r in prepared.recent[slot]])
         result.recommendations.append(
             Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at)
         )

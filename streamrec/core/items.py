@@ -196,17 +196,18 @@ class SearchView:
         query (a user whose events were all on items with no vector yet) gets no candidates:
         its list is backfilled from trending items."""
         n_model = self.n_model
-        model_exclude = [{r for r in rows if r < n_model} for rows in exclude] if any(exclude) else exclude
+        m = len(self.new_target)
+        has_new = [bool(rows) and max(rows) >= n_model for rows in exclude] if m else [False] * len(exclude)
+        model_exclude = [{r for r in rows if r < n_model} if new else rows for rows, new in zip(exclude, has_new)]
         rows, scores = search(self.index, queries, k, model_exclude, allowed=self.model_allowed)
         silent = ~queries.any(axis=1)  # a vector that says nothing (only unknown items so far)
         rows[silent], scores[silent] = -1, -np.inf
-        m = len(self.new_target)
         if m == 0 or not self.new_ok.any() or len(queries) == 0:
             return rows, scores
         new_scores = queries @ self.new_target.T
         new_scores[:, ~self.new_ok] = -np.inf
-        for q, excluded in enumerate(exclude):
-            for row in excluded:
+        for q in (q for q, new in enumerate(has_new) if new):
+            for row in exclude[q]:
                 if row >= n_model:
                     new_scores[q, row - n_model] = -np.inf
         take = min(k, m)
@@ -504,7 +505,7 @@ class LiveItems:
         return rows
 
     def finish_list(self, rows: Sequence[int], scores: Sequence[float], k: int, excluded: Collection[int],
-                    recent_rows: Sequence[int]) -> tuple[ScoredItem, ...]:
+                    recent_items: Sequence[str]) -> tuple[ScoredItem, ...]:
         """The published list: the model's candidates that are still eligible, then trending
         items of the user's recent categories (newest first), then the shop's, up to ``k``."""
         item_ids, blocked = self.item_ids, self._blocked
@@ -518,7 +519,7 @@ class LiveItems:
                 taken.add(row)
         if len(chosen) < k:
             categories: list[int] = []
-            for row in reversed(recent_rows):
+            for row in (self.row_of.get(item_id, -1) for item_id in reversed(recent_items)):
                 cid = int(self._category[row]) if 0 <= row < self.n_rows else -1
                 if cid >= 0 and cid not in categories:
                     categories.append(cid)

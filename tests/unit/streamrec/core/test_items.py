@@ -66,7 +66,7 @@ def test_lists_have_exactly_k_items_when_k_are_eligible_and_say_where_they_came_
     items.observe(np.array([13, 13, 13, 8]), np.zeros(4, np.int64), np.full(4, 100.0))
     # the model proposed only 2 eligible candidates (and one blocked one)
     chosen = items.finish_list([items.row_of["i1"], items.row_of["i7"], items.row_of["i9"]], [3.0, 2.0, 1.0], 8,
-                               excluded={items.row_of["i7"]}, recent_rows=[items.row_of["i6"]])
+                               excluded={items.row_of["i7"]}, recent_items=["i6"])
     ids = [c.item_id for c in chosen]
     assert len(ids) == 8 == len(set(ids))
     assert ids[0] == "i9" and chosen[0].source == "model"  # i1 blocked, i7 purchased
