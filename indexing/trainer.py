@@ -15,6 +15,9 @@ new events or ``every_minutes`` minutes, whichever comes first, runs one cycle:
 At start the window is refilled from the tail of the events topic (so the topic's retention
 must cover the window) and, before that, optionally from an archive file
 (``bootstrap_dataset``) for shops whose history is longer than the topic keeps.
+
+Its Prometheus metrics (:class:`TrainerMetrics`, served by ``streamrec trainer --metrics-port``)
+are listed in docs/operations.md.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from indexing.artifact import load_artifact, newest_number
 from indexing.distribute import ModelPublisher, topic_partition
@@ -151,6 +155,27 @@ def score(context: np.ndarray, index: Any, row_of: dict[str, int], window: Windo
     return next_item_hits(context, index, rows, window.users, window.types, window.ts, cases, k=k)
 
 
+class TrainerMetrics:
+    """The trainer's metrics, in their own registry (see docs/operations.md)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter("streamrec_trainer_events", "Events read into the training window.", registry=registry)
+        self.skipped = Counter("streamrec_trainer_skipped_events", "Messages of the events topic that are not valid events.",
+                               registry=registry)
+        self.window = Gauge("streamrec_trainer_window_events", "Events in the training window.", registry=registry)
+        self.cycles = Counter("streamrec_trainer_cycles", "Training cycles by gate decision (publish, reject).",
+                              ["decision"], registry=registry)
+        self.cycle_seconds = Histogram("streamrec_trainer_cycle_seconds", "Seconds of one cycle: train, gate, save, publish.",
+                                       buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=registry)
+        self.hit_rate = Gauge("streamrec_trainer_hit_rate", "Held-out next-item hit rate at k of the last cycle, by model.",
+                              ["model"], registry=registry)
+        self.last_version = Gauge("streamrec_trainer_last_version_info", "1 for the version the last cycle saved.",
+                                  ["version", "decision"], registry=registry)
+        self.last_cycle = Gauge("streamrec_trainer_last_cycle_timestamp_seconds", "When the last cycle ended (epoch seconds).",
+                                registry=registry)
+
+
 class Trainer:
     """The service: events topic in, gated model versions out to the models topic."""
 
@@ -162,6 +187,7 @@ class Trainer:
         self.feed = ModelFeed(bootstrap, models_topic, self.models_dir)
         self.publisher = ModelPublisher(bootstrap, models_topic)
         self.skipped = 0
+        self.metrics = TrainerMetrics()
         self._consumer: Any = None
         self._stop = False
 
@@ -197,7 +223,7 @@ class Trainer:
 
     def _read(self, max_messages: int = 10_000, timeout: float = 1.0) -> tuple[int, dict[int, int]]:
         """Read a batch into the window; returns (events added, next offset per partition)."""
-        added, positions = 0, {}
+        added, positions, skipped = 0, {}, self.skipped
         for message in self._consumer.consume(max_messages, timeout=timeout):
             if message.error():
                 continue
@@ -207,6 +233,9 @@ class Trainer:
                 added += 1
             except InvalidEvent:
                 self.skipped += 1
+        self.metrics.events.inc(added)
+        self.metrics.skipped.inc(self.skipped - skipped)
+        self.metrics.window.set(len(self.window))
         return added, positions
 
     # ----------------------------------------------------------------- one cycle
@@ -256,7 +285,17 @@ class Trainer:
         if decision.publish:
             self.feed.catch_up(30.0)
             self.publisher.promote(folder.name, reason="trainer", state=self.feed.state)
-        logger.warning("model %s: %s (%s) in %.1f s", folder.name, gate["decision"], decision.reason, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        logger.warning("model %s: %s (%s) in %.1f s", folder.name, gate["decision"], decision.reason, seconds)
+        metrics = self.metrics
+        metrics.cycles.labels(gate["decision"]).inc()
+        metrics.cycle_seconds.observe(seconds)
+        metrics.hit_rate.labels("candidate").set(candidate_score)
+        if serving_score is not None:
+            metrics.hit_rate.labels("serving").set(serving_score)
+        metrics.last_version.clear()
+        metrics.last_version.labels(folder.name, gate["decision"]).set(1)
+        metrics.last_cycle.set(time.time())
         return {"version": folder.name, "gate": gate, "seconds": round(time.perf_counter() - started, 2)}
 
     # ----------------------------------------------------------------- the loop

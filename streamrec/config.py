@@ -139,6 +139,8 @@ class WorkerSettings(BaseModel):
     session_timeout_s: float = Field(10.0, gt=0)
     #: Standby copies of each table partition kept warm on other workers.
     standby_replicas: int = Field(1, ge=0)
+    #: Port of the worker's Prometheus ``/metrics`` (docs/operations.md); 0 serves none.
+    metrics_port: int = Field(9108, ge=0, le=65535)
 
 
 class Settings(BaseSettings):

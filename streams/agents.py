@@ -9,6 +9,7 @@ ticks the shell every 0.2 s (the catalog, newer models, the statistics). Nothing
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from streamrec.core.batch import Message, finish_batch
+from streams.metrics import lag_of
 from streamrec.core.state import UserState
 from streams.shell import WorkerShell
 from streams.tables import read_state
@@ -74,9 +76,30 @@ def register_agents(bundle: StreamrecApp) -> None:
                     table[key] = value
 
             prepared = shell.prepare(messages, load)
-            result = finish_batch(prepared, *prepared.search())
+            result = finish_batch(prepared, *shell.search(prepared))
             shell.emit(result, messages, source_topic=kafka.events_topic, send=send, write_state=write_state)
-            shell.stats.record(result, len(batch))
+            # Faust's timestamp is the message's Kafka timestamp in seconds; the lists are
+            # handed to the producer now (send_soon), not yet acknowledged.
+            shell.record(result, len(batch), lambda position: batch[position].message.timestamp, time.time())
+
+    def consumer_lag() -> dict[int, int]:
+        consumer = app.consumer
+        owned_tps = [tp for tp in app.assignor.assigned_actives() if tp.topic == kafka.events_topic]
+        ends = {tp.partition: consumer.highwater(tp) for tp in owned_tps}
+        read = consumer._read_offset  # noqa: SLF001 - offset of the last message read per partition
+        acked = getattr(consumer, "_committed_offset", {})
+
+        def processed(partition: int) -> int | None:
+            tp = next(tp for tp in owned_tps if tp.partition == partition)
+            committed = acked.get(tp)
+            last_read = read.get(tp)
+            if last_read is not None:
+                return max(last_read + 1, committed or 0)
+            return committed
+
+        return lag_of({p: e for p, e in ends.items() if e is not None}, processed)
+
+    shell.lag_source = consumer_lag
 
     @app.timer(interval=0.2)
     async def tick() -> None:

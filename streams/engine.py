@@ -43,7 +43,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from streamrec.config import Settings
 from streamrec.core.batch import BatchResult, Message, PreparedBatch, finish_batch
@@ -51,6 +59,7 @@ from streamrec.core.interest import InterestParams
 from streamrec.core.search import search
 from streamrec.kafka.clients import worker_client_configs
 from streams.model import ModelHolder
+from streams.metrics import lag_of
 from streams.shell import WorkerShell, WorkerStats
 from streams.tables import PartitionStore, changelog_topic, read_state
 
@@ -74,6 +83,8 @@ class _Pending:
 
     messages: list[Message]
     prepared: PreparedBatch
+    #: The consumer's messages (their Kafka timestamps give the lists' latencies).
+    raw: Sequence[Any] = ()
     search: Future | None = None
     result: BatchResult | None = None
     #: New states per partition, written to RocksDB once the broker has them.
@@ -99,6 +110,12 @@ class _Deliveries:
     def reset(self) -> None:
         self.offsets = {}
         self.errors = []
+
+
+def _produced_at(message: Any) -> float | None:
+    """A consumed message's Kafka timestamp in epoch seconds (None when it has none)."""
+    kind, millis = message.timestamp()
+    return millis / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE else None
 
 
 class BatchEngine:
@@ -240,11 +257,11 @@ class BatchEngine:
                 return found[0]
             return read_state(store.db(messages[position].partition), user_id)
 
-        return _Pending(messages, self.shell.prepare(messages, load))
+        return _Pending(messages, self.shell.prepare(messages, load), raw)
 
     def submit(self, pending: _Pending) -> None:
         """Start the batch's search in the search thread; it becomes the batch being searched."""
-        pending.search = self._searcher.submit(pending.prepared.search)
+        pending.search = self._searcher.submit(self.shell.search, pending.prepared)
         self._pending = pending
 
     def complete(self) -> None:
@@ -283,7 +300,8 @@ class BatchEngine:
             ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
         self._committed.update(ends)
         self._uncommitted.update(ends)
-        self.stats.record(pending.result, len(pending.messages))
+        raw = pending.raw
+        self.shell.record(pending.result, len(pending.messages), lambda position: _produced_at(raw[position]))
         self.commit(force=False)
 
     def commit(self, *, force: bool = True) -> None:
@@ -334,7 +352,9 @@ class BatchEngine:
         try:
             self._wait_for_deliveries()
         finally:
-            self.stats.waited_for_broker_s += time.perf_counter() - started
+            waited = time.perf_counter() - started
+            self.stats.waited_for_broker_s += waited
+            self.shell.metrics.broker_wait.inc(waited)
 
     def _wait_for_deliveries(self) -> None:
         while self.producer.flush(1.0) > 0:
@@ -343,6 +363,26 @@ class BatchEngine:
             logger.warning("waiting for the broker to take %d message(s)", len(self.producer))
         if self._deliveries.errors:
             raise DeliveryFailed(f"{len(self._deliveries.errors)} message(s) not delivered, first: {self._deliveries.errors[0]}")
+
+    def consumer_lag(self) -> dict[int, int]:
+        """Per owned partition: the end offset librdkafka last heard of (no request) minus the
+        next offset to settle (or, before the first batch, the consumer's position)."""
+        owned = list(self.store.partitions)
+        if not owned:
+            return {}
+        ends = {p: self.consumer.get_watermark_offsets(TopicPartition(self.events_topic, p), cached=True)[1]
+                for p in owned}
+        positions = {tp.partition: tp.offset for tp in self.consumer.position(
+            [TopicPartition(self.events_topic, p) for p in owned])}
+        settled = self._committed
+
+        def processed(partition: int) -> int | None:
+            if partition in settled:
+                return settled[partition]
+            position = positions.get(partition, -1)
+            return position if position >= 0 else None
+
+        return lag_of(ends, processed)
 
     def warm_up(self) -> None:
         """Search once at each batch shape before the first event, so that the first real
@@ -362,6 +402,7 @@ class BatchEngine:
 
     def run(self, *, max_seconds: float | None = None) -> WorkerStats:
         """Consume until SIGTERM/SIGINT (or ``max_seconds``); then commit, close and return the counters."""
+        self.shell.lag_source = self.consumer_lag
         self.shell.start()
         self.warm_up()
         for signum in (signal.SIGTERM, signal.SIGINT):

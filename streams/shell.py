@@ -5,7 +5,9 @@ says how it consumes, loops and recovers. The rest is here: deciding a batch wit
 model's live item side, writing the new states and sending the lists and dead letters
 (:meth:`WorkerShell.emit`, through the engine's own ``send`` and ``write_state``), the worker's
 statistics, and the periodic work (:meth:`WorkerShell.tick`): following the catalog, adopting a
-newer model version, logging the statistics.
+newer model version, logging the statistics; and the worker's Prometheus metrics
+(:mod:`streams.metrics`: counted once per batch in :meth:`WorkerShell.record`, gauged once a
+second in :meth:`WorkerShell.tick`, served by :meth:`WorkerShell.serve_metrics`).
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
 
 from streamrec.config import Settings
-from streamrec.contract import encode_recommendation
+from streamrec.contract import decode_dead_letter, encode_recommendation
 from streamrec.core.batch import BatchResult, Message, PreparedBatch, dead_letter, prepare_batch
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import LiveItems
 from streamrec.core.state import UserState, encode_state
 from streams.catalog import LiveCatalog
+from streams.metrics import WorkerMetrics, serve
 from streams.model import ModelHolder
+from streams.tables import TABLE_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +39,16 @@ Send = Callable[[str, bytes, "bytes | None"], None]
 #: the batch position of the event that made it, for engines that store by partition).
 WriteState = Callable[[str, int, bytes, bytes], None]
 
+#: ``event_time(position)``: the produce time (Kafka timestamp, epoch seconds) of the batch's
+#: message at ``position``, or None when the message has none.
+EventTime = Callable[[int], "float | None"]
+
 #: How often the statistics are logged, in seconds.
 STATS_EVERY_S = 30.0
+#: How often the gauges (model, catalog, consumer lag) are refreshed, in seconds.
+GAUGES_EVERY_S = 1.0
+#: How often the catalog's unavailable items are counted (a pass over the catalog), in seconds.
+CATALOG_COUNT_EVERY_S = 5.0
 
 
 class WorkerStats:
@@ -75,15 +90,50 @@ class WorkerShell:
         self.model = model or ModelHolder.from_settings(settings)
         self.catalog = LiveCatalog.from_settings(settings)
         self.stats = WorkerStats()
+        self.metrics = WorkerMetrics(Path(settings.worker.data_dir) / TABLE_DIR)
+        #: The engine's consumer lag per owned partition (set by the engine; read once a second).
+        self.lag_source: Callable[[], Mapping[int, int]] | None = None
         self.items: LiveItems | None = None
         now = time.monotonic()
         self._next_model_check = now + settings.worker.model_poll_s
         self._next_stats = now + STATS_EVERY_S
+        self._next_gauges = now
+        self._next_catalog_count = now
+        current = self.model.current
+        self.metrics.set_model(current.version, current.meta.get("created_at"))  # before the first tick
 
     def start(self) -> LiveItems:
         """Restore the catalog table and build the served model's live item side."""
         self.items = self.catalog.start(self.model.current)
+        self.refresh_gauges()
         return self.items
+
+    def serve_metrics(self) -> int | None:
+        """Serve ``/metrics`` on ``worker.metrics_port`` (0: not at all); the port or None."""
+        return serve(self.metrics.registry, self.settings.worker.metrics_port, what=f"worker {self.settings.worker.app_id}")
+
+    def search(self, prepared: PreparedBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's FAISS search, timed (``streamrec_search_seconds``)."""
+        started = time.perf_counter()
+        found = prepared.search()
+        self.metrics.search.observe(time.perf_counter() - started)
+        return found
+
+    def record(self, result: BatchResult, n_messages: int, event_time: EventTime | None = None,
+               now: float | None = None) -> None:
+        """Count a batch whose output is out (statistics and metrics, once per batch). The
+        latency of each list runs from its triggering event's produce time (``event_time``) to
+        ``now`` (default: the wall clock now)."""
+        self.stats.record(result, n_messages)
+        latencies = None
+        if event_time is not None and result.recommendations:
+            states = result.states
+            times = [event_time(states[rec.user_id][1]) if rec.user_id in states else None
+                     for rec in result.recommendations]
+            produced = np.array([t for t in times if t is not None], dtype=np.float64)
+            latencies = np.maximum((time.time() if now is None else now) - produced, 0.0)
+        self.metrics.record_batch(n_messages, len(result.recommendations), len(result.duplicates),
+                                  result.event_types, latencies)
 
     def prepare(self, messages: Sequence[Message], load: Callable[[str, int], UserState | None]) -> PreparedBatch:
         """Decide a batch up to its search, with the current model's live item side."""
@@ -105,6 +155,7 @@ class WorkerShell:
                            rejected.reason, rejected.detail)
             send(kafka.dlq_topic, dead_letter(rejected, message, source_topic), message.key)
             self.stats.rejected[rejected.reason] += 1
+            self.metrics.dead_letters.labels(rejected.reason).inc()
 
     def follow_catalog(self, owned: set[int], send: Send) -> None:
         """Apply new catalog records to the item side; dead-letter the bad ones this worker owns."""
@@ -115,6 +166,7 @@ class WorkerShell:
         for key, letter in self.catalog.dead_letters(owned, kafka.partitions):
             send(kafka.dlq_topic, letter, key)
             self.stats.rejected["catalog"] += 1
+            self.metrics.dead_letters.labels(decode_dead_letter(letter)["reason"]).inc()
 
     def adopt_newer_model(self) -> bool:
         """Swap in a newer model version, if there is one, with its own live item side. Batches
@@ -135,6 +187,29 @@ class WorkerShell:
         if now >= self._next_stats:
             logger.info("worker stats: %s", self.stats.as_dict())
             self._next_stats = now + STATS_EVERY_S
+        if now >= self._next_gauges:
+            self.refresh_gauges(now)
+
+    def refresh_gauges(self, now: float | None = None) -> None:
+        """Model version and age, catalog sizes and consumer lag (``tick`` does it once a second)."""
+        now = time.monotonic() if now is None else now
+        self._next_gauges = now + GAUGES_EVERY_S
+        metrics = self.metrics
+        model = self.model.current
+        metrics.set_model(model.version, model.meta.get("created_at"))
+        catalog = self.catalog.table.items
+        metrics.catalog_items.set(len(catalog))
+        if now >= self._next_catalog_count:
+            self._next_catalog_count = now + CATALOG_COUNT_EVERY_S
+            try:
+                metrics.unavailable_items.set(sum(not item.available for item in list(catalog.values())))
+            except RuntimeError:  # changed while counted: next time
+                pass
+        if self.lag_source is not None:
+            try:
+                metrics.set_lag(self.lag_source())
+            except Exception as exc:  # noqa: BLE001 - a gauge must never stop the worker
+                logger.debug("consumer lag not measured: %s", exc)
 
     def close(self) -> None:
         self.catalog.close()

@@ -21,6 +21,7 @@ def main(log_level: str) -> None:
 
 def _register() -> None:
     from streamrec.cli.bench import bench
+    from streamrec.cli.dashboard import dashboard
     from streamrec.cli.demo import demo
     from streamrec.cli.evaluate import evaluate
     from streamrec.cli.kafka import kafka
@@ -29,7 +30,7 @@ def _register() -> None:
     from streamrec.cli.train import train
     from streamrec.cli.worker import consume, worker
 
-    for command in (kafka, produce, train, trainer, model, worker, consume, evaluate, bench, demo):
+    for command in (kafka, produce, train, trainer, model, worker, consume, evaluate, bench, demo, dashboard):
         main.add_command(command)
 
 

@@ -40,8 +40,10 @@ def _kafka(bootstrap: str | None, models_topic: str | None) -> tuple[str, str]:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Format of --bootstrap-dataset.")
 @click.option("--once", is_flag=True, help="Read the topic to its current end, run one cycle and exit (tests, cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print each cycle's result as a JSON line.")
+@click.option("--metrics-port", default=9109, show_default=True, type=click.IntRange(0, 65535),
+              help="Serve the trainer's Prometheus /metrics on this port (0: none; docs/operations.md).")
 def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_events, every_events, every_minutes, holdout,  # noqa: ANN001
-            margin, gate_cases, min_events, dim, bootstrap_dataset, fmt, once, as_json) -> None:
+            margin, gate_cases, min_events, dim, bootstrap_dataset, fmt, once, as_json, metrics_port) -> None:
     """Retrain from the events topic, gate each candidate against the serving model, publish and promote."""
     from indexing.train import TrainParams
     from indexing.trainer import Trainer, TrainerParams
@@ -55,6 +57,9 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params)
+    from streams.metrics import serve
+
+    serve(service.metrics.registry, metrics_port, what="trainer")
     if bootstrap_dataset is not None:
         from producers.readers import read_events
 

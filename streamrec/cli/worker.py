@@ -69,6 +69,7 @@ def _run_batch_engine(settings, level: int) -> None:  # noqa: ANN001
     faiss.omp_set_num_threads(settings.index.search_threads)
     engine = BatchEngine(settings)
     ensure_worker_topics(settings.kafka, changelog=engine.changelog)
+    engine.shell.serve_metrics()
     _announce(settings, engine.model.current.version)
     engine.run()
 
@@ -81,6 +82,7 @@ def _run_faust_agent(settings, loglevel: str, level: int) -> None:  # noqa: ANN0
 
     bundle = create_app(settings, register=register_agents)
     ensure_worker_topics(settings.kafka)
+    bundle.shell.serve_metrics()
     _announce(settings, bundle.model.current.version)
 
     @bundle.app.task

@@ -71,6 +71,8 @@ class BatchResult:
     rejected: list[Rejected] = field(default_factory=list)
     #: Positions of events already applied before (re-sent or replayed), skipped.
     duplicates: list[int] = field(default_factory=list)
+    #: Applied events per event type (indexed by ``EVENT_TYPE_CODES``); None before any were applied.
+    event_types: np.ndarray | None = None
 
 
 def dead_letter(rejected: Rejected, message: Message, topic: str) -> bytes:
@@ -287,6 +289,7 @@ def apply_events(selection: Selection, items: LiveItems, params: InterestParams,
     type_codes = np.fromiter((EVENT_TYPE_CODES[e.type] for e in events), dtype=np.int64, count=len(events))
     ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events))
     on_new = np.flatnonzero(rows >= items.n_model)
+    result.event_types = np.bincount(type_codes, minlength=len(EVENT_TYPE_CODES))
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         captured = update_batch(
             vectors, last_ts, np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events)),
