@@ -48,6 +48,8 @@ class WorkerConfig:
                 "STREAMREC_WORKER__DATA_DIR": str(self.data_dir),
                 "STREAMREC_WORKER__APP_ID": self.app_id,
                 "PYTHONUNBUFFERED": "1",
+                # Several workers run side by side here: no /metrics unless a caller asks for a port.
+                "STREAMREC_WORKER__METRICS_PORT": "0",
             }
         )
         if self.batch_size is not None:
