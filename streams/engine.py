@@ -327,7 +327,14 @@ class BatchEngine:
         pending, self._delivering = self._delivering, None
         if pending is None:
             return
-        self._flush()
+        try:
+            self._flush()
+        except DeliveryFailed:
+            # The batch being searched was prepared from this one's states and follows it
+            # on the partitions: settling it (as stopping would, in drain) would commit
+            # offsets past the refused batch. Nothing after a refused batch is settled.
+            self._pending = None
+            raise
         for partition, items in pending.writes.items():
             self.store.write(partition, items, self._deliveries.offsets.get(partition))
         ends: dict[int, int] = {}

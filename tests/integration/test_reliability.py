@@ -1,8 +1,15 @@
-"""Faults against the real broker: crashes, re-sent events, outages, failover, hostile input.
+"""Faults against the real broker: crashes, re-sent events, outages, failover, hostile input,
+refused deliveries and broken model versions.
 
-Each test audits the end state the same way: every user's vector in the worker's RocksDB
-table must equal the offline computation over that user's events (nothing lost, nothing
-applied twice), and no triggering event may have two different recommendation lists.
+Each test audits the end state twice: every user's vector in the worker's RocksDB table must
+equal the offline computation over that user's events (``audit_states``), and every user's
+stored ``n_events`` and recent event ids must be those of the *published log*, the events the
+test itself sent less the copies it knows it re-sent (``audit_histories``: this one does not
+trust the worker's own counters). No triggering event may have two different lists. Where a
+worker restarts or takes over, the test also asserts that recovery happened: committed
+offsets existed (so their effect had to come back from the changelog), lists were published
+again for replayed events skipped as duplicates, and (batch engine) the log's own counts of
+changelog records applied and duplicates skipped are above zero.
 """
 
 from __future__ import annotations
@@ -331,11 +338,17 @@ def test_engines_share_one_table_and_changelog(bootstrap, topics, start_worker, 
     publish(bootstrap, topics.events, thirds[2])
     recs = wait_for_recommendations(bootstrap, topics.recommendations, events)
     assert again.stop() == 0
-    audit = audit_states(read_user_states(again.config.data_dir), events, shop.model)
+    states = read_user_states(again.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
     conflicts = conflicting_lists([rec for rec, _ in recs])
+    restored = changelog_records_applied(batch_worker.log_file)
     record("faust -> batch (empty data dir) -> faust on one table", events=len(events), lost=audit.lost,
-           doubled=audit.doubled, mismatched=audit.mismatched, conflicting_lists=conflicts)
+           doubled=audit.doubled, mismatched=audit.mismatched, wrong_history=history.wrong_recent,
+           wrong_count=history.wrong_count, conflicting_lists=conflicts, changelog_applied=restored)
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
+    assert restored > 0, "the batch engine with an empty data folder restored nothing from Faust's changelog"
 
 
 def _event(event_id: str, **fields: object) -> bytes:
@@ -500,13 +513,16 @@ def test_hostile_input_is_dead_lettered_and_good_events_survive(bootstrap, topic
     assert Counter(raw for raw, _ in rest.elements()) == Counter(payload for _, payload in keyed_generated)
     assert {reason for _, reason in rest} <= REASONS, {reason for _, reason in rest} - REASONS
     assert all(d["detail"] and d["topic"] == topics.events for d in decoded)
-    audit = audit_states(read_user_states(worker.config.data_dir), events, shop.model)
+    states = read_user_states(worker.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
     conflicts = conflicting_lists([r for r, _ in recs])
     record(f"hostile input: {len(CRAFTED)} crafted + {len(generated)} generated + {len(POISONS)} poisons "
            f"x {POISON_COPIES:,} ({engine} engine)", events=len(mixed), lost=audit.lost,
            doubled=audit.doubled, mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=None,
-           dead_lettered=len(decoded))
+           dead_lettered=len(decoded), wrong_history=history.wrong_recent, wrong_count=history.wrong_count)
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
 
 
 def test_worker_refuses_a_broken_model_with_a_clear_error(bootstrap, topics, tmp_path):
@@ -631,3 +647,42 @@ def test_a_broken_version_in_the_models_folder_is_refused_while_serving(bootstra
     record(f"broken model version published into the running worker's models folder ({engine} engine)",
            events=len(events), lost=None, doubled=None, mismatched=None, conflicting_lists=None, recovery_s=None,
            lists_after=sum(served.values()), served=sorted(served))
+
+
+def test_nothing_after_a_refused_batch_is_settled(bootstrap, topics, start_worker, tmp_path):
+    """Batch engine: a refused batch stops the pipeline. A full batch of good events (their
+    lists refused) is followed, on one partition, by a batch that makes only dead letters (which
+    the broker takes). The second batch was prepared while the first was under way; it must not
+    be settled when the worker stops, or its offsets would commit past the refused batch and
+    that batch's lists would never be sent."""
+    shop = trained_shop(tmp_path / "models", items=800, users=300, history=15_000, live=1_500, seed=33)
+    events = shop.live[:1_000]
+    ensure_topics(bootstrap, {topics.events: 1, topics.recommendations: 1})
+    set_topic_config(bootstrap, topics.recommendations, "max.message.bytes", "100")
+    with EventPublisher(bootstrap, topics.events, linger_ms=50) as publisher:
+        for event in events:
+            publisher.publish(event)
+        for n in range(300):  # not JSON: dead-lettered, nothing else
+            publisher.publish_raw(events[n].user_id.encode(), b"{broken %d" % n)
+    # Started by hand: it may stop before the group is stable, which start_worker would not allow.
+    config = WorkerConfig(bootstrap, shop.models_dir, tmp_path / "worker-data", topics.app_id, events_topic=topics.events,
+                          recommendations_topic=topics.recommendations, dlq_topic=topics.dlq, partitions=1,
+                          batch_size=len(events), engine="batch")
+    worker = WorkerProcess(config, log_file=tmp_path / "first.log").start()
+    worker.process.wait(120)
+    log = worker.log_file.read_text(errors="replace")
+    assert worker.process.returncode != 0 and "DeliveryFailed" in log, worker.log_tail()
+    committed = committed_offsets(bootstrap, topics.app_id, topics.events, 1)
+    stored = read_user_states(worker.config.data_dir)
+    assert committed == {}, f"offsets were committed past the refused batch: {committed}"
+    assert stored == {}, "states reached RocksDB although their batch was refused"
+
+    set_topic_config(bootstrap, topics.recommendations, "max.message.bytes", None)
+    again = start_worker(shop.models_dir, partitions=1, engine="batch")
+    recs = wait_for_recommendations(bootstrap, topics.recommendations, events, timeout=120)
+    assert again.stop() == 0
+    states = read_user_states(again.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
+    assert (audit.lost, audit.doubled, audit.mismatched, conflicting_lists([r for r, _ in recs])) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0)
