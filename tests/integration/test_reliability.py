@@ -58,6 +58,10 @@ from .helpers import (
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
+#: The batch engine's commit interval for workers that get SIGKILL (default 1 s).
+SLOW_COMMITS = {"STREAMREC_WORKER__COMMIT_INTERVAL_S": "5"}
+
+
 def latest_per_user(recs):
     latest = {}
     for rec, _ in recs:
@@ -72,7 +76,9 @@ def test_crash_mid_stream_loses_nothing_and_doubles_nothing(bootstrap, topics, s
     publish(bootstrap, topics.events, events)
     # Small batches, so that the crash comes with work in every stage (large ones would
     # coalesce the 5,000 users' events into a few thousand lists, done in seconds).
-    first = start_worker(shop.models_dir, partitions=2, engine=engine, batch_size=1000)
+    # The batch engine commits every 5 s rather than every second, so that the kill surely
+    # finds batches settled (their changelog records sent) but not committed, to be replayed.
+    first = start_worker(shop.models_dir, partitions=2, engine=engine, batch_size=1000, extra_env=SLOW_COMMITS)
     # Let it get part-way, then SIGKILL it.
     read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= 8_000, timeout=300)
     first.kill()
@@ -259,7 +265,7 @@ def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, star
     third = len(events) // 3
     ensure_topics(bootstrap, {topics.events: 4})
     # Small batches: the kill below finds a batch in flight (prepared, searched or awaiting acks).
-    a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine, batch_size=200)
+    a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine, batch_size=200, extra_env=SLOW_COMMITS)
     b = start_worker(shop.models_dir, partitions=4, name="b", engine=engine, batch_size=200)
     deadline = time.monotonic() + 60
     while group_owner_count(bootstrap, topics.app_id)[0] != 2 and time.monotonic() < deadline:
@@ -361,6 +367,8 @@ def _event(event_id: str, **fields: object) -> bytes:
 
 
 #: Crafted hostile payloads, all keyed b"u-00001", and the dead-letter reason each must get.
+#: (An event on an item id the model does not know is not among them: the worker accepts it
+#: and makes the item a new one, docs/model.md.)
 CRAFTED: list[tuple[bytes | None, str]] = [
     (None, "empty_payload"),
     (b"", "empty_payload"),
@@ -376,7 +384,6 @@ CRAFTED: list[tuple[bytes | None, str]] = [
     (_event("h2b", ts=...), "missing_field"),
     (_event("h3", x=1), "unknown_field"),
     (_event("h4", type="teleport"), "unknown_type"),
-    (_event("h5", item_id="no-such-sku"), "unknown_item"),
     (_event("h6", user_id=""), "empty_string"),
     (_event("h6b", item_id="   "), "empty_string"),
     (_event("h7", item_id="x" * 5000), "string_too_long"),
@@ -395,7 +402,7 @@ CRAFTED: list[tuple[bytes | None, str]] = [
 #: Distinct poison payloads, each sent 2,000 times (keyed b"u-00002"), and their reasons.
 POISONS: list[tuple[bytes, str]] = [
     (_event("poison-1", user_id="u-00002", ts="soon"), "wrong_type"),
-    (_event("poison-2", user_id="u-00002", item_id="sku-does-not-exist"), "unknown_item"),
+    (_event("", user_id="u-00002", type="purchase"), "empty_string"),
     (_event("poison-3", user_id="u-00002", type="teleport"), "unknown_type"),
     (_event("poison-4", user_id="u-00003"), "key_mismatch"),
     (_event("poison-5", user_id="u-00002")[:-7], "malformed_json"),
