@@ -59,7 +59,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
 #: The batch engine's commit interval for workers that get SIGKILL (default 1 s).
-SLOW_COMMITS = {"STREAMREC_WORKER__COMMIT_INTERVAL_S": "5"}
+SLOW_COMMITS = {"STREAMREC_WORKER__COMMIT_INTERVAL_S": "3"}
 
 
 def latest_per_user(recs):
@@ -76,11 +76,17 @@ def test_crash_mid_stream_loses_nothing_and_doubles_nothing(bootstrap, topics, s
     publish(bootstrap, topics.events, events)
     # Small batches, so that the crash comes with work in every stage (large ones would
     # coalesce the 5,000 users' events into a few thousand lists, done in seconds).
-    # The batch engine commits every 5 s rather than every second, so that the kill surely
-    # finds batches settled (their changelog records sent) but not committed, to be replayed.
+    # The batch engine commits every 3 s rather than every second, and the kill comes 1.5 s
+    # after a commit was seen, so that it surely finds batches settled (their changelog records
+    # sent) but not committed, to be replayed.
     first = start_worker(shop.models_dir, partitions=2, engine=engine, batch_size=1000, extra_env=SLOW_COMMITS)
     # Let it get part-way, then SIGKILL it.
     read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= 8_000, timeout=300)
+    deadline = time.monotonic() + 60
+    while not committed_offsets(bootstrap, topics.app_id, topics.events, 2):
+        assert time.monotonic() < deadline, "the first worker never committed"
+        time.sleep(0.1)
+    time.sleep(1.5)
     first.kill()
     # What the first worker had committed: the second one does not read these events again,
     # and starts with an EMPTY data folder, so their effect can only come from the changelog.
