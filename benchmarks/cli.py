@@ -90,7 +90,7 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
 @click.option("--bootstrap", help="Use this running broker [default: start one in a temporary folder and stop it after].")
 @click.option("--warmup-events", default=20_000, show_default=True, type=click.IntRange(min=0),
               help="Drive this many events through a throw-away worker first, so the broker's JVM has compiled "
-              "its hot paths before anything is measured (the naive side, run second, gets a warm broker anyway).")
+              "its hot paths before anything is measured (the side run second gets a warm broker anyway).")
 @click.option("--timeout", default=900.0, show_default=True, type=click.FloatRange(min=10),
               help="Seconds a side may take to answer every user's last event.")
 @click.option("--profile", is_flag=True, help="Profile the worker with py-spy and summarise where its time goes.")
