@@ -19,8 +19,8 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from streamrec.core.batch import Message, finish_batch
-from streams.metrics import lag_of
 from streamrec.core.state import UserState
+from streams.metrics import lag_of
 from streams.shell import WorkerShell
 from streams.tables import read_state
 

@@ -58,8 +58,8 @@ from streamrec.core.batch import BatchResult, Message, PreparedBatch, finish_bat
 from streamrec.core.interest import InterestParams
 from streamrec.core.search import search
 from streamrec.kafka.clients import worker_client_configs
-from streams.model import ModelHolder
 from streams.metrics import lag_of
+from streams.model import ModelHolder
 from streams.shell import WorkerShell, WorkerStats
 from streams.tables import PartitionStore, changelog_topic, read_state
 
@@ -292,7 +292,14 @@ class BatchEngine:
         pending, self._delivering = self._delivering, None
         if pending is None:
             return
-        self._flush()
+        try:
+            self._flush()
+        except DeliveryFailed:
+            # The batch being searched was prepared from this one's states and follows it
+            # on the partitions: settling it (as stopping would, in drain) would commit
+            # offsets past the refused batch. Nothing after a refused batch is settled.
+            self._pending = None
+            raise
         for partition, items in pending.writes.items():
             self.store.write(partition, items, self._deliveries.offsets.get(partition))
         ends: dict[int, int] = {}

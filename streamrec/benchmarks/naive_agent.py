@@ -9,8 +9,10 @@ Same contract, same state codec, same update rule, same duplicate detection and 
 and the RocksDB table with its options come from :func:`streams.app.create_app` itself, with
 this agent registered in place of the worker's. So the comparison differs only in *how* the
 work is done (one event, one table write, one search and one send at a time), not in what
-is done or with which settings. ``tests/unit/benchmarks/test_naive_agent.py`` checks that
-:func:`handle_event` gives the states and recommendations that ``process_batch`` gives.
+is done or with which settings (the garbage collector's included: the agent applies the
+batch engine's ``GC_THRESHOLDS`` and freezes what was loaded at start, as the worker does).
+``tests/unit/benchmarks/test_naive_agent.py`` checks that :func:`handle_event` gives the
+states and recommendations that ``process_batch`` gives.
 
 Run as its own process, configured like the worker by ``STREAMREC_*`` variables::
 
@@ -19,6 +21,7 @@ Run as its own process, configured like the worker by ``STREAMREC_*`` variables:
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -42,6 +45,7 @@ from streamrec.core.batch import Message, is_duplicate, rebuild_state
 from streamrec.core.interest import InterestParams, update_vector
 from streamrec.core.search import search
 from streamrec.core.state import RecentEvent, UserState, encode_state
+from streams.engine import GC_THRESHOLDS
 from streams.tables import read_state
 
 if TYPE_CHECKING:
@@ -150,6 +154,16 @@ def register_naive_agent(bundle: StreamrecApp) -> None:
     @app.timer(interval=bundle.settings.worker.model_poll_s)
     async def poll_model() -> None:
         bundle.model.reload_if_newer()
+
+    @app.task
+    async def same_gc_as_the_worker() -> None:
+        # The batch engine's garbage-collector settings (streams.engine.BatchEngine.warm_up),
+        # applied the same way once the model is loaded, so that the two sides of the bench
+        # differ in how they do the work, not in their process settings.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        logger.info("garbage collector: thresholds %s, %d objects frozen", gc.get_threshold(), gc.get_freeze_count())
 
 
 @click.command()

@@ -40,6 +40,7 @@ def side_table(results: Mapping[str, Any], title: str) -> Any:
     rows = [
         ("events", lambda s: fmt(s["events"])),
         ("events/s", lambda s: fmt(s["events_per_s"])),
+        ("lists/s", lambda s: fmt(s.get("lists_per_s"))),
         ("latency p50", lambda s: fmt(s["latency_ms"]["p50"], " ms")),
         ("latency p95", lambda s: fmt(s["latency_ms"]["p95"], " ms")),
         ("latency p99", lambda s: fmt(s["latency_ms"]["p99"], " ms")),
@@ -147,6 +148,7 @@ def markdown_sides(result: Mapping[str, Any]) -> str:
     rows = [
         ("events", lambda s: cell(s["events"])),
         ("events/s (sustained)", lambda s: cell(s["events_per_s"])),
+        ("lists/s (sustained)", lambda s: cell(s.get("lists_per_s"))),
         ("latency p50 / p95 / p99 (ms)", lambda s: " / ".join(cell(s["latency_ms"][p]) for p in ("p50", "p95", "p99"))),
         ("max committed lag (events)", lambda s: cell(s["max_lag"])),
         ("CPU s in the window", lambda s: cell(s["cpu_s"])),

@@ -116,6 +116,9 @@ class SideResult:
     #: At a fixed rate: ``latency_ms`` over the events produced after the first STEADY_AFTER_S
     #: seconds (the worker's and broker's first batches run cold); None flat out.
     latency_ms_steady: dict[str, float | int | None] | None = None
+    #: Recommendation lists per second, from the lists' arrival times as ``events_per_s`` is
+    #: from the answers' (the worker sends one list per user and batch, the naive agent one per event).
+    lists_per_s: float | None = None
 
     def summary(self) -> dict[str, object]:
         def r(value: float | None, digits: int = 1) -> float | None:
@@ -127,6 +130,7 @@ class SideResult:
             "answered": self.answered,
             "recommendations": self.recommendations,
             "events_per_s": r(self.events_per_s),
+            "lists_per_s": r(self.lists_per_s),
             "latency_ms": {k: (r(v, 2) if isinstance(v, float) else v) for k, v in self.latency_ms.items()},
             "latency_ms_steady": None if self.latency_ms_steady is None else
             {k: (r(v, 2) if isinstance(v, float) else v) for k, v in self.latency_ms_steady.items()},
@@ -267,6 +271,7 @@ def run_side(
     answered_at = answer_times(workload.user_codes, workload.user_codes[positions[known]], positions[known], arrivals[known])
     latency = (answered_at - produced_at) * 1000.0
     events_per_s, t_first, t_last = sustained_rate(answered_at)
+    lists_per_s = sustained_rate(arrivals[known])[0]
 
     def between(s: ProcessSampler | None) -> float | None:
         if s is None or t_first is None or t_last is None:
@@ -283,6 +288,7 @@ def run_side(
         answered=int(np.count_nonzero(~np.isnan(answered_at))),
         recommendations=int(known.sum()),
         events_per_s=events_per_s,
+        lists_per_s=lists_per_s,
         latency_ms=percentiles(latency),
         latency_ms_steady=None if rate is None else
         percentiles(latency[produced_at >= np.nanmin(produced_at) + STEADY_AFTER_S]),

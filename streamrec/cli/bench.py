@@ -64,10 +64,14 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
 @click.option("--events", default=200_000, show_default=True, type=click.IntRange(min=100),
               help="Events driven through the worker.")
 @click.option("--naive-events", type=click.IntRange(min=100),
-              help="Events driven through the naive agent (the first N of the same stream) [default: min(events, 50000)].")
+              help="Events driven through the naive agent (the first N of the same stream) [default: --events, "
+              "the same as the worker's]; the report says when they differ.")
 @click.option("--rate", type=click.FloatRange(min=1), help="Produce at this many events/s while the side runs "
               "(latency mode) [default: flat out: a backlog produced before the side starts].")
 @click.option("--naive/--no-naive", default=True, show_default=True, help="Also run the naive per-event agent.")
+@click.option("--first", "first_side", type=click.Choice(["worker", "naive"]), default="worker", show_default=True,
+              help="Which side runs first (alternate it between runs: the second side finds a broker that has "
+              "served the first one for minutes).")
 @click.option("--factory", default="auto", show_default=True, help="FAISS factory string of the model's index, or auto.")
 @click.option("--nprobe", type=click.IntRange(min=1), help="IVF nprobe / HNSW efSearch [default: the worker's setting].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Worker micro-batch size [default: the worker's setting].")
@@ -82,7 +86,7 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
 @click.option("--bootstrap", help="Use this running broker [default: start one in a temporary folder and stop it after].")
 @click.option("--warmup-events", default=20_000, show_default=True, type=click.IntRange(min=0),
               help="Drive this many events through a throw-away worker first, so the broker's JVM has compiled "
-              "its hot paths before anything is measured (the naive side, run second, gets a warm broker anyway).")
+              "its hot paths before anything is measured (the side run second gets a warm broker anyway).")
 @click.option("--timeout", default=900.0, show_default=True, type=click.FloatRange(min=10),
               help="Seconds a side may take to answer every user's last event.")
 @click.option("--profile", is_flag=True, help="Profile the worker with py-spy and summarise where its time goes.")
@@ -146,15 +150,23 @@ def bench(**options: object) -> None:
         console.print(side_table(result, title))
         if result["ratio"] is not None:
             console.print(f"worker / naive events/s: [bold]{result['ratio']:.1f}x[/bold]")
-        agreement = result.get("agreement")
-        if agreement:
+        if result.get("lists_ratio") is not None:
+            console.print(f"worker / naive lists/s: [bold]{result['lists_ratio']:.2f}x[/bold]")
+        found = result.get("agreement")
+        if found:
             console.print(f"same recommendations (worker vs naive, same trigger event): "
-                          f"{agreement['identical']}/{agreement['compared']} identical, "
-                          f"mean top-10 overlap {agreement['mean_overlap']}")
+                          f"{found['identical']:,} identical and {found['identical_up_to_ties']:,} identical up to "
+                          f"float ties of {found['compared']:,}, mean top-10 overlap {found['mean_overlap']}")
+        console.print(f"order: {' then '.join(result['config']['order'])}")
+        for difference in result["config"]["differences"]:
+            console.print(f"[yellow]the sides differ: {difference}[/yellow]")
         if result.get("profile"):
             console.print("worker profile (share of samples):")
             for kind, share in result["profile"]["shares"].items():
                 console.print(f"  {kind:<34} {share:6.1%}")
+    failure = agreement_failure(result)
+    if failure is not None:
+        raise click.ClickException(failure)
 
 
 def _save_and_echo(result: dict[str, object], options: dict[str, object], filename: str) -> bool:
@@ -255,20 +267,94 @@ def hardware() -> dict[str, object]:
             "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
-def _agreement(worker, naive) -> dict[str, object] | None:  # noqa: ANN001
-    """Compare the two sides' recommendations for the same trigger events."""
+#: Scores this close (relative) are ties: which of two tied items a search returns first is
+#: float noise (a batch's matrix product and one vector's can round the last bit apart).
+TIE_TOLERANCE = 1e-5
+
+
+def _tied(a: float, b: float, tolerance: float = TIE_TOLERANCE) -> bool:
+    return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
+
+
+def same_up_to_ties(a: list[tuple[str, float]], b: list[tuple[str, float]], tolerance: float = TIE_TOLERANCE) -> bool:
+    """Are two ranked lists of ``(item_id, score)`` the same list, up to float ties?
+
+    The scores must agree position by position. Within a run of tied scores the order of the
+    items is free, so each run must hold the same items, except the last run when it reaches
+    the end of the list: a tie there may go on past the cut, so either side may have kept
+    other members of it.
+
+    >>> same_up_to_ties([("a", 0.9), ("b", 0.5)], [("a", 0.9), ("b", 0.5)])
+    True
+    >>> same_up_to_ties([("a", 0.9), ("b", 0.5), ("c", 0.5)], [("a", 0.9), ("c", 0.5), ("b", 0.5)])
+    True
+    >>> same_up_to_ties([("a", 0.9), ("b", 0.5)], [("a", 0.9), ("x", 0.5)])  # a tie at the cut
+    True
+    >>> same_up_to_ties([("a", 0.9), ("b", 0.5)], [("x", 0.9), ("b", 0.5)])
+    False
+    """
+    if len(a) != len(b) or not all(_tied(x[1], y[1], tolerance) for x, y in zip(a, b)):
+        return False
+    start = 0
+    while start < len(a):
+        end = start + 1
+        while end < len(a) and _tied(a[end][1], a[end - 1][1], tolerance):
+            end += 1
+        if end < len(a) and {i for i, _ in a[start:end]} != {i for i, _ in b[start:end]}:
+            return False
+        start = end
+    return True
+
+
+def agreement(worker_kept: dict[bytes, bytes], naive_kept: dict[bytes, bytes]) -> dict[str, object] | None:
+    """Compare the two sides' recommendations for the same trigger events (raw values kept
+    by the collectors, by event id)."""
     from streamrec.contract import decode_recommendation
 
-    common = sorted(set(worker.kept) & set(naive.kept))
+    common = sorted(set(worker_kept) & set(naive_kept))
     if not common:
         return None
-    identical, overlaps = 0, []
+    identical, tied, overlaps, differing = 0, 0, [], []
     for event_id in common:
-        a = [i.item_id for i in decode_recommendation(worker.kept[event_id]).items]
-        b = [i.item_id for i in decode_recommendation(naive.kept[event_id]).items]
-        identical += a == b
-        overlaps.append(len(set(a) & set(b)) / max(len(b), 1))
-    return {"compared": len(common), "identical": identical, "mean_overlap": round(sum(overlaps) / len(overlaps), 4)}
+        a = [(i.item_id, i.score) for i in decode_recommendation(worker_kept[event_id]).items]
+        b = [(i.item_id, i.score) for i in decode_recommendation(naive_kept[event_id]).items]
+        if [i for i, _ in a] == [i for i, _ in b]:
+            identical += 1
+        elif same_up_to_ties(a, b):
+            tied += 1
+        else:
+            differing.append(event_id.decode(errors="replace"))
+        overlaps.append(len({i for i, _ in a} & {i for i, _ in b}) / max(len(b), 1))
+    return {"compared": len(common), "identical": identical, "identical_up_to_ties": tied,
+            "differing": len(differing), "differing_examples": differing[:5],
+            "mean_overlap": round(sum(overlaps) / len(overlaps), 4)}
+
+
+def agreement_failure(result: dict[str, object]) -> str | None:
+    """Why the run's comparison is void (a sentence), or None when both sides gave the same
+    lists: a speed ratio between programs that recommend different things means nothing."""
+    if result.get("naive") is None:
+        return None
+    found = result.get("agreement")
+    if not found:
+        return ("the worker and the naive agent answered no trigger event in common, so their lists could not be "
+                "compared; the bench is void")
+    if found["differing"]:
+        return (f"the worker and the naive agent gave different lists (beyond float ties) for {found['differing']:,} "
+                f"of {found['compared']:,} trigger events (e.g. {', '.join(found['differing_examples'])}); "
+                f"the bench is void")
+    return None
+
+
+def _agreement(worker, naive) -> dict[str, object] | None:  # noqa: ANN001
+    return agreement(worker.kept, naive.kept)
+
+
+def _differences(events: int, naive_events: int | None) -> list[str]:
+    """Where the two sides' runs differ, in words (empty when only the way of working does)."""
+    if naive_events is None or naive_events == events:
+        return []
+    return [f"the naive agent drove the first {naive_events:,} of the worker's {events:,} events"]
 
 
 def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
@@ -288,7 +374,7 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
     rate = options["rate"]
     rate = None if rate is None else float(rate)  # type: ignore[arg-type]
     naive_events = options["naive_events"]
-    naive_events = min(events, 50_000) if naive_events is None else int(naive_events)  # type: ignore[call-overload]
+    naive_events = events if naive_events is None else int(naive_events)  # type: ignore[call-overload]
     shop_rate = options["shop_rate"] or rate or DEFAULT_SHOP_RATE
     if options["fill_users"]:
         from streamrec.benchmarks.load import fill_workload
@@ -348,15 +434,20 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
                                                          "log": lambda text: None})
         naive_workload = workload.head(naive_events)
         keep = naive_workload.last_event_ids() if options["naive"] else set()
-        worker = run_side("worker", workload.head(events), batch_size=options["batch_size"], profile=bool(options["profile"]),
-                          keep=keep, **common)
-        sides.append(worker)
-        log(f"worker: {worker.events_per_s or 0:,.0f} events/s, p99 {worker.latency_ms['p99'] or 0:,.0f} ms")
-        naive = None
-        if options["naive"]:
-            naive = run_side("naive", naive_workload, keep=keep, **common)
-            sides.append(naive)
-            log(f"naive: {naive.events_per_s or 0:,.0f} events/s, p99 {naive.latency_ms['p99'] or 0:,.0f} ms")
+        worker = naive = None
+        order = ["worker", "naive"] if options["naive"] else ["worker"]
+        if options["first_side"] == "naive" and options["naive"]:
+            order.reverse()
+        for name in order:
+            if name == "worker":
+                worker = run_side("worker", workload.head(events), batch_size=options["batch_size"],
+                                  profile=bool(options["profile"]), keep=keep, **common)
+                sides.append(worker)
+                log(f"worker: {worker.events_per_s or 0:,.0f} events/s, p99 {worker.latency_ms['p99'] or 0:,.0f} ms")
+            else:
+                naive = run_side("naive", naive_workload, keep=keep, **common)
+                sides.append(naive)
+                log(f"naive: {naive.events_per_s or 0:,.0f} events/s, p99 {naive.latency_ms['p99'] or 0:,.0f} ms")
         output = options["output"]
         if output is not None:  # the sides' own logs, for their counters and warnings
             Path(str(output)).mkdir(parents=True, exist_ok=True)
@@ -381,11 +472,14 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
         # Paced at --rate, both sides see the same events/s while they keep up: the ratio of
         # sustained throughputs only means something flat out.
         "ratio": ratio(worker, naive) if rate is None else None,
+        "lists_ratio": (round(worker.lists_per_s / naive.lists_per_s, 2)
+                        if rate is None and naive and worker.lists_per_s and naive.lists_per_s else None),
         "agreement": _agreement(worker, naive) if naive else None,
         "profile": profile,
         "config": {
             "items": items, "users": users, "events": events, "naive_events": naive_events if naive else None,
             "rate": rate, "mode": "flat_out" if rate is None else "rate", "partitions": int(options["partitions"]),
+            "order": order, "differences": _differences(events, naive_events if naive else None),
             "batch_size": options["batch_size"], "factory": model.meta.get("factory"), "nprobe": options["nprobe"],
             "faiss_threads": int(options["faiss_threads"]) or "default",
             "dim": model.dim, "item_vectors": workload.item_vectors, "model_items": model.n_items, "seed": int(options["seed"]),

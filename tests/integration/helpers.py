@@ -99,3 +99,66 @@ def record(fault: str, **row: object) -> None:
     if path:
         with open(path, "a") as out:
             out.write(json.dumps({"fault": fault, **row}) + "\n")
+
+
+@dataclass
+class HistoryAudit:
+    users: int
+    wrong_count: int  # users whose stored n_events differs from the published log's
+    wrong_recent: int  # users whose stored recent event ids differ from the log's last ones
+
+
+def audit_histories(states: dict[str, UserState], published: list[Event], *, history_size: int = 32) -> HistoryAudit:
+    """Compare every user's stored ``n_events`` and recent event ids (the last
+    ``history_size``, in order) with what the *published log* says they must be.
+
+    ``published`` is every event the test sent, in the order it sent them (a user's events
+    are all on one partition, so that is their order on the topic too); copies the test
+    knows it re-sent must be left out by the caller. Unlike :func:`audit_states`, this does
+    not trust the worker's own counter: it checks which events the state holds."""
+    per_user: dict[str, list[str]] = defaultdict(list)
+    for event in published:
+        per_user[event.user_id].append(event.event_id)
+    wrong_count = wrong_recent = 0
+    for user_id, ids in per_user.items():
+        state = states.get(user_id)
+        stored_ids = [] if state is None else [r[0] for r in state.recent]
+        if (0 if state is None else state.n_events) != len(ids):
+            wrong_count += 1
+        if stored_ids != ids[-history_size:]:
+            wrong_recent += 1
+    return HistoryAudit(len(per_user), wrong_count, wrong_recent)
+
+
+def republished(recs: list[Recommendation]) -> int:
+    """Recommendation messages beyond one per triggering event: lists published again for
+    an event the worker met a second time (a replay) and skipped as a duplicate."""
+    return len(recs) - len({rec.event_id for rec in recs})
+
+
+def changelog_records_applied(log_file: Path) -> int:
+    """Changelog records the batch engine says it applied when partitions were assigned."""
+    import re
+
+    text = Path(log_file).read_text(errors="replace")
+    return sum(int(n) for n in re.findall(r"partition \d+ assigned: (\d+) changelog record", text))
+
+
+def logged_duplicates(log_file: Path) -> int | None:
+    """``duplicates`` in the batch engine's last stats line (its own count; None if absent)."""
+    import re
+
+    found = re.findall(r"'duplicates': (\d+)", Path(log_file).read_text(errors="replace"))
+    return int(found[-1]) if found else None
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets of ``topic`` (partitions with none left out)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found if tp.offset >= 0}

@@ -1,16 +1,28 @@
-"""Faults against the real broker: crashes, re-sent events, outages, failover, hostile input.
+"""Faults against the real broker: crashes, re-sent events, outages, failover, hostile input,
+refused deliveries and broken model versions.
 
-Each test audits the end state the same way: every user's vector in the worker's RocksDB
-table must equal the offline computation over that user's events (nothing lost, nothing
-applied twice), and no triggering event may have two different recommendation lists.
+Each test audits the end state twice: every user's vector in the worker's RocksDB table must
+equal the offline computation over that user's events (``audit_states``), and every user's
+stored ``n_events`` and recent event ids must be those of the *published log*, the events the
+test itself sent less the copies it knows it re-sent (``audit_histories``: this one does not
+trust the worker's own counters). No triggering event may have two different lists. Where a
+worker restarts or takes over, the test also asserts that recovery happened: committed
+offsets existed (so their effect had to come back from the changelog), lists were published
+again for replayed events skipped as duplicates, and (batch engine) the log's own counts of
+changelog records applied and duplicates skipped are above zero.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import signal
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -22,7 +34,7 @@ from hypothesis import strategies as st
 
 from producers.publisher import DeliveryError, EventPublisher
 from streamrec.config import LocalKafkaSettings
-from streamrec.contract import decode_dead_letter, encode_event
+from streamrec.contract import decode_dead_letter, decode_recommendation, encode_event
 from streamrec.harness.topics import read_topic
 from streamrec.harness.worker import WorkerConfig, WorkerProcess
 from streamrec.kafka import KafkaLauncher
@@ -30,9 +42,25 @@ from streamrec.kafka.admin import ensure_topics
 from streams.tables import read_user_states
 
 from .conftest import free_port
-from .helpers import audit_states, conflicting_lists, publish, record, trained_shop, wait_for_recommendations
+from .helpers import (
+    audit_histories,
+    audit_states,
+    changelog_records_applied,
+    committed_offsets,
+    conflicting_lists,
+    logged_duplicates,
+    publish,
+    record,
+    republished,
+    trained_shop,
+    wait_for_recommendations,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+
+
+#: The batch engine's commit interval for workers that get SIGKILL (default 1 s).
+SLOW_COMMITS = {"STREAMREC_WORKER__COMMIT_INTERVAL_S": "3"}
 
 
 def latest_per_user(recs):
@@ -42,33 +70,68 @@ def latest_per_user(recs):
     return latest
 
 
+def kill_between_commits(worker, bootstrap: str, topics, partitions: int, *, after_s: float = 1.0) -> dict[int, int]:  # noqa: ANN001
+    """SIGKILL ``worker`` ``after_s`` after it was seen to commit (less than its commit
+    interval), so that it dies with batches applied and sent but not committed. Returns the
+    offsets committed at the kill."""
+    before = committed_offsets(bootstrap, topics.app_id, topics.events, partitions)
+    deadline = time.monotonic() + 60
+    while committed_offsets(bootstrap, topics.app_id, topics.events, partitions) == before:
+        assert time.monotonic() < deadline, "the worker never committed"
+        time.sleep(0.05)
+    time.sleep(after_s)
+    worker.kill()
+    return committed_offsets(bootstrap, topics.app_id, topics.events, partitions)
+
+
 @pytest.mark.parametrize("engine", ["batch", "faust"])
 def test_crash_mid_stream_loses_nothing_and_doubles_nothing(bootstrap, topics, start_worker, tmp_path, engine):
-    shop = trained_shop(tmp_path / "models", items=3000, users=5000, history=40_000, live=101_000, seed=5)
-    events = shop.live[:100_000]
+    # The Faust agent is a few times slower: it gets fewer events for about the same time.
+    count = 100_000 if engine == "batch" else 30_000
+    shop = trained_shop(tmp_path / "models", items=3000, users=5000, history=40_000, live=count + 1_000, seed=5)
+    events = shop.live[:count]
     publish(bootstrap, topics.events, events)
     # Small batches, so that the crash comes with work in every stage (large ones would
-    # coalesce the 5,000 users' 100k events into a few thousand lists, done in seconds).
-    first = start_worker(shop.models_dir, partitions=2, engine=engine, batch_size=1000)
-    # Let it get part-way, then SIGKILL it.
-    read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= 12_000, timeout=300)
-    first.kill()
+    # coalesce the 5,000 users' events into a few thousand lists, done in seconds). The batch
+    # engine commits every 3 s rather than every second.
+    first = start_worker(shop.models_dir, partitions=2, engine=engine, batch_size=1000, extra_env=SLOW_COMMITS)
+    # Let it get part-way, then SIGKILL it 1 s after a commit: what it applied since is replayed.
+    read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= 4_000, timeout=300)
+    # What it had committed is not read again by the second worker, which starts with an EMPTY
+    # data folder: the effect of those events can only come back from the changelog.
+    committed = kill_between_commits(first, bootstrap, topics, 2)
     restarted_at = time.time()
-    second = start_worker(shop.models_dir, partitions=2, engine=engine)
+    second = start_worker(shop.models_dir, partitions=2, engine=engine, name="second")
     recs = wait_for_recommendations(bootstrap, topics.recommendations, events, timeout=600)
-    first_new = min(rec.produced_at for rec, _ in recs if rec.produced_at > restarted_at)
+    new = [rec.produced_at for rec, _ in recs if rec.produced_at > restarted_at]
+    assert new, "the first worker had answered everything before it was killed"
+    first_new = min(new)
     assert second.stop() == 0
 
     states = read_user_states(second.config.data_dir)
     audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
     last = {e.user_id: e.event_id for e in events}
     stale = sum(1 for user_id, rec in latest_per_user(recs).items() if rec.event_id != last[user_id])
     conflicts = conflicting_lists([rec for rec, _ in recs])
-    record(f"worker SIGKILL mid-stream, restarted ({engine} engine)", events=len(events), lost=audit.lost, doubled=audit.doubled,
-           mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=round(first_new - restarted_at, 2))
+    again = republished([rec for rec, _ in recs])
+    restored = changelog_records_applied(second.log_file) if engine == "batch" else None
+    skipped = logged_duplicates(second.log_file) if engine == "batch" else None
+    record(f"worker SIGKILL mid-stream, restarted with an empty data folder ({engine} engine)", events=len(events),
+           lost=audit.lost, doubled=audit.doubled, mismatched=audit.mismatched, wrong_history=history.wrong_recent,
+           wrong_count=history.wrong_count, conflicting_lists=conflicts, recovery_s=round(first_new - restarted_at, 2),
+           committed_before_restart=sum(committed.values()), lists_republished=again,
+           changelog_applied=restored, duplicates_logged=skipped)
     assert (audit.lost, audit.doubled, audit.mismatched) == (0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
     assert stale == 0, "every user's latest recommendation must reflect their last event"
     assert conflicts == 0
+    # Recovery really happened: committed events restored from the changelog, and
+    # uncommitted ones replayed and recognised as applied.
+    assert sum(committed.values()) > 0, "the first worker had committed nothing: no restore was needed"
+    assert again > 0, "no list was published twice: nothing was replayed and skipped"
+    if engine == "batch":
+        assert restored > 0 and skipped > 0, second.log_tail()
 
 
 def test_resent_events_are_applied_once(bootstrap, topics, start_worker, tmp_path):
@@ -89,65 +152,117 @@ def test_resent_events_are_applied_once(bootstrap, topics, start_worker, tmp_pat
                 resent += 1
     recs = wait_for_recommendations(bootstrap, topics.recommendations, events)
     assert worker.stop() == 0
-    audit = audit_states(read_user_states(worker.config.data_dir), events, shop.model)
+    states = read_user_states(worker.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)  # the log without the copies re-sent
     conflicts = conflicting_lists([rec for rec, _ in recs])
-    record("same events re-sent (producer retries)", events=len(events) + resent, lost=audit.lost,
-           doubled=audit.doubled, mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=None)
+    skipped = logged_duplicates(worker.log_file)
+    record("same events re-sent (producer retries; batch engine)", events=len(events) + resent, lost=audit.lost,
+           doubled=audit.doubled, mismatched=audit.mismatched, wrong_history=history.wrong_recent,
+           wrong_count=history.wrong_count, conflicting_lists=conflicts, recovery_s=None, resent=resent,
+           duplicates_logged=skipped)
     assert resent > 300
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
+    assert skipped == resent, "the worker must count each re-sent copy as a duplicate, and nothing else"
 
 
-def test_broker_outage_of_30_seconds(tmp_path):
-    """Stop the broker mid-stream for 30 s: producers buffer, the worker reconnects, nothing is lost."""
+#: How long the broker stays down in the outage tests.
+OUTAGE_S = 12
+
+
+@pytest.fixture(scope="module")
+def outage_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaLauncher]:
+    """A broker of the outage tests' own, so that stopping it hits nobody else."""
     launcher = KafkaLauncher(
-        LocalKafkaSettings(home=tmp_path / "kafka", port=free_port(), controller_port=free_port(), heap="512m"),
+        LocalKafkaSettings(home=tmp_path_factory.mktemp("outage-kafka"), port=free_port(), controller_port=free_port(),
+                           heap="512m"),
         lib_dir=LocalKafkaSettings().home / "lib",
     )
     launcher.up(timeout=120)
+    yield launcher
+    launcher.down()
+
+
+def _stop_broker(launcher: KafkaLauncher, how: str) -> None:
+    if how == "SIGKILL":  # no clean shutdown: the broker recovers its log at the next start
+        pid = launcher.status().pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while launcher.status().running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not launcher.status().running
+    else:
+        launcher.down()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("engine", ["batch", "faust"])
+def test_broker_outage_while_the_worker_is_busy(outage_broker, tmp_path, engine, how):
+    """Stop the broker (cleanly, or with SIGKILL) while the worker works through a backlog, for
+    OUTAGE_S seconds: producers buffer, the worker reconnects, nothing is lost or doubled."""
+    launcher = outage_broker
+    launcher.up(timeout=120)
+    run = uuid.uuid4().hex[:8]
+    names = {"events": f"events-{run}", "recommendations": f"recommendations-{run}", "dlq": f"events-dlq-{run}"}
     worker = None
     try:
         shop = trained_shop(tmp_path / "models", items=800, users=600, history=15_000, live=9_000, seed=9)
         events = shop.live
         bootstrap = launcher.bootstrap
-        ensure_topics(bootstrap, {"events": 2, "recommendations": 2, "events-dlq": 2})
-        config = WorkerConfig(bootstrap, shop.models_dir, tmp_path / "worker-data", "streamrec-outage", partitions=2)
+        ensure_topics(bootstrap, {name: 2 for name in names.values()})
+        config = WorkerConfig(bootstrap, shop.models_dir, tmp_path / "worker-data", f"streamrec-outage-{run}",
+                              events_topic=names["events"], recommendations_topic=names["recommendations"],
+                              dlq_topic=names["dlq"], partitions=2, batch_size=50, engine=engine)
         worker = WorkerProcess(config, log_file=tmp_path / "worker.log").start()
         worker.wait_ready()
 
-        third = len(events) // 3
-        publish(bootstrap, "events", events[:third])
+        backlog = 2 * len(events) // 3
+        publish(bootstrap, names["events"], events[:backlog])
+        # The broker goes while the worker is part-way through the backlog.
+        busy = read_topic(bootstrap, names["recommendations"], done=lambda m: len(m) >= 300, timeout=120)
         # While the broker is down, a producer keeps publishing into its buffer ...
-        publisher = EventPublisher(bootstrap, "events", delivery_timeout_ms=180_000)
+        publisher = EventPublisher(bootstrap, names["events"], delivery_timeout_ms=180_000)
         # ... and one with a short delivery timeout must fail loudly, not silently.
-        impatient = EventPublisher(bootstrap, "events", delivery_timeout_ms=5_000)
-        launcher.down()
+        impatient = EventPublisher(bootstrap, names["events"], delivery_timeout_ms=5_000)
+        _stop_broker(launcher, how)
         stopped_at = time.monotonic()
-        impatient.publish(events[third])
+        impatient.publish(events[backlog])
         with pytest.raises(DeliveryError):
             impatient.flush(timeout=15)
-        for event in events[third:2 * third]:
+        for event in events[backlog:]:
             publisher.publish(event)
             publisher._producer.poll(0)
-        time.sleep(max(0.0, 30 - (time.monotonic() - stopped_at)))
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped_at)))
         launcher.up(timeout=120)
         restarted_at = time.time()
         publisher.flush(timeout=120)
         publisher.close()
-        publish(bootstrap, "events", events[2 * third:])
         assert worker.alive(), f"the worker died during the outage:\n{worker.log_tail()}"
-        recs = wait_for_recommendations(bootstrap, "recommendations", events, timeout=300)
-        first_new = min(rec.produced_at for rec, _ in recs if rec.produced_at > restarted_at)
+        recs = wait_for_recommendations(bootstrap, names["recommendations"], events, timeout=300)
+        answered_before = {decode_recommendation(v).event_id for _, v in busy}
+        new = [rec.produced_at for rec, _ in recs if rec.produced_at > restarted_at]
         assert worker.stop() == 0
-        # events[third] was sent by the impatient producer too, and may or may not have landed.
-        audit = audit_states(read_user_states(config.data_dir), events, shop.model)
+        # events[backlog] was sent by the impatient producer too, and may or may not have
+        # landed: the published log is every event once (a second copy is a known re-send).
+        states = read_user_states(config.data_dir)
+        audit = audit_states(states, events, shop.model)
+        history = audit_histories(states, events)
         conflicts = conflicting_lists([rec for rec, _ in recs])
-        record("broker stopped for 30 s mid-stream", events=len(events), lost=audit.lost, doubled=audit.doubled,
-               mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=round(first_new - restarted_at, 2))
+        unanswered_at_stop = len(set(e.event_id for e in events[:backlog]) - answered_before)
+        record(f"broker stopped ({how}) for {OUTAGE_S} s while the worker is busy ({engine} engine)",
+               events=len(events), lost=audit.lost, doubled=audit.doubled, mismatched=audit.mismatched,
+               wrong_history=history.wrong_recent, wrong_count=history.wrong_count, conflicting_lists=conflicts,
+               recovery_s=round(min(new) - restarted_at, 2) if new else None)
+        assert unanswered_at_stop > 0, "the worker had finished its backlog before the broker went"
         assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+        assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
+        assert new, "nothing was recommended after the broker came back"
     finally:
         if worker is not None:
             worker.stop()
-        launcher.down()
+        launcher.up(timeout=120)  # the next test's broker
 
 
 def group_owner_count(bootstrap: str, group: str) -> tuple[int, int]:
@@ -164,27 +279,37 @@ def group_owner_count(bootstrap: str, group: str) -> tuple[int, int]:
 def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, start_worker, tmp_path, engine):
     shop = trained_shop(tmp_path / "models", items=1000, users=1500, history=20_000, live=30_000, seed=12)
     events = shop.live
-    half = len(events) // 2
+    third = len(events) // 3
     ensure_topics(bootstrap, {topics.events: 4})
-    a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine)
-    b = start_worker(shop.models_dir, partitions=4, name="b", engine=engine)
+    # Small batches: the kill below finds a batch in flight (prepared, searched or awaiting acks).
+    a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine, batch_size=200, extra_env=SLOW_COMMITS)
+    b = start_worker(shop.models_dir, partitions=4, name="b", engine=engine, batch_size=200)
     deadline = time.monotonic() + 60
     while group_owner_count(bootstrap, topics.app_id)[0] != 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert group_owner_count(bootstrap, topics.app_id)[0] == 2, "both workers must be in the group"
-    publish(bootstrap, topics.events, events[:half], partitions=4)
-    wait_for_recommendations(bootstrap, topics.recommendations, events[:half])
+    publish(bootstrap, topics.events, events[:third], partitions=4)
+    answered = len(wait_for_recommendations(bootstrap, topics.recommendations, events[:third]))
+    # Every partition (so a's too) commits the first third: b will not read those events again,
+    # and has its own data folder, so their effect on a's users can only come from the changelog.
+    deadline = time.monotonic() + 30
+    while sum(committed_offsets(bootstrap, topics.app_id, topics.events, 4).values()) < third:
+        assert time.monotonic() < deadline, "the first third's offsets were never committed"
+        time.sleep(0.2)
 
-    a.kill()
-    killed = time.monotonic()
     publisher_done = threading.Event()
 
     def keep_publishing() -> None:
-        publish(bootstrap, topics.events, events[half:], partitions=4)
+        publish(bootstrap, topics.events, events[third:], partitions=4)
         publisher_done.set()
 
     thread = threading.Thread(target=keep_publishing)
     thread.start()
+    # Kill a while the rest is flowing through both workers.
+    read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= answered + 1_500, timeout=120)
+    a.kill()
+    killed = time.monotonic()
+    committed = committed_offsets(bootstrap, topics.app_id, topics.events, 4)
     takeover_s = None
     while time.monotonic() - killed < 120:
         members, partitions = group_owner_count(bootstrap, topics.app_id)
@@ -196,11 +321,24 @@ def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, star
     assert takeover_s is not None, f"the survivor never took over:\n{b.log_tail()}"
     recs = wait_for_recommendations(bootstrap, topics.recommendations, events, timeout=300)
     assert b.stop() == 0
-    audit = audit_states(read_user_states(b.config.data_dir), events, shop.model)
+    states = read_user_states(b.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
     conflicts = conflicting_lists([rec for rec, _ in recs])
-    record(f"one of two workers SIGKILLed (failover, {engine} engine)", events=len(events), lost=audit.lost, doubled=audit.doubled,
-           mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=round(takeover_s, 2))
+    again = republished([rec for rec, _ in recs])
+    restored = changelog_records_applied(b.log_file) if engine == "batch" else None
+    skipped = logged_duplicates(b.log_file) if engine == "batch" else None
+    record(f"one of two workers SIGKILLed mid-stream (failover, {engine} engine)", events=len(events), lost=audit.lost,
+           doubled=audit.doubled, mismatched=audit.mismatched, wrong_history=history.wrong_recent,
+           wrong_count=history.wrong_count, conflicting_lists=conflicts, recovery_s=round(takeover_s, 2),
+           committed_before_takeover=sum(committed.values()), lists_republished=again, changelog_applied=restored,
+           duplicates_logged=skipped)
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
+    assert len(committed) == 4 and min(committed.values()) > 0, f"not every partition had committed: {committed}"
+    assert again > 0, "no list was published twice: nothing of a's was replayed and skipped"
+    if engine == "batch":
+        assert restored > 0 and skipped > 0, b.log_tail()
 
 
 def test_engines_share_one_table_and_changelog(bootstrap, topics, start_worker, tmp_path):
@@ -227,11 +365,17 @@ def test_engines_share_one_table_and_changelog(bootstrap, topics, start_worker, 
     publish(bootstrap, topics.events, thirds[2])
     recs = wait_for_recommendations(bootstrap, topics.recommendations, events)
     assert again.stop() == 0
-    audit = audit_states(read_user_states(again.config.data_dir), events, shop.model)
+    states = read_user_states(again.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
     conflicts = conflicting_lists([rec for rec, _ in recs])
+    restored = changelog_records_applied(batch_worker.log_file)
     record("faust -> batch (empty data dir) -> faust on one table", events=len(events), lost=audit.lost,
-           doubled=audit.doubled, mismatched=audit.mismatched, conflicting_lists=conflicts)
+           doubled=audit.doubled, mismatched=audit.mismatched, wrong_history=history.wrong_recent,
+           wrong_count=history.wrong_count, conflicting_lists=conflicts, changelog_applied=restored)
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
+    assert restored > 0, "the batch engine with an empty data folder restored nothing from Faust's changelog"
 
 
 def _event(event_id: str, **fields: object) -> bytes:
@@ -244,6 +388,8 @@ def _event(event_id: str, **fields: object) -> bytes:
 
 
 #: Crafted hostile payloads, all keyed b"u-00001", and the dead-letter reason each must get.
+#: (An event on an item id the model does not know is not among them: the worker accepts it
+#: and makes the item a new one, docs/model.md.)
 CRAFTED: list[tuple[bytes | None, str]] = [
     (None, "empty_payload"),
     (b"", "empty_payload"),
@@ -396,13 +542,16 @@ def test_hostile_input_is_dead_lettered_and_good_events_survive(bootstrap, topic
     assert Counter(raw for raw, _ in rest.elements()) == Counter(payload for _, payload in keyed_generated)
     assert {reason for _, reason in rest} <= REASONS, {reason for _, reason in rest} - REASONS
     assert all(d["detail"] and d["topic"] == topics.events for d in decoded)
-    audit = audit_states(read_user_states(worker.config.data_dir), events, shop.model)
+    states = read_user_states(worker.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
     conflicts = conflicting_lists([r for r, _ in recs])
     record(f"hostile input: {len(CRAFTED)} crafted + {len(generated)} generated + {len(POISONS)} poisons "
            f"x {POISON_COPIES:,} ({engine} engine)", events=len(mixed), lost=audit.lost,
            doubled=audit.doubled, mismatched=audit.mismatched, conflicting_lists=conflicts, recovery_s=None,
-           dead_lettered=len(decoded))
+           dead_lettered=len(decoded), wrong_history=history.wrong_recent, wrong_count=history.wrong_count)
     assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
 
 
 def test_worker_refuses_a_broken_model_with_a_clear_error(bootstrap, topics, tmp_path):
@@ -416,3 +565,158 @@ def test_worker_refuses_a_broken_model_with_a_clear_error(bootstrap, topics, tmp
     assert worker.process.returncode != 0
     log = Path(worker.log_file).read_text()
     assert "cannot start the worker" in log and str(index) in log and "truncated" in log
+
+
+def set_topic_config(bootstrap: str, topic: str, name: str, value: str | None) -> None:
+    """Set (or, with None, remove) one config override of ``topic`` on the broker."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
+    resource = ConfigResource(ResourceType.TOPIC, topic,
+                              incremental_configs=[ConfigEntry(name, value or "", incremental_operation=op)])
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+def test_a_batch_the_broker_refuses_is_neither_committed_nor_stored(bootstrap, topics, start_worker, tmp_path):
+    """Batch engine, settle -> commit order under a real delivery failure: the recommendations
+    topic is made to refuse every message (``max.message.bytes`` far below one list), so the
+    broker answers MSG_SIZE_TOO_LARGE. The worker must stop without committing the refused
+    batch's source offsets or writing its states to RocksDB; restarted on the same data
+    folder once the topic is fixed, it replays the batch and every event lands once."""
+    shop = trained_shop(tmp_path / "models", items=800, users=400, history=15_000, live=6_000, seed=31)
+    events = shop.live
+    half = len(events) // 2
+    ensure_topics(bootstrap, {topics.events: 2, topics.recommendations: 2})
+    worker = start_worker(shop.models_dir, partitions=2, engine="batch")
+    publish(bootstrap, topics.events, events[:half])
+    wait_for_recommendations(bootstrap, topics.recommendations, events[:half])
+    deadline = time.monotonic() + 30  # the idle worker commits within commit_interval_s
+    while sum(committed_offsets(bootstrap, topics.app_id, topics.events, 2).values()) < half:
+        assert time.monotonic() < deadline, "the first half's offsets were never committed"
+        time.sleep(0.5)
+
+    set_topic_config(bootstrap, topics.recommendations, "max.message.bytes", "100")
+    publish(bootstrap, topics.events, events[half:])
+    worker.process.wait(120)
+    log = worker.log_file.read_text(errors="replace")
+    assert worker.process.returncode != 0, "the worker must stop when the broker refuses a batch's output"
+    assert "DeliveryFailed" in log and "not delivered" in log and "too large" in log.lower(), worker.log_tail()
+    # Nothing of the refused batches was committed or stored: the group and the table are
+    # exactly as after the first half.
+    committed = committed_offsets(bootstrap, topics.app_id, topics.events, 2)
+    stored = read_user_states(worker.config.data_dir)
+    after_half = audit_states(stored, events[:half], shop.model)
+    half_history = audit_histories(stored, events[:half])
+    assert sum(committed.values()) == half, f"offsets beyond the delivered batches were committed: {committed}"
+    assert (after_half.lost, after_half.doubled, after_half.mismatched) == (0, 0, 0)
+    assert (half_history.wrong_count, half_history.wrong_recent) == (0, 0), "a refused batch's states reached RocksDB"
+
+    set_topic_config(bootstrap, topics.recommendations, "max.message.bytes", None)
+    restarted_at = time.time()
+    again = start_worker(shop.models_dir, partitions=2, engine="batch")  # same data folder
+    recs = wait_for_recommendations(bootstrap, topics.recommendations, events)
+    assert again.stop() == 0
+    states = read_user_states(again.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
+    conflicts = conflicting_lists([rec for rec, _ in recs])
+    second_half = {e.event_id for e in events[half:]}
+    before_restart = sum(1 for rec, _ in recs if rec.event_id in second_half and rec.produced_at < restarted_at)
+    record("recommendations refused by the broker (max.message.bytes), worker restarted (batch engine)",
+           events=len(events), lost=audit.lost, doubled=audit.doubled, mismatched=audit.mismatched,
+           wrong_history=history.wrong_recent, wrong_count=history.wrong_count, conflicting_lists=conflicts,
+           recovery_s=None, committed_at_failure=sum(committed.values()))
+    assert before_restart == 0, "the broker took a list it should have refused"
+    assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0), "stored events differ from the published log"
+
+
+@pytest.mark.parametrize("engine", ["batch", "faust"])
+def test_a_broken_version_in_the_models_folder_is_refused_while_serving(bootstrap, topics, start_worker, tmp_path, engine):
+    """A corrupt version folder appears in the running worker's models_dir and ``LATEST``
+    moves to it (the local-folder path; the models-topic path is in test_model_lifecycle.py):
+    the worker keeps serving the old version and says why."""
+    shop = trained_shop(tmp_path / "models", items=300, users=100, history=3_000, live=2_000, seed=2)
+    events = shop.live
+    half = len(events) // 2
+    old = shop.model.version
+    env = {"STREAMREC_WORKER__MODEL_POLL_S": "1", "STREAMREC_KAFKA__MODELS_TOPIC": ""}  # no models topic
+    worker = start_worker(shop.models_dir, partitions=2, engine=engine, extra_env=env)
+    publish(bootstrap, topics.events, events[:half])
+    wait_for_recommendations(bootstrap, topics.recommendations, events[:half])
+
+    broken = shop.models_dir / "v000002"
+    shutil.copytree(shop.models_dir / old, broken)
+    meta = orjson.loads((broken / "meta.json").read_bytes())
+    (broken / "meta.json").write_bytes(orjson.dumps({**meta, "version": broken.name}))
+    index = broken / "index.faiss"
+    index.write_bytes(index.read_bytes()[:100])
+    (shop.models_dir / "LATEST.tmp").write_text(broken.name)
+    os.replace(shop.models_dir / "LATEST.tmp", shop.models_dir / "LATEST")
+    refusal = f"model {broken} could not be loaded; still serving {old}"
+    deadline = time.monotonic() + 60
+    while refusal not in worker.log_file.read_text(errors="replace"):
+        assert worker.alive(), worker.log_tail()
+        assert time.monotonic() < deadline, f"no refusal logged:\n{worker.log_tail()}"
+        time.sleep(0.5)
+
+    publish(bootstrap, topics.events, events[half:])
+    recs = wait_for_recommendations(bootstrap, topics.recommendations, events)
+    assert worker.alive(), worker.log_tail()
+    assert worker.stop() == 0
+    log = worker.log_file.read_text(errors="replace")
+    second_half = {e.event_id for e in events[half:]}
+    served = Counter(rec.model_version for rec, _ in recs if rec.event_id in second_half)
+    assert set(served) == {old}, served
+    assert "truncated" in log and str(index) in log, "the log must say what is wrong with the version"
+    assert log.count(refusal) == 1, "a refused version is reported once, not at every poll"
+    assert "swapping model" not in log
+    record(f"broken model version published into the running worker's models folder ({engine} engine)",
+           events=len(events), lost=None, doubled=None, mismatched=None, conflicting_lists=None, recovery_s=None,
+           lists_after=sum(served.values()), served=sorted(served))
+
+
+def test_nothing_after_a_refused_batch_is_settled(bootstrap, topics, start_worker, tmp_path):
+    """Batch engine: a refused batch stops the pipeline. A full batch of good events (their
+    lists refused) is followed, on one partition, by a batch that makes only dead letters (which
+    the broker takes). The second batch was prepared while the first was under way; it must not
+    be settled when the worker stops, or its offsets would commit past the refused batch and
+    that batch's lists would never be sent."""
+    shop = trained_shop(tmp_path / "models", items=800, users=300, history=15_000, live=1_500, seed=33)
+    events = shop.live[:1_000]
+    ensure_topics(bootstrap, {topics.events: 1, topics.recommendations: 1})
+    set_topic_config(bootstrap, topics.recommendations, "max.message.bytes", "100")
+    with EventPublisher(bootstrap, topics.events, linger_ms=50) as publisher:
+        for event in events:
+            publisher.publish(event)
+        for n in range(300):  # not JSON: dead-lettered, nothing else
+            publisher.publish_raw(events[n].user_id.encode(), b"{broken %d" % n)
+    # Started by hand: it may stop before the group is stable, which start_worker would not allow.
+    config = WorkerConfig(bootstrap, shop.models_dir, tmp_path / "worker-data", topics.app_id, events_topic=topics.events,
+                          recommendations_topic=topics.recommendations, dlq_topic=topics.dlq, partitions=1,
+                          batch_size=len(events), engine="batch")
+    worker = WorkerProcess(config, log_file=tmp_path / "first.log").start()
+    worker.process.wait(120)
+    log = worker.log_file.read_text(errors="replace")
+    assert worker.process.returncode != 0 and "DeliveryFailed" in log, worker.log_tail()
+    committed = committed_offsets(bootstrap, topics.app_id, topics.events, 1)
+    stored = read_user_states(worker.config.data_dir)
+    assert committed == {}, f"offsets were committed past the refused batch: {committed}"
+    assert stored == {}, "states reached RocksDB although their batch was refused"
+
+    set_topic_config(bootstrap, topics.recommendations, "max.message.bytes", None)
+    again = start_worker(shop.models_dir, partitions=1, engine="batch")
+    recs = wait_for_recommendations(bootstrap, topics.recommendations, events, timeout=120)
+    assert again.stop() == 0
+    states = read_user_states(again.config.data_dir)
+    audit = audit_states(states, events, shop.model)
+    history = audit_histories(states, events)
+    conflicts = conflicting_lists([r for r, _ in recs])
+    record("a refused batch, then one of dead letters only: neither settled (batch engine)", events=len(events) + 300,
+           lost=audit.lost, doubled=audit.doubled, mismatched=audit.mismatched, wrong_history=history.wrong_recent,
+           wrong_count=history.wrong_count, conflicting_lists=conflicts, recovery_s=None,
+           committed_at_failure=sum(committed.values()))
+    assert (audit.lost, audit.doubled, audit.mismatched, conflicts) == (0, 0, 0, 0)
+    assert (history.wrong_count, history.wrong_recent) == (0, 0)

@@ -51,3 +51,53 @@ def test_rolling_percentile_per_window():
     centers, values = rolling_percentile(series, 0.5, 50)
     assert centers.tolist() == [0.25, 0.75]
     assert values.tolist() == [2.0, 10.0]
+
+
+# --------------------------------------------------------------------------- the agreement gate
+
+from streamrec.cli.bench import agreement, agreement_failure, same_up_to_ties  # noqa: E402
+from streamrec.contract import Recommendation, ScoredItem, encode_recommendation  # noqa: E402
+
+
+def rec(event_id: str, *items: tuple[str, float]) -> bytes:
+    return encode_recommendation(Recommendation("u-1", tuple(ScoredItem(i, s) for i, s in items), "v000001",
+                                                event_id, 1_700_000_000.0, 1_700_000_001.0))
+
+
+def test_lists_that_differ_only_inside_a_tie_are_the_same():
+    a = [("a", 0.9), ("b", 0.5), ("c", 0.5), ("d", 0.1)]
+    assert same_up_to_ties(a, [("a", 0.9), ("c", 0.5), ("b", 0.5), ("d", 0.1)])
+    assert same_up_to_ties(a, [("a", 0.9), ("c", 0.5 + 1e-7), ("b", 0.5), ("d", 0.1)])  # float noise
+    # The last run may go on past the cut: another member of the tie may have been kept.
+    assert same_up_to_ties([("a", 0.9), ("b", 0.5)], [("a", 0.9), ("z", 0.5)])
+
+
+def test_lists_that_really_differ_are_not_the_same():
+    a = [("a", 0.9), ("b", 0.5), ("c", 0.5), ("d", 0.1)]
+    assert not same_up_to_ties(a, [("a", 0.9), ("b", 0.5), ("x", 0.5), ("d", 0.1)])  # a tie before the end
+    assert not same_up_to_ties(a, [("b", 0.9), ("a", 0.5), ("c", 0.5), ("d", 0.1)])  # swapped, not tied
+    assert not same_up_to_ties(a, a[:3])  # shorter
+    assert not same_up_to_ties(a, [("a", 0.9), ("b", 0.5), ("c", 0.5), ("d", 0.2)])  # another score
+
+
+def test_the_gate_passes_identical_and_tied_lists_and_fails_on_one_real_difference():
+    worker = {b"e1": rec("e1", ("a", 0.9), ("b", 0.5)), b"e2": rec("e2", ("a", 0.9), ("b", 0.5), ("c", 0.5)),
+              b"e3": rec("e3", ("a", 0.9))}
+    naive = {b"e1": rec("e1", ("a", 0.9), ("b", 0.5)), b"e2": rec("e2", ("a", 0.9), ("c", 0.5), ("b", 0.5)),
+             b"e4": rec("e4", ("a", 0.9))}
+    found = agreement(worker, naive)
+    assert found is not None
+    assert (found["compared"], found["identical"], found["identical_up_to_ties"], found["differing"]) == (2, 1, 1, 0)
+    assert agreement_failure({"naive": {}, "agreement": found}) is None
+
+    naive[b"e1"] = rec("e1", ("b", 0.9), ("a", 0.5))
+    found = agreement(worker, naive)
+    assert found["differing"] == 1 and found["differing_examples"] == ["e1"]
+    failure = agreement_failure({"naive": {}, "agreement": found})
+    assert failure is not None and "different lists" in failure and "1 of 2" in failure and "e1" in failure
+
+
+def test_the_gate_fails_when_nothing_could_be_compared_and_is_silent_without_a_naive_side():
+    assert agreement({b"e1": rec("e1", ("a", 0.9))}, {b"e2": rec("e2", ("a", 0.9))}) is None
+    assert "no trigger event in common" in agreement_failure({"naive": {}, "agreement": None})
+    assert agreement_failure({"naive": None, "agreement": None}) is None
