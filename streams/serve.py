@@ -57,6 +57,8 @@ DEFAULT_K = 10
 MAX_EXCLUDE = 1000
 #: At start, trending counts are warmed up from at most this many of each events partition's newest events.
 TRENDING_WARMUP_EVENTS = 50_000
+#: Once caught up, the replica applies what it read at most this often (seconds).
+APPLY_EVERY_S = 0.01
 #: How many changelog delays the freshness percentiles are computed over.
 FRESHNESS_WINDOW = 10_000
 
@@ -425,6 +427,10 @@ class Replica:
             if now >= next_model:
                 self._adopt_newer_model()
                 next_model = time.monotonic() + worker.model_poll_s
+            if messages and was_caught_up:
+                # Coalesce: apply at most every APPLY_EVERY_S, so that a steady trickle of states
+                # does not take the lock (and the GIL) hundreds of times a second from the handlers.
+                self._stop.wait(APPLY_EVERY_S)
 
     def _observe(self, messages: list[Message]) -> None:
         """Count events in the trending counts, as the worker's item side does."""
