@@ -258,6 +258,9 @@ class Replica:
         self._thread: threading.Thread | None = None
         #: Seconds from the worker writing a state to this replica applying it (after catch-up).
         self.delays: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
+        #: Recommendation requests: seconds waiting for the lock, and in the handler in all.
+        self.lock_waits: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
+        self.request_times: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
 
     # -- status --------------------------------------------------------------------------------
 
@@ -279,6 +282,11 @@ class Replica:
         """Percentiles (ms) of the changelog's delay: a state's write by the worker to its
         application here."""
         return _percentiles(list(self.delays))
+
+    def record_request(self, lock_wait_s: float, total_s: float) -> None:
+        """One recommendation request's time waiting for the lock and in all (inside the handler)."""
+        self.lock_waits.append(lock_wait_s)
+        self.request_times.append(total_s)
 
     def state(self, user_id: str) -> UserState | None:
         raw = self.states.get(user_id)
@@ -524,10 +532,13 @@ async def recommendations(request: web.Request) -> web.Response:
     k = parse_k(request.query.get("k"))
     exclude = parse_exclude(request.query.get("exclude"))
     category = parse_category(request.query.get("category"))
+    started = time.perf_counter()
     with replica.lock:
+        locked = time.perf_counter()
         items = _ready_items(replica)
         answer = recommend(items, user_id, replica.state(user_id), k=k, params=replica.params, exclude=exclude,
                            category=category)
+    replica.record_request(locked - started, time.perf_counter() - started)
     return web.json_response(answer)
 
 
@@ -552,7 +563,9 @@ async def readyz(request: web.Request) -> web.Response:
     body = {"ready": status.ready, "model_loaded": status.model_loaded, "model_version": status.model_version,
             "catalog_restored": status.catalog_restored, "changelog_caught_up": status.changelog_caught_up,
             "changelog_behind": status.changelog_behind, "users": status.users,
-            "changelog_delay_ms": replica.freshness()}
+            "changelog_delay_ms": replica.freshness(),
+            "handler_ms": _percentiles(list(replica.request_times)),
+            "lock_wait_ms": _percentiles(list(replica.lock_waits))}
     if not status.ready:
         body["detail"] = _not_ready_detail(status)
     return web.json_response(body, status=200 if status.ready else 503)
@@ -575,6 +588,11 @@ def make_app(replica: Replica) -> web.Application:
 
 def serve(settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:  # noqa: ANN001 - Settings
     """Start the replica and answer HTTP until interrupted."""
+    import faiss
+
+    # OpenMP's thread count is per thread: set it in the thread that searches (the handlers'). On a
+    # busy machine FAISS's default team (every core, spin-waiting) costs far more than it gives.
+    faiss.omp_set_num_threads(settings.index.search_threads)
     replica = Replica(settings).start()
     try:
         web.run_app(make_app(replica), host=host, port=port, print=None, handle_signals=True, access_log=None)
@@ -662,6 +680,10 @@ OPENAPI: dict[str, Any] = {
             "ready": {"type": "boolean"}, "model_loaded": {"type": "boolean"},
             "model_version": {"type": "string", "nullable": True}, "catalog_restored": {"type": "boolean"},
             "changelog_caught_up": {"type": "boolean"}, "changelog_behind": {"type": "integer"},
+            "handler_ms": {"type": "object", "description": "Percentiles of the time recommendation requests "
+                                                            "spent in their handler (the last 10,000)."},
+            "lock_wait_ms": {"type": "object", "description": "Percentiles of the part of it spent waiting for "
+                                                              "the replica's lock."},
             "users": {"type": "integer"},
             "changelog_delay_ms": {"type": "object", "description": "Percentiles of the delay from a worker writing "
                                                                     "a state to this replica applying it."},

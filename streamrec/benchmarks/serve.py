@@ -196,7 +196,7 @@ def run_serve_bench(bootstrap: str, workload: Workload, *, rate: float, duration
             feeder.join()
         time.sleep(2.0)
         _, during = _get(port, "/readyz")
-        log(f"steady: {steady}")
+        log(f"steady: {steady}; inside serve: handler {during.get('handler_ms')}, lock wait {during.get('lock_wait_ms')}")
         steps = []
         if find_max:
             step_rate = rate
@@ -228,6 +228,8 @@ def run_serve_bench(bootstrap: str, workload: Workload, *, rate: float, duration
         "highest_rate_p99_le_50ms": max(passing) if passing else None,
         "serve_ready_s": round(ready_s, 1),
         "changelog_delay_ms": during.get("changelog_delay_ms"),
+        "server_handler_ms": during.get("handler_ms"),
+        "server_lock_wait_ms": during.get("lock_wait_ms"),
         "update_events_per_s": update_rate,
         "config": {"items": workload.items, "model_items": model.n_items, "dim": model.dim,
                    "factory": model.meta.get("factory"), "users_with_state": len(users), "events": len(workload),
