@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from streamrec.benchmarks.load import Workload, produce
 from streamrec.harness.topics import wait_for_answers
@@ -42,6 +43,12 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def _percentiles(values_s: list[float]) -> dict[str, float | None]:
@@ -191,11 +198,18 @@ def run_serve_bench(bootstrap: str, workload: Workload, *, rate: float, duration
                                   kwargs={"rate": update_rate}, daemon=True)
         if update_rate > 0:
             feeder.start()
+        serve_process, bench_process = psutil.Process(serve.pid), psutil.Process()
+        cpu_before = (_cpu_s(serve_process), _cpu_s(bench_process), time.perf_counter())
         steady = asyncio.run(drive(port, users, rate=rate, duration_s=duration_s))
+        cpu = {"serve_cpu_ms_per_request": round((_cpu_s(serve_process) - cpu_before[0]) / steady["requests"] * 1000, 3),
+               "client_and_feeder_cpu_ms_per_request":
+                   round((_cpu_s(bench_process) - cpu_before[1]) / steady["requests"] * 1000, 3),
+               "serve_cores_used": round((_cpu_s(serve_process) - cpu_before[0]) / (time.perf_counter() - cpu_before[2]), 2)}
         if update_rate > 0:
             feeder.join()
         time.sleep(2.0)
         _, during = _get(port, "/readyz")
+        log(f"cpu: {cpu}")
         log(f"steady: {steady}; inside serve: handler {during.get('handler_ms')}, lock wait {during.get('lock_wait_ms')}")
         steps = []
         if find_max:
@@ -227,6 +241,7 @@ def run_serve_bench(bootstrap: str, workload: Workload, *, rate: float, duration
         "rate_steps": steps,
         "highest_rate_p99_le_50ms": max(passing) if passing else None,
         "serve_ready_s": round(ready_s, 1),
+        "cpu": cpu,
         "changelog_delay_ms": during.get("changelog_delay_ms"),
         "server_handler_ms": during.get("handler_ms"),
         "server_lock_wait_ms": during.get("lock_wait_ms"),

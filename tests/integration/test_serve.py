@@ -73,6 +73,23 @@ class Serve:
                 self.process.wait(10)
 
 
+def owners(bootstrap: str, group: str, topic: str, timeout: float = 60.0) -> int:
+    """How many members of the consumer group own a partition of ``topic``, once each partition has one."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        held = [{tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic} for m in described.members]
+        if described.state == ConsumerGroupState.STABLE and sum(map(len, held)) == 2 and all(held) and len(held) == 2:
+            return len(held)
+        if time.monotonic() > deadline:
+            return sum(1 for h in held if h)
+        time.sleep(0.5)
+
+
 def answers_for(port: int, users: list[str], k: int = K) -> dict[str, dict]:
     out = {}
     for user in users:
@@ -82,13 +99,15 @@ def answers_for(port: int, users: list[str], k: int = K) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.parametrize("engine", ["batch", "faust"])
 def test_two_serve_instances_answer_every_user_of_both_workers_like_the_workers(bootstrap, topics, start_worker,
-                                                                                 tmp_path) -> None:
+                                                                                 tmp_path, engine) -> None:
     shop = trained_shop(tmp_path / "models", items=400, users=120, history=12_000, live=3_000, seed=13)
     items_topic = topics.events.replace("events", "items")
     ensure_topics(bootstrap, {items_topic: 2}, configs={items_topic: COMPACTED})
     extra = {"STREAMREC_KAFKA__ITEMS_TOPIC": items_topic, "STREAMREC_INDEX__USE_GPU": "false"}
-    workers = [start_worker(shop.models_dir, partitions=2, name=f"worker-{n}", extra_env=extra) for n in range(2)]
+    workers = [start_worker(shop.models_dir, partitions=2, name=f"worker-{n}", engine=engine, extra_env=extra)
+               for n in range(2)]
     env = WorkerConfig(bootstrap=bootstrap, models_dir=shop.models_dir, data_dir=tmp_path / "unused",
                        app_id=topics.app_id, events_topic=topics.events, recommendations_topic=topics.recommendations,
                        dlq_topic=topics.dlq, partitions=2, extra_env=extra).env()
@@ -97,6 +116,7 @@ def test_two_serve_instances_answer_every_user_of_both_workers_like_the_workers(
         for instance in instances:
             instance.wait_ready()
 
+        assert owners(bootstrap, topics.app_id, topics.events) == 2, "each worker must own one events partition"
         live = shop.live[:2_000]
         publish(bootstrap, topics.events, live)
         recs = [rec for rec, _ in wait_for_recommendations(bootstrap, topics.recommendations, live, timeout=240)]
@@ -169,6 +189,10 @@ def test_two_serve_instances_answer_every_user_of_both_workers_like_the_workers(
         for worker in workers:
             worker.stop()
 
-    # The users belonged to both workers' partitions, and both instances answered them all.
-    owned = [set(read_user_states(w.config.data_dir)) for w in workers]
-    assert all(owned) and not owned[0] & owned[1] and owned[0] | owned[1] == set(users)
+    # The users came from both partitions, each owned by one of the two workers (checked before the
+    # events were sent), and both instances answered them all.
+    states = {}
+    for worker in workers:
+        states.update(read_user_states(worker.config.data_dir))
+    assert set(states) == set(users)
+    assert {state.partition for state in states.values()} == {0, 1}
