@@ -8,7 +8,9 @@ slow server cannot hide behind a slow client) with an async HTTP client (aiohttp
 own process, on the same machine), after 2 s of unmeasured warm-up (connections, caches), for
 ``duration_s`` seconds. It reports p50/p95/p99 of the latency and checks that the answers equal the worker's
 latest list for the same state (the state's newest event is the list's trigger).
-With ``find_max`` it also steps the rate up to find the highest one with p99 ≤ 50 ms.
+While the steady requests run, ``update_rate`` new events per second change users' states (the
+replica's changelog delay is measured meanwhile). With ``find_max`` it then steps the rate up
+(×1.5, 10 s each, without new events) to find the highest one with p99 ≤ 50 ms.
 """
 
 from __future__ import annotations

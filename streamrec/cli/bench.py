@@ -112,7 +112,8 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
               help="--serve: seconds of requests at the steady rate.")
 @click.option("--update-rate", default=200.0, show_default=True, type=click.FloatRange(min=0),
               help="--serve: new events per second produced while the requests run (states change under them).")
-@click.option("--find-max", is_flag=True, help="--serve: then step the rate up (x1.5, 10 s each) to the highest with p99 <= 50 ms.")
+@click.option("--find-max", is_flag=True, help="--serve: then step the rate up (x1.5, 10 s each, no new events meanwhile) to the highest with "
+              "p99 <= 50 ms.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 def bench(**options: object) -> None:
     """Benchmark the streamrec worker against a naive per-event Faust agent on a real broker."""

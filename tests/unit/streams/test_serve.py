@@ -196,7 +196,9 @@ def test_http_api() -> None:
             assert len(similar_body["items"]) == 4
             assert (await client.get("/healthz")).status == 200
             ready = await client.get("/readyz")
-            assert ready.status == 200 and (await ready.json())["users"] == len(states)
+            readiness = await ready.json()
+            assert ready.status == 200 and readiness["users"] == len(states)
+            assert readiness["handler_ms"]["p50"] is not None and readiness["lock_wait_ms"]["max"] is not None
             doc = await (await client.get("/openapi.json")).json()
             assert doc == OPENAPI and set(doc["paths"]) == {"/v1/users/{user_id}/recommendations",
                                                             "/v1/items/{item_id}/similar", "/healthz", "/readyz",
