@@ -27,10 +27,11 @@ def _register() -> None:
     from streamrec.cli.kafka import kafka
     from streamrec.cli.models import model, trainer
     from streamrec.cli.produce import produce
+    from streamrec.cli.serve import serve
     from streamrec.cli.train import train
     from streamrec.cli.worker import consume, worker
 
-    for command in (kafka, produce, train, trainer, model, worker, consume, evaluate, bench, demo, dashboard):
+    for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard):
         main.add_command(command)
 
 

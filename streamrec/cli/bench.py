@@ -109,6 +109,15 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
               help="--index-only: user vectors used as queries.")
 @click.option("--fill-users", is_flag=True, help="Drive one event for each of the --users users (not the shop's "
               "sessions), so the table ends with every user: measures state per user and RSS at that many users.")
+@click.option("--serve", "serve_bench", is_flag=True, help="Only measure `streamrec serve`: a worker gives --users "
+              "states from --events events, then GET requests at --rate per second (default 500) for --duration "
+              "seconds; p50/p95/p99 and whether answers equal the worker's lists; see streamrec/benchmarks/serve.py.")
+@click.option("--duration", default=30.0, show_default=True, type=click.FloatRange(min=1),
+              help="--serve: seconds of requests at the steady rate.")
+@click.option("--update-rate", default=200.0, show_default=True, type=click.FloatRange(min=0),
+              help="--serve: new events per second produced while the requests run (states change under them).")
+@click.option("--find-max", is_flag=True, help="--serve: then step the rate up (x1.5, 10 s each, no new events meanwhile) to the highest with "
+              "p99 <= 50 ms.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 def bench(**options: object) -> None:
     """Benchmark the streamrec worker against a naive per-event Faust agent on a real broker."""
@@ -127,6 +136,9 @@ def bench(**options: object) -> None:
         return
     if options["micro"]:
         _micro(options, log)
+        return
+    if options["serve_bench"]:
+        _serve(options, log)
         return
     _check_factory(str(options["factory"]), "--factory")
     measured = _end_to_end(options, log)
@@ -246,6 +258,42 @@ def _micro(options: dict[str, object], log) -> None:  # noqa: ANN001
     for name, us in costs.items():
         table.add_row(name, f"{us:,.2f}")
     Console(width=160).print(table)
+
+
+def _serve(options: dict[str, object], log) -> None:  # noqa: ANN001
+    import faiss
+
+    from streamrec.benchmarks.load import prepare_workload
+    from streamrec.benchmarks.serve import run_serve_bench, serve_text
+    from streamrec.config import LocalKafkaSettings, get_settings
+
+    if int(options["faiss_threads"]):
+        faiss.omp_set_num_threads(int(options["faiss_threads"]))
+    workload = prepare_workload(int(options["items"]), int(options["users"]), int(options["events"]),
+                                seed=int(options["seed"]), factory=str(options["factory"]),
+                                shop_rate=float(options["shop_rate"] or DEFAULT_SHOP_RATE),
+                                cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-")))
+        bootstrap = options["bootstrap"]
+        if bootstrap is None:
+            from streamrec.kafka import KafkaLauncher
+
+            settings = get_settings().local_kafka.model_copy(
+                update={"home": workdir / "kafka", "port": _free_port(), "controller_port": _free_port()})
+            launcher = KafkaLauncher(settings, lib_dir=LocalKafkaSettings().home / "lib")
+            log(f"starting a broker on {launcher.bootstrap}")
+            launcher.up(timeout=120)
+            stack.callback(launcher.down)
+            bootstrap = launcher.bootstrap
+        result = run_serve_bench(str(bootstrap), workload, rate=float(options["rate"] or 500.0),
+                                 duration_s=float(options["duration"]), workdir=workdir,
+                                 partitions=int(options["partitions"]), find_max=bool(options["find_max"]),
+                                 update_rate=float(options["update_rate"]),
+                                 timeout=float(options["timeout"]), log=log)
+    result["hardware"] = hardware()
+    if not _save_and_echo(result, options, "serve.json"):
+        click.echo(serve_text(result))
 
 
 def hardware() -> dict[str, object]:

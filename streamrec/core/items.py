@@ -484,13 +484,40 @@ class LiveItems:
 
     # -- search and lists ------------------------------------------------------------------
 
-    def view(self) -> SearchView:
-        """A snapshot for one batch's search."""
+    def view(self, only: np.ndarray | None = None) -> SearchView:
+        """A snapshot for one batch's search; ``only`` (a bool mask over :attr:`n_rows`, e.g.
+        :meth:`category_mask`) restricts it to those rows (serving's category filter)."""
         m = self.n_rows - self.n_model
         blocked = self._blocked[: self.n_model]
+        if only is not None:
+            blocked = blocked | ~only[: self.n_model]
         allowed = np.packbits(~blocked, bitorder="little") if blocked.any() else None
         new_ok = self._new.searchable[:m] & ~self._blocked[self.n_model : self.n_rows]
+        if only is not None:
+            new_ok &= only[self.n_model : self.n_rows]
         return SearchView(self.index, self.n_model, self._new.target[:m].copy(), new_ok, allowed)
+
+    def category_mask(self, level: str) -> np.ndarray | None:
+        """Rows (a bool mask over :attr:`n_rows`) whose category path holds ``level`` at any
+        depth (case-insensitive); None when no item's path holds it.
+
+        >>> import faiss
+        >>> from streamrec.contract import CatalogItem
+        >>> context = np.eye(3, dtype=np.float32); index = faiss.IndexFlatIP(3); index.add(context)
+        >>> items = LiveItems(ItemsModel("v1", ["a", "b", "c"], context, context, index))
+        >>> items.apply_catalog("a", CatalogItem("a", category=("Beauty", "Skin")))
+        >>> items.apply_catalog("c", CatalogItem("c", category=("Skin",)))
+        >>> items.category_mask("skin").tolist(), items.category_mask("Toys")
+        ([True, False, True], None)
+        """
+        wanted = level.lower()
+        cids = [cid for key, cid in self.category_ids.items() if wanted in key.split("/")]
+        members = [row for cid in cids if cid < len(self._members) for row in self._members[cid]]
+        if not members:
+            return None
+        mask = np.zeros(self.n_rows, bool)
+        mask[members] = True
+        return mask
 
     def trending(self, category: int | None = None) -> np.ndarray:
         """Rows by decayed count, most first (of one category, or of the whole shop), cached
