@@ -507,6 +507,46 @@ async def _errors(request: web.Request, handler):  # noqa: ANN001, ANN202
 
 
 REPLICA_KEY = web.AppKey("replica", Replica)
+METRICS_KEY = web.AppKey("metrics", object)
+
+
+class ServeMetrics:
+    """``streamrec serve``'s Prometheus metrics (docs/operations.md): requests and their latency
+    by route and status, and the replica's state, read when Prometheus scrapes."""
+
+    def __init__(self, replica: Replica) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("streamrec_http_requests", "HTTP requests answered, by route, method and status.",
+                                ["route", "method", "status"], registry=registry)
+        self.latency = Histogram("streamrec_http_request_duration_seconds", "Time to answer an HTTP request.",
+                                 ["route"], registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+        Gauge("streamrec_replica_users", "Users whose state the replica holds.", registry=registry
+              ).set_function(lambda: len(replica.states))
+        Gauge("streamrec_replica_changelog_behind", "Changelog records the replica has not read yet.",
+              registry=registry).set_function(lambda: replica.status().changelog_behind or 0)
+        Gauge("streamrec_replica_ready", "1 when the replica answers (model loaded, caught up).",
+              registry=registry).set_function(lambda: 1.0 if replica.status().ready else 0.0)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+@web.middleware
+async def _measured(request: web.Request, handler):  # noqa: ANN001, ANN202
+    """Count every request and time it, by route (the pattern, not the ids) and status."""
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[METRICS_KEY]
+    metrics.requests.labels(route, request.method, str(response.status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
 
 
 def _ready_items(replica: Replica) -> LiveItems:
@@ -575,14 +615,21 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS_KEY].text(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
 def make_app(replica: Replica) -> web.Application:
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[_measured, _errors])
     app[REPLICA_KEY] = replica
+    app[METRICS_KEY] = ServeMetrics(replica)
     app.router.add_get("/v1/users/{user_id}/recommendations", recommendations)
     app.router.add_get("/v1/items/{item_id}/similar", similar_items)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.config import Settings
 from streamrec.contract import MAX_STRING_LENGTH, CatalogItem, Event, encode_event
@@ -214,6 +215,15 @@ def test_http_api() -> None:
             assert doc == OPENAPI and set(doc["paths"]) == {"/v1/users/{user_id}/recommendations",
                                                             "/v1/items/{item_id}/similar", "/healthz", "/readyz",
                                                             "/openapi.json"}
+            scrape = await client.get("/metrics")
+            assert scrape.status == 200
+            families = {f.name: f for f in text_string_to_metric_families(await scrape.text())}
+            counts = {(x.labels["route"], x.labels["status"]): x.value
+                      for x in families["streamrec_http_requests"].samples if x.name.endswith("_total")}
+            route = "/v1/users/{user_id}/recommendations"
+            assert counts[(route, "200")] == 2 and counts[(route, "400")] == 4  # what this test asked
+            assert counts[("/v1/items/{item_id}/similar", "404")] == 1
+            assert {x.value for x in families["streamrec_replica_users"].samples} == {len(states)}
             replica.catalog_restored = False
             response = await client.get("/readyz")
             assert response.status == 503
