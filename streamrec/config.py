@@ -129,7 +129,7 @@ class WorkerSettings(BaseModel):
     #: (the broker's main cost; docs/performance.md, "Settings and why").
     batch_size: int = Field(20_000, ge=1)
     batch_within_s: float = Field(0.05, gt=0)
-    #: The batch engine commits source offsets at most this often (and on every rebalance
+    #: Both engines commit source offsets at most this often (and on every rebalance
     #: and shutdown); a crash replays the rest, which the states recognise.
     commit_interval_s: float = Field(1.0, ge=0)
     #: How often the worker looks for a newer model version, in seconds.

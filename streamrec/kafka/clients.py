@@ -67,7 +67,10 @@ def faust_app_options(settings: Settings) -> dict[str, Any]:
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4 * worker.batch_size, 4096),
         broker_max_poll_records=worker.batch_size,
-        broker_commit_every=max(worker.batch_size, 1000),
+        # Offsets are committed at most every commit_interval_s, as the batch engine does (or
+        # after 10,000 events / one full batch, whichever is more, if that comes first).
+        broker_commit_every=max(worker.batch_size, 10_000),
+        broker_commit_interval=worker.commit_interval_s if worker.commit_interval_s > 0 else 2.8,
         table_cleanup_interval=600.0,
         table_standby_replicas=worker.standby_replicas,
         broker_session_timeout=worker.session_timeout_s,

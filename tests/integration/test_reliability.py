@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from producers.publisher import DeliveryError, EventPublisher
+from streamrec.benchmarks.load import produce
 from streamrec.config import LocalKafkaSettings
 from streamrec.contract import decode_dead_letter, decode_recommendation, encode_event
 from streamrec.harness.topics import read_topic
@@ -300,7 +301,12 @@ def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, star
     publisher_done = threading.Event()
 
     def keep_publishing() -> None:
-        publish(bootstrap, topics.events, events[third:], partitions=4)
+        # At a steady rate: events still flow to both workers when a is killed, so a always has
+        # work applied since its last commit (a fast engine could otherwise have caught up and
+        # committed everything, leaving nothing to replay).
+        rest = events[third:]
+        produce(bootstrap, topics.events, [e.user_id.encode() for e in rest], [encode_event(e) for e in rest],
+                rate=4_000)
         publisher_done.set()
 
     thread = threading.Thread(target=keep_publishing)
