@@ -140,15 +140,15 @@ def _text(value: Any, name: str, limit: int = MAX_STRING_LENGTH, *, required: bo
     return value
 
 
-def _number(value: Any, name: str) -> float:
+def _number(value: Any, name: str, *, error: type[InvalidEvent] = InvalidEvent) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidEvent("wrong_type", f"field {name!r} must be a number, got {type(value).__name__}")
+        raise error("wrong_type", f"field {name!r} must be a number, got {type(value).__name__}")
     try:
         number = float(value)
     except OverflowError:  # an integer beyond the largest float
-        raise InvalidEvent("not_finite", f"field {name!r} must be finite, got an integer of {len(str(value))} digits") from None
+        raise error("not_finite", f"field {name!r} must be finite, got an integer of {len(str(value))} digits") from None
     if not math.isfinite(number):
-        raise InvalidEvent("not_finite", f"field {name!r} must be finite, got {value!r}")
+        raise error("not_finite", f"field {name!r} must be finite, got {value!r}")
     return number
 
 
@@ -328,6 +328,17 @@ def _catalog_text(value: Any, name: str, limit: int = MAX_STRING_LENGTH, *, requ
     return _text(value, name, limit, required=required, error=InvalidCatalogItem)
 
 
+def _catalog_non_negative(payload: dict[str, Any], name: str, reason: str, rule: str) -> float | None:
+    """The optional number ``payload[name]``, finite and >= 0 (else ``reason``: ``rule``)."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    number = _number(value, name, error=InvalidCatalogItem)
+    if number < 0:
+        raise InvalidCatalogItem(reason, f"{rule}, got {number!r}")
+    return number
+
+
 def catalog_item_from_dict(payload: Any) -> CatalogItem:
     """Validate a decoded JSON object and build a :class:`CatalogItem`; raise :class:`InvalidCatalogItem`."""
     if not isinstance(payload, dict):
@@ -361,25 +372,11 @@ def catalog_item_from_dict(payload: Any) -> CatalogItem:
         if not isinstance(value, str):  # null too: an attribute without a value is left out, not null
             raise InvalidCatalogItem("wrong_type", f"field 'attributes.{key}' must be a string, got {type(value).__name__}")
         _catalog_text(value, f"attributes.{key}")
-    price = payload.get("price")
-    if price is not None:
-        try:
-            price = _number(price, "price")
-        except InvalidEvent as exc:
-            raise InvalidCatalogItem(exc.reason, exc.detail) from None
-        if price < 0:
-            raise InvalidCatalogItem("bad_price", f"price must be >= 0, got {price!r}")
+    price = _catalog_non_negative(payload, "price", "bad_price", "price must be >= 0")
     available = payload.get("available", True)
     if not isinstance(available, bool):
         raise InvalidCatalogItem("wrong_type", f"field 'available' must be true or false, got {type(available).__name__}")
-    updated_at = payload.get("updated_at")
-    if updated_at is not None:
-        try:
-            updated_at = _number(updated_at, "updated_at")
-        except InvalidEvent as exc:
-            raise InvalidCatalogItem(exc.reason, exc.detail) from None
-        if updated_at < 0:
-            raise InvalidCatalogItem("bad_timestamp", f"updated_at must be Unix seconds >= 0, got {updated_at!r}")
+    updated_at = _catalog_non_negative(payload, "updated_at", "bad_timestamp", "updated_at must be Unix seconds >= 0")
     return CatalogItem(
         item_id=item_id,  # type: ignore[arg-type]
         title=_catalog_text(payload.get("title"), "title", MAX_TITLE_LENGTH),

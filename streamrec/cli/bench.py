@@ -232,18 +232,23 @@ def _index_only(options: dict[str, object], log) -> None:  # noqa: ANN001
     Console(width=160).print(table)
 
 
+def _workload(options: dict[str, object], log, *, shop_rate: float):  # noqa: ANN001, ANN202
+    """The seeded synthetic workload the options describe (--items, --users, --events, ...)."""
+    from streamrec.benchmarks.load import prepare_workload
+
+    return prepare_workload(int(options["items"]), int(options["users"]), int(options["events"]),
+                            seed=int(options["seed"]), factory=str(options["factory"]), shop_rate=shop_rate,
+                            cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+
+
 def _micro(options: dict[str, object], log) -> None:  # noqa: ANN001
     import faiss
 
-    from streamrec.benchmarks.load import prepare_workload
     from streamrec.benchmarks.micro import run_micro
 
     if int(options["faiss_threads"]):
         faiss.omp_set_num_threads(int(options["faiss_threads"]))
-    workload = prepare_workload(int(options["items"]), int(options["users"]), int(options["events"]),
-                                seed=int(options["seed"]), factory=str(options["factory"]),
-                                shop_rate=float(options["shop_rate"] or options["rate"] or DEFAULT_SHOP_RATE),
-                                cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+    workload = _workload(options, log, shop_rate=float(options["shop_rate"] or options["rate"] or DEFAULT_SHOP_RATE))
     costs = run_micro(workload, batch_size=int(options["batch_size"] or 1000))
     result = {"micro_us_per_event": costs, "items": int(options["items"]), "faiss_threads": faiss.omp_get_max_threads(),
               "hardware": hardware()}
@@ -263,16 +268,12 @@ def _micro(options: dict[str, object], log) -> None:  # noqa: ANN001
 def _serve(options: dict[str, object], log) -> None:  # noqa: ANN001
     import faiss
 
-    from streamrec.benchmarks.load import prepare_workload
     from streamrec.benchmarks.serve import run_serve_bench, serve_text
     from streamrec.config import LocalKafkaSettings, get_settings
 
     if int(options["faiss_threads"]):
         faiss.omp_set_num_threads(int(options["faiss_threads"]))
-    workload = prepare_workload(int(options["items"]), int(options["users"]), int(options["events"]),
-                                seed=int(options["seed"]), factory=str(options["factory"]),
-                                shop_rate=float(options["shop_rate"] or DEFAULT_SHOP_RATE),
-                                cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+    workload = _workload(options, log, shop_rate=float(options["shop_rate"] or DEFAULT_SHOP_RATE))
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-")))
         bootstrap = options["bootstrap"]
