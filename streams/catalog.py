@@ -32,16 +32,12 @@ from streamrec.contract import (
     encode_dead_letter,
 )
 from streamrec.core.items import ItemRules, ItemsModel, LiveItems, rules_from_settings
+from streamrec.kafka.admin import watermarks
 from streams.tables import TABLE_DIR
 
 logger = logging.getLogger(__name__)
 
 _ITEM_PREFIX = b"item\0"
-#: Errors of a topic whose partitions have no leader yet (created a moment ago).
-_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
-              KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT}
-_OFFSET_PREFIX = b"offset\0"
-
 
 @dataclass(frozen=True)
 class CatalogChange:
@@ -99,24 +95,10 @@ class CatalogTable:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the items topic {self.topic} does not exist")
             time.sleep(0.2)
-        self._ends = {p: self._end_offset(p, deadline) for p in metadata.partitions}
+        self._ends = {p: watermarks(self._consumer, self.topic, p, deadline=deadline)[1] for p in metadata.partitions}
         self._consumer.assign([TopicPartition(self.topic, p, self._offsets.get(p, OFFSET_BEGINNING))
                                for p in sorted(metadata.partitions)])
         self._assigned = True
-
-    def _end_offset(self, partition: int, deadline: float) -> int:
-        """The partition's end offset, waiting out a topic still electing its leaders (as a
-        topic created a moment ago does)."""
-        while True:
-            try:
-                return self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=5.0)[1]
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                transient = isinstance(error, KafkaError) and (error.retriable() or error.code() in _NOT_READY)
-                if time.monotonic() > deadline or not transient:
-                    raise
-                logger.info("items topic %s[%d] not ready yet (%s); retrying", self.topic, partition, error.str())
-                time.sleep(0.2)
 
     def restore(self, timeout: float = 120.0) -> tuple[list[CatalogChange], list[CatalogReject]]:
         """Read the topic up to its current end (what this table missed while down)."""

@@ -57,6 +57,7 @@ from streamrec.config import Settings
 from streamrec.core.batch import BatchResult, Message, PreparedBatch, finish_batch
 from streamrec.core.interest import InterestParams
 from streamrec.core.search import search
+from streamrec.kafka.admin import watermarks
 from streamrec.kafka.clients import worker_client_configs
 from streams.metrics import lag_of
 from streams.model import ModelHolder
@@ -189,7 +190,7 @@ class BatchEngine:
     def recover(self, reader: Consumer, partition: int, *, timeout: float = 60.0) -> int:
         """Apply the changelog records newer than the partition's RocksDB, read with ``reader``
         (a consumer outside the group, with partition EOF events); returns how many."""
-        low, high = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=timeout)
+        low, high = watermarks(reader, self.changelog, partition, deadline=time.monotonic() + timeout)
         persisted = self.store.persisted_offset(partition)
         start = max(low, persisted + 1) if persisted is not None else low
         if start >= high:

@@ -232,6 +232,23 @@ def _index_only(options: dict[str, object], log) -> None:  # noqa: ANN001
     Console(width=160).print(table)
 
 
+def _broker(options: dict[str, object], stack: ExitStack, workdir: Path, log) -> tuple[str, int | None]:  # noqa: ANN001
+    """``--bootstrap``, or a broker of the run's own in ``workdir`` (stopped with ``stack``):
+    its address and, for a broker started here, its process id."""
+    if options["bootstrap"] is not None:
+        return str(options["bootstrap"]), None
+    from streamrec.config import LocalKafkaSettings, get_settings
+    from streamrec.kafka import KafkaLauncher
+
+    settings = get_settings().local_kafka.model_copy(
+        update={"home": workdir / "kafka", "port": _free_port(), "controller_port": _free_port()})
+    launcher = KafkaLauncher(settings, lib_dir=LocalKafkaSettings().home / "lib")
+    log(f"starting a broker on {launcher.bootstrap}")
+    launcher.up(timeout=120)
+    stack.callback(launcher.down)
+    return launcher.bootstrap, launcher.status().pid
+
+
 def _workload(options: dict[str, object], log, *, shop_rate: float):  # noqa: ANN001, ANN202
     """The seeded synthetic workload the options describe (--items, --users, --events, ...)."""
     from streamrec.benchmarks.load import prepare_workload
@@ -269,24 +286,13 @@ def _serve(options: dict[str, object], log) -> None:  # noqa: ANN001
     import faiss
 
     from streamrec.benchmarks.serve import run_serve_bench, serve_text
-    from streamrec.config import LocalKafkaSettings, get_settings
 
     if int(options["faiss_threads"]):
         faiss.omp_set_num_threads(int(options["faiss_threads"]))
     workload = _workload(options, log, shop_rate=float(options["shop_rate"] or DEFAULT_SHOP_RATE))
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-")))
-        bootstrap = options["bootstrap"]
-        if bootstrap is None:
-            from streamrec.kafka import KafkaLauncher
-
-            settings = get_settings().local_kafka.model_copy(
-                update={"home": workdir / "kafka", "port": _free_port(), "controller_port": _free_port()})
-            launcher = KafkaLauncher(settings, lib_dir=LocalKafkaSettings().home / "lib")
-            log(f"starting a broker on {launcher.bootstrap}")
-            launcher.up(timeout=120)
-            stack.callback(launcher.down)
-            bootstrap = launcher.bootstrap
+        bootstrap, _ = _broker(options, stack, workdir, log)
         result = run_serve_bench(str(bootstrap), workload, rate=float(options["rate"] or 500.0),
                                  duration_s=float(options["duration"]), workdir=workdir,
                                  partitions=int(options["partitions"]), find_max=bool(options["find_max"]),
@@ -412,7 +418,6 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
     from streamrec.benchmarks.load import prepare_workload
     from streamrec.benchmarks.report import ratio
     from streamrec.benchmarks.runner import run_side
-    from streamrec.config import LocalKafkaSettings
 
     load_before = round(os.getloadavg()[0], 2)
     if int(options["faiss_threads"]):  # also for building the model's index here
@@ -442,20 +447,7 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
     sides = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"streamrec-bench-{run_id}-")))
-        bootstrap = options["bootstrap"]
-        broker_pid = None
-        if bootstrap is None:
-            from streamrec.config import get_settings
-            from streamrec.kafka import KafkaLauncher
-
-            settings = get_settings().local_kafka.model_copy(
-                update={"home": workdir / "kafka", "port": _free_port(), "controller_port": _free_port()})
-            launcher = KafkaLauncher(settings, lib_dir=LocalKafkaSettings().home / "lib")
-            log(f"starting a broker on {launcher.bootstrap}")
-            launcher.up(timeout=120)
-            stack.callback(launcher.down)
-            bootstrap = launcher.bootstrap
-            broker_pid = launcher.status().pid
+        bootstrap, broker_pid = _broker(options, stack, workdir, log)
         if options["stock_churn"]:
             from streamrec.benchmarks.stock import run_stock_churn, stock_text
 

@@ -135,3 +135,26 @@ def ensure_worker_topics(kafka: KafkaSettings, *, changelog: str | None = None) 
         topics[changelog] = partitions
         configs[changelog] = COMPACTED
     return ensure_topics(kafka.bootstrap, topics, configs=configs)
+
+
+#: Errors of a topic whose partitions have no leader yet (created a moment ago).
+_NOT_READY = {"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART", "_TIMED_OUT",
+              "REQUEST_TIMED_OUT", "_TRANSPORT"}
+
+
+def watermarks(consumer: Any, topic: str, partition: int, *, deadline: float) -> tuple[int, int]:
+    """``(low, high)`` offsets of a partition, waiting (until the monotonic ``deadline``) while the
+    topic is still electing its leaders, as a topic created a moment ago does."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    not_ready = {getattr(KafkaError, name) for name in _NOT_READY}
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5.0)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            transient = isinstance(error, KafkaError) and (error.retriable() or error.code() in not_ready)
+            if time.monotonic() > deadline or not transient:
+                raise
+            logger.info("%s[%d] not ready yet (%s); retrying", topic, partition, error.str())
+            time.sleep(0.2)
