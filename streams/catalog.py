@@ -38,6 +38,8 @@ from streams.tables import TABLE_DIR
 logger = logging.getLogger(__name__)
 
 _ITEM_PREFIX = b"item\0"
+_OFFSET_PREFIX = b"offset\0"
+
 
 @dataclass(frozen=True)
 class CatalogChange:

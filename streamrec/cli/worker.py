@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from streamrec.cli.readable import Kind, Unreadable, format_recommendation, render
-from streamrec.config import get_settings
+from streamrec.config import KafkaSettings, get_settings
 from streamrec.kafka.admin import ensure_worker_topics
 
 logger = logging.getLogger(__name__)
