@@ -203,6 +203,10 @@ class LiveCatalog:
         self._rejects += rejects
         return len(changes) + len(rejects)
 
+    def drop_rejects(self) -> None:
+        """Forget the rejected records (for a reader that does not send dead letters: a worker does)."""
+        self._rejects = []
+
     def dead_letters(self, owned: set[int], n_partitions: int) -> list[tuple[bytes | None, bytes]]:
         """``(key, dead letter)`` of the rejects this worker must send (see the class doc)."""
         if not owned:

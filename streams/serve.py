@@ -11,8 +11,9 @@ A serve instance is a **read replica** of everything the workers decide with (se
   adopts them);
 * the events topic, only to count trending items (the backfill) as a worker does.
 
-A background thread (:class:`Replica`) applies what is new under a lock; the aiohttp handlers
-take the same lock to answer, so an answer sees one consistent state of the replica. Answers
+The replica (:class:`Replica`) applies what is new on the HTTP server's own event loop, in
+bounded steps between requests, so an answer sees one consistent state of the replica and no
+second Python thread competes with the handlers for the GIL. Answers
 are computed with the worker's own core functions: the user's vector (rebuilt with
 :func:`streamrec.core.batch.rebuild_state` when its model version differs), the live item
 side's search (:meth:`streamrec.core.items.LiveItems.view`) and the worker's finishing rules
@@ -22,6 +23,7 @@ so a user's answer equals the worker's latest list for the same state.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -59,6 +61,8 @@ MAX_EXCLUDE = 1000
 TRENDING_WARMUP_EVENTS = 50_000
 #: Once caught up, the replica applies what it read at most this often (seconds).
 APPLY_EVERY_S = 0.01
+#: Most records one step of the replica reads and applies (bounds the time a request can wait for it).
+STEP_RECORDS = 2_000
 #: How many changelog delays the freshness percentiles are computed over.
 FRESHNESS_WINDOW = 10_000
 
@@ -235,8 +239,9 @@ class ReplicaStatus:
 
 
 class Replica:
-    """The serve instance's copy of the user states, the catalog and the model, kept fresh by a
-    background thread. Read it under :attr:`lock`."""
+    """The serve instance's copy of the user states, the catalog and the model, kept fresh by
+    :meth:`follow` on the HTTP event loop. Read it under :attr:`lock` (held only briefly: the
+    only other thread, the loop's pool, sets the first item side at start)."""
 
     def __init__(self, settings, params: InterestParams | None = None) -> None:  # noqa: ANN001 - Settings
         self.settings = settings
@@ -254,13 +259,15 @@ class Replica:
         self._events_assigned = False
         self._changelog_absent = False  # no worker has created the changelog yet: nothing to catch up
         self._consumer = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         #: Seconds from the worker writing a state to this replica applying it (after catch-up).
         self.delays: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
         #: Recommendation requests: seconds waiting for the lock, and in the handler in all.
         self.lock_waits: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
         self.request_times: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
+        #: How late the HTTP event loop woke up for a timer (seconds): time it could not answer.
+        self.loop_lags: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
+        #: Python's garbage-collector pauses (seconds, every generation; the GIL is held meanwhile).
+        self.gc_pauses: deque[float] = deque(maxlen=FRESHNESS_WINDOW)
 
     # -- status --------------------------------------------------------------------------------
 
@@ -299,22 +306,48 @@ class Replica:
             return None
 
     # -- following -------------------------------------------------------------------------------
+    #
+    # Everything that changes the replica runs on the HTTP server's event loop, between requests
+    # (:meth:`follow`): reading is non-blocking (librdkafka fetches in its own C threads), and
+    # each step applies a bounded number of records. With a second Python thread the handlers
+    # would wait for the GIL whenever that thread was descheduled while holding it, which on a
+    # busy machine cost hundreds of milliseconds at p99 (docs/serving.md, "Latency"). Only the
+    # blocking parts (loading the model and restoring the catalog at start, topic metadata, loading
+    # a newer model's files) run in the loop's thread pool, and no request reads what they build
+    # until it is swapped in on the loop.
 
-    def start(self) -> Replica:
-        self._thread = threading.Thread(target=self._run, name="replica", daemon=True)
-        self._thread.start()
-        return self
+    async def follow(self) -> None:
+        """Load, catch up and follow until cancelled; an error stops the following and is kept in
+        :attr:`error` (``/readyz`` says why), the API keeps answering ``/healthz``."""
+        import asyncio
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            self._load()
-            self._follow()
-        except Exception as exc:  # the API keeps answering /healthz and says why it is not ready
+            await loop.run_in_executor(None, self._load)
+            # What is loaded now (the model, the catalog, the libraries) lives as long as the process:
+            # keep it out of the garbage collector's full passes, which hold the GIL for as long as
+            # they take (tens of ms with it, measured by streamrec_python_gc_pause_seconds).
+            gc.freeze()
+            worker = self.settings.worker
+            next_check = 0.0
+            next_model = time.monotonic() + worker.model_poll_s
+            while True:
+                now = time.monotonic()
+                if now >= next_check and (self._ends is None or not self._events_assigned):
+                    await loop.run_in_executor(None, self._assign_missing)
+                    next_check = now + 1.0
+                read = self.step()
+                if now >= next_model:
+                    if await loop.run_in_executor(None, self.model.reload_if_newer):
+                        self._adopt_model()
+                        gc.freeze()
+                    next_model = time.monotonic() + worker.model_poll_s
+                # A full step: more is waiting, go on at once (after the requests that queued
+                # meanwhile). Otherwise apply at most every APPLY_EVERY_S.
+                await asyncio.sleep(0 if read >= STEP_RECORDS else APPLY_EVERY_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
             logger.exception("the replica stopped following")
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -322,22 +355,17 @@ class Replica:
 
     def _load(self) -> None:
         """The model, the catalog restored from its topic, the consumer of changelog and events."""
-        import faiss
         from confluent_kafka import Consumer
 
         from streamrec.kafka.admin import COMPACTED, ensure_topics
         from streams.catalog import LiveCatalog
         from streams.model import ModelHolder
 
-        faiss.omp_set_num_threads(self.settings.index.search_threads)
         kafka = self.settings.kafka
         ensure_topics(kafka.bootstrap, {kafka.items_topic: kafka.partitions}, configs={kafka.items_topic: COMPACTED})
         self.model = ModelHolder.from_settings(self.settings)
         self.catalog = LiveCatalog.from_settings(self.settings)
         items = self.catalog.start(self.model.current)
-        with self.lock:
-            self.items = items
-            self.catalog_restored = True
         self._consumer = Consumer({
             "bootstrap.servers": kafka.bootstrap,
             "group.id": f"serve-{uuid.uuid4().hex[:8]}",  # never joined: partitions are assigned
@@ -346,6 +374,9 @@ class Replica:
             "fetch.wait.max.ms": 10,
             "log_level": 4,
         })
+        with self.lock:
+            self.items = items
+            self.catalog_restored = True
 
     def _partitions(self, topic: str) -> list[int] | None:
         metadata = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
@@ -363,12 +394,13 @@ class Replica:
             if partitions is None:
                 self._changelog_absent = True
                 return
-            self._changelog_absent = False
-            self._ends = {p: self._consumer.get_watermark_offsets(TopicPartition(self.changelog, p), timeout=10)[1]
-                          for p in partitions}
+            ends = {p: self._consumer.get_watermark_offsets(TopicPartition(self.changelog, p), timeout=10)[1]
+                    for p in partitions}
             self._consumer.incremental_assign([TopicPartition(self.changelog, p, OFFSET_BEGINNING) for p in partitions])
+            self._changelog_absent = False
+            self._ends = ends
             logger.info("following changelog %s: %d partition(s), %d record(s) to catch up", self.changelog,
-                        len(partitions), sum(self._ends.values()))
+                        len(partitions), sum(ends.values()))
         if not self._events_assigned:
             topic = self.settings.kafka.events_topic
             partitions = self._partitions(topic)
@@ -381,25 +413,19 @@ class Replica:
             self._consumer.incremental_assign(starts)
             self._events_assigned = True
 
-    def _follow(self) -> None:
+    def step(self) -> int:
+        """Read what has arrived (without waiting, at most ``STEP_RECORDS`` records) and apply it;
+        how many records were read."""
         from confluent_kafka import KafkaError, KafkaException
 
-        worker = self.settings.worker
-        next_check = 0.0
-        next_model = time.monotonic() + worker.model_poll_s
+        if self._consumer is None or not (self._ends or self._events_assigned):
+            return 0
+        messages = self._consumer.consume(STEP_RECORDS, timeout=0)
+        was_caught_up = self.changelog_caught_up
         events_topic = self.settings.kafka.events_topic
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_check and (self._ends is None or not self._events_assigned):
-                self._assign_missing()
-                next_check = now + 1.0
-            messages = self._consumer.consume(10_000, timeout=0.05) if (self._ends or self._events_assigned) else []
-            if not messages and self._ends is None:
-                time.sleep(0.05)
-            was_caught_up = self.changelog_caught_up
-            states: dict[str, bytes | None] = {}
-            events: list[Message] = []
-            written: list[float] = []
+        events: list[Message] = []
+        written: list[float] = []
+        with self.lock:
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -412,33 +438,27 @@ class Replica:
                 if message.topic() == events_topic:
                     events.append(Message(message.key(), message.value(), message.partition(), message.offset()))
                     continue
+                self._positions[message.partition()] = message.offset() + 1
                 key = message.key()
                 if key is None:
                     continue
-                states[key.decode()] = message.value()
-                self._positions[message.partition()] = message.offset() + 1
-                kind, ms = message.timestamp()
-                if ms > 0:
-                    written.append(ms / 1000.0)
-            with self.lock:
-                for user_id, raw in states.items():
-                    if raw is None:
-                        self.states.pop(user_id, None)
-                    else:
-                        self.states[user_id] = raw
-                if events:
-                    self._observe(events)
-                self.catalog.poll()
-            if was_caught_up and written:
-                applied = time.time()
-                self.delays.extend(applied - ts for ts in written)
-            if now >= next_model:
-                self._adopt_newer_model()
-                next_model = time.monotonic() + worker.model_poll_s
-            if messages and was_caught_up:
-                # Coalesce: apply at most every APPLY_EVERY_S, so that a steady trickle of states
-                # does not take the lock (and the GIL) hundreds of times a second from the handlers.
-                self._stop.wait(APPLY_EVERY_S)
+                raw = message.value()
+                if raw is None:
+                    self.states.pop(key.decode(), None)
+                else:
+                    self.states[key.decode()] = raw
+                if was_caught_up:
+                    _, ms = message.timestamp()
+                    if ms > 0:
+                        written.append(ms / 1000.0)
+            if events:
+                self._observe(events)
+            self.catalog.poll()
+            self.catalog.drop_rejects()  # the workers send them to the dead-letter topic
+        if written:
+            applied = time.time()
+            self.delays.extend(applied - ts for ts in written)
+        return len(messages)
 
     def _observe(self, messages: list[Message]) -> None:
         """Count events in the trending counts, as the worker's item side does."""
@@ -453,11 +473,9 @@ class Replica:
         ts = np.fromiter((e.ts for e in events), np.float64, count=len(events))
         self.items.observe(rows, codes, ts)
 
-    def _adopt_newer_model(self) -> None:
-        """Swap in a newer model version like the worker: its item side is built beside the
-        served one and swapped in under the lock."""
-        if not self.model.reload_if_newer():
-            return
+    def _adopt_model(self) -> None:
+        """Swap in the model version :attr:`model` has just loaded, like the worker: the item side
+        is built from the catalog as it is now."""
         catalog = self.catalog
         items = LiveItems(ItemsModel.from_artifact(self.model.current), catalog.rules, catalog.table.items)
         with self.lock:
@@ -523,6 +541,14 @@ class ServeMetrics:
         self.latency = Histogram("streamrec_http_request_duration_seconds", "Time to answer an HTTP request.",
                                  ["route"], registry=registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+        self.loop_lag = Histogram("streamrec_serve_event_loop_lag_seconds",
+                                  "How late the HTTP event loop woke for a 10 ms timer (time it could not answer).",
+                                  registry=registry,
+                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+        self.gc_pause = Histogram("streamrec_python_gc_pause_seconds",
+                                  "Pauses of Python's garbage collector by generation (no thread runs Python meanwhile).",
+                                  ["generation"], registry=registry,
+                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
         Gauge("streamrec_replica_users", "Users whose state the replica holds.", registry=registry
               ).set_function(lambda: len(replica.states))
         Gauge("streamrec_replica_changelog_behind", "Changelog records the replica has not read yet.",
@@ -605,7 +631,9 @@ async def readyz(request: web.Request) -> web.Response:
             "changelog_behind": status.changelog_behind, "users": status.users,
             "changelog_delay_ms": replica.freshness(),
             "handler_ms": _percentiles(list(replica.request_times)),
-            "lock_wait_ms": _percentiles(list(replica.lock_waits))}
+            "lock_wait_ms": _percentiles(list(replica.lock_waits)),
+            "loop_lag_ms": _percentiles(list(replica.loop_lags)),
+            "gc_pause_ms": _percentiles(list(replica.gc_pauses))}
     if not status.ready:
         body["detail"] = _not_ready_detail(status)
     return web.json_response(body, status=200 if status.ready else 503)
@@ -620,10 +648,64 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-def make_app(replica: Replica) -> web.Application:
+#: How often the event-loop probe asks to be woken (seconds).
+LOOP_PROBE_EVERY_S = 0.01
+
+
+async def _probe_loop(app: web.Application) -> Any:
+    """While the app runs, a timer every ``LOOP_PROBE_EVERY_S`` records how late the event loop
+    woke for it: a request arriving meanwhile waited at least that long before its handler ran."""
+    import asyncio
+
+    replica, metrics = app[REPLICA_KEY], app[METRICS_KEY]
+
+    async def probe() -> None:
+        while True:
+            due = time.perf_counter() + LOOP_PROBE_EVERY_S
+            await asyncio.sleep(LOOP_PROBE_EVERY_S)
+            lag = max(0.0, time.perf_counter() - due)
+            replica.loop_lags.append(lag)
+            metrics.loop_lag.observe(lag)
+
+    started: list[float] = []
+
+    def gc_timer(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pause = time.perf_counter() - started[0]
+            replica.gc_pauses.append(pause)
+            metrics.gc_pause.labels(str(info.get("generation"))).observe(pause)
+
+    gc.callbacks.append(gc_timer)
+    task = asyncio.get_running_loop().create_task(probe())
+    yield
+    task.cancel()
+    gc.callbacks.remove(gc_timer)
+
+
+async def _follow(app: web.Application) -> Any:
+    """While the app runs, its replica follows its topics on the app's event loop."""
+    import asyncio
+
+    task = asyncio.get_running_loop().create_task(app[REPLICA_KEY].follow())
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def make_app(replica: Replica, *, follow: bool = False) -> web.Application:
+    """The HTTP API over ``replica``; with ``follow`` the replica loads and follows its topics
+    while the app runs (else it is used as it is, e.g. prepared by a test)."""
     app = web.Application(middlewares=[_measured, _errors])
     app[REPLICA_KEY] = replica
     app[METRICS_KEY] = ServeMetrics(replica)
+    app.cleanup_ctx.append(_probe_loop)
+    if follow:
+        app.cleanup_ctx.append(_follow)
     app.router.add_get("/v1/users/{user_id}/recommendations", recommendations)
     app.router.add_get("/v1/items/{item_id}/similar", similar_items)
     app.router.add_get("/healthz", healthz)
@@ -640,11 +722,8 @@ def serve(settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:  # no
     # OpenMP's thread count is per thread: set it in the thread that searches (the handlers'). On a
     # busy machine FAISS's default team (every core, spin-waiting) costs far more than it gives.
     faiss.omp_set_num_threads(settings.index.search_threads)
-    replica = Replica(settings).start()
-    try:
-        web.run_app(make_app(replica), host=host, port=port, print=None, handle_signals=True, access_log=None)
-    finally:
-        replica.stop()
+    web.run_app(make_app(Replica(settings), follow=True), host=host, port=port, print=None, handle_signals=True,
+                access_log=None)
 
 
 # --------------------------------------------------------------------------- OpenAPI
@@ -731,6 +810,8 @@ OPENAPI: dict[str, Any] = {
                                                             "spent in their handler (the last 10,000)."},
             "lock_wait_ms": {"type": "object", "description": "Percentiles of the part of it spent waiting for "
                                                               "the replica's lock."},
+            "loop_lag_ms": {"type": "object", "description": "Percentiles of how late the HTTP event loop woke "
+                                                             "for a 10 ms timer (the last 10,000)."},
             "users": {"type": "integer"},
             "changelog_delay_ms": {"type": "object", "description": "Percentiles of the delay from a worker writing "
                                                                     "a state to this replica applying it."},

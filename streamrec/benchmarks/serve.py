@@ -159,7 +159,7 @@ def check_equality(port: int, latest: dict, users: list[str], k: int = 10) -> di
 
 
 def run_serve_bench(bootstrap: str, workload: Workload, *, rate: float, duration_s: float, workdir: Path,
-                    partitions: int, find_max: bool = False, update_rate: float = 200.0, check_users: int = 2000, timeout: float = 900.0,
+                    partitions: int, find_max: bool = False, broker_pid: int | None = None, update_rate: float = 200.0, check_users: int = 2000, timeout: float = 900.0,
                     log: Callable[[str], None] = print) -> dict[str, object]:
     run = uuid.uuid4().hex[:6]
     topics = {name: f"{name}-serve-{run}" for name in ("events", "recommendations", "dlq", "items")}
@@ -202,18 +202,35 @@ def run_serve_bench(bootstrap: str, workload: Workload, *, rate: float, duration
         if update_rate > 0:
             feeder.start()
         serve_process, bench_process = psutil.Process(serve.pid), psutil.Process()
+        others = {"worker": psutil.Process(worker.process.pid)}
+        if broker_pid is not None:
+            others["broker"] = psutil.Process(broker_pid)
+        if update_rate > 0:
+            others["event_feeder"] = psutil.Process(feeder.pid)
         cpu_before = (_cpu_s(serve_process), _cpu_s(bench_process), time.perf_counter())
+        others_before = {name: _cpu_s(process) for name, process in others.items()}
+        machine_before = psutil.cpu_times()
         steady = asyncio.run(drive(port, users, rate=rate, duration_s=duration_s))
+        elapsed = time.perf_counter() - cpu_before[2]
+        machine_after = psutil.cpu_times()
         cpu = {"serve_cpu_ms_per_request": round((_cpu_s(serve_process) - cpu_before[0]) / steady["requests"] * 1000, 3),
                "client_cpu_ms_per_request":
                    round((_cpu_s(bench_process) - cpu_before[1]) / steady["requests"] * 1000, 3),
-               "serve_cores_used": round((_cpu_s(serve_process) - cpu_before[0]) / (time.perf_counter() - cpu_before[2]), 2)}
+               "serve_cores_used": round((_cpu_s(serve_process) - cpu_before[0]) / elapsed, 2),
+               "client_cores_used": round((_cpu_s(bench_process) - cpu_before[1]) / elapsed, 2),
+               **{f"{name}_cores_used": round((_cpu_s(process) - others_before[name]) / elapsed, 2)
+                  for name, process in others.items()},
+               # Every process on the machine (other people's work included): busy cores of all.
+               "machine_cores_busy": round(
+                   (sum(machine_after) - machine_after.idle - machine_after.iowait
+                    - (sum(machine_before) - machine_before.idle - machine_before.iowait)) / elapsed, 2)}
         if update_rate > 0:
             feeder.join()
         time.sleep(2.0)
         _, during = _get(port, "/readyz")
         log(f"cpu: {cpu}")
-        log(f"steady: {steady}; inside serve: handler {during.get('handler_ms')}, lock wait {during.get('lock_wait_ms')}")
+        log(f"steady: {steady}; inside serve: handler {during.get('handler_ms')}, lock wait {during.get('lock_wait_ms')}, "
+            f"event-loop lag {during.get('loop_lag_ms')}")
         steps = []
         if find_max:
             step_rate = rate
@@ -248,6 +265,8 @@ def run_serve_bench(bootstrap: str, workload: Workload, *, rate: float, duration
         "changelog_delay_ms": during.get("changelog_delay_ms"),
         "server_handler_ms": during.get("handler_ms"),
         "server_lock_wait_ms": during.get("lock_wait_ms"),
+        "server_loop_lag_ms": during.get("loop_lag_ms"),
+        "server_gc_pause_ms": during.get("gc_pause_ms"),
         "update_events_per_s": update_rate,
         "config": {"items": workload.items, "model_items": model.n_items, "dim": model.dim,
                    "factory": model.meta.get("factory"), "users_with_state": len(users), "events": len(workload),

@@ -292,8 +292,8 @@ def _serve(options: dict[str, object], log) -> None:  # noqa: ANN001
     workload = _workload(options, log, shop_rate=float(options["shop_rate"] or DEFAULT_SHOP_RATE))
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-")))
-        bootstrap, _ = _broker(options, stack, workdir, log)
-        result = run_serve_bench(str(bootstrap), workload, rate=float(options["rate"] or 500.0),
+        bootstrap, broker_pid = _broker(options, stack, workdir, log)
+        result = run_serve_bench(str(bootstrap), workload, rate=float(options["rate"] or 500.0), broker_pid=broker_pid,
                                  duration_s=float(options["duration"]), workdir=workdir,
                                  partitions=int(options["partitions"]), find_max=bool(options["find_max"]),
                                  update_rate=float(options["update_rate"]),

@@ -211,6 +211,7 @@ def test_http_api() -> None:
             readiness = await ready.json()
             assert ready.status == 200 and readiness["users"] == len(states)
             assert readiness["handler_ms"]["p50"] is not None and readiness["lock_wait_ms"]["max"] is not None
+            assert set(readiness["loop_lag_ms"]) == {"p50", "p95", "p99", "max"} and "gc_pause_ms" in readiness
             doc = await (await client.get("/openapi.json")).json()
             assert doc == OPENAPI and set(doc["paths"]) == {"/v1/users/{user_id}/recommendations",
                                                             "/v1/items/{item_id}/similar", "/healthz", "/readyz",
@@ -224,10 +225,29 @@ def test_http_api() -> None:
             assert counts[(route, "200")] == 2 and counts[(route, "400")] == 4  # what this test asked
             assert counts[("/v1/items/{item_id}/similar", "404")] == 1
             assert {x.value for x in families["streamrec_replica_users"].samples} == {len(states)}
+            assert "streamrec_serve_event_loop_lag_seconds" in families and "streamrec_python_gc_pause_seconds" in families
             replica.catalog_restored = False
             response = await client.get("/readyz")
             assert response.status == 503
             response = await client.get("/v1/users/u-3/recommendations")
             assert response.status == 503 and (await response.json())["error"] == "not_ready"
+
+    asyncio.run(run())
+
+
+def test_event_loop_probe_sees_a_blocked_loop() -> None:
+    """The probe's lag is independent of the handlers: block the loop for 150 ms and it says so."""
+    import time
+
+    replica = ready_replica(tiny_items(), {})
+
+    async def run() -> None:
+        async with TestClient(TestServer(make_app(replica))) as client:
+            await asyncio.sleep(0.05)
+            time.sleep(0.15)  # the server shares this event loop: nothing can be answered meanwhile
+            await asyncio.sleep(0.05)
+            lag = (await (await client.get("/readyz")).json())["loop_lag_ms"]
+            assert 120.0 <= lag["max"] < 1000.0
+            assert lag["p50"] < 50.0
 
     asyncio.run(run())
