@@ -33,6 +33,7 @@ from streamrec.contract import (
 )
 from streamrec.core.items import ItemRules, ItemsModel, LiveItems, rules_from_settings
 from streamrec.kafka.admin import watermarks
+from streamrec.kafka.clients import IDLE_FETCH_WAIT_MS
 from streams.tables import TABLE_DIR
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class CatalogTable:
             "group.id": f"catalog-{uuid.uuid4().hex[:8]}",  # never joined: partitions are assigned
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
+            "fetch.wait.max.ms": IDLE_FETCH_WAIT_MS,
             "log_level": 4,
         })
         self._assigned = False

@@ -358,6 +358,7 @@ class Replica:
         from confluent_kafka import Consumer
 
         from streamrec.kafka.admin import COMPACTED, ensure_topics
+        from streamrec.kafka.clients import IDLE_FETCH_WAIT_MS
         from streams.catalog import LiveCatalog
         from streams.model import ModelHolder
 
@@ -371,7 +372,7 @@ class Replica:
             "group.id": f"serve-{uuid.uuid4().hex[:8]}",  # never joined: partitions are assigned
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
+            "fetch.wait.max.ms": IDLE_FETCH_WAIT_MS,
             "log_level": 4,
         })
         with self.lock:

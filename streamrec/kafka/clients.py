@@ -11,6 +11,10 @@ from streamrec.contract import DLQ_MAX_MESSAGE_BYTES
 
 #: Largest produce request: a dead letter of the largest accepted size, and some room.
 MAX_REQUEST_BYTES = DLQ_MAX_MESSAGE_BYTES + 64 * 1024
+#: ``fetch.wait.max.ms`` of the consumers that follow slow topics (the catalog; serve's replica):
+#: with ``fetch.min.bytes`` 1 the broker answers as soon as a record arrives, so this only bounds
+#: how often an idle consumer asks again.
+IDLE_FETCH_WAIT_MS = 500
 
 
 def worker_client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
