@@ -142,8 +142,12 @@ class Scraper:
         await asyncio.gather(*(one(t) for t in self.targets))
         self._history.append((time.monotonic(), merge(t.samples for t in self.targets if t.up)))
 
+    def session(self) -> ClientSession:
+        """The HTTP session the scrapes use (with the bearer token, when given)."""
+        return ClientSession(timeout=ClientTimeout(total=self.timeout_s), headers=self._headers)
+
     async def run(self) -> None:
-        async with ClientSession(timeout=ClientTimeout(total=self.timeout_s), headers=self._headers) as session:
+        async with self.session() as session:
             while True:
                 started = time.monotonic()
                 await self.scrape_once(session)
