@@ -102,7 +102,7 @@ __all__ = ["consume", "format_recommendation", "topic_kind", "worker"]
 
 def topic_kind(topic: str, kafka: KafkaSettings) -> Kind | None:
     """What the settings say ``topic`` carries; None for a topic they do not name."""
-    kinds: dict[str, Kind] = {kafka.events_topic: "events", kafka.items_topic: "items",
+    kinds: dict[str, Kind] = {kafka.events_topic: "events", kafka.erasures_topic: "events", kafka.items_topic: "items",
                               kafka.dlq_topic: "dead-letters", kafka.recommendations_topic: "recommendations"}
     return kinds.get(topic)
 

@@ -6,6 +6,8 @@ fresh profile. ``serve`` runs with a bearer token here, so its 401/403 are check
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +21,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from producers.erasure import forget
 from producers.publisher import EventPublisher
 from streamrec.config import KafkaSettings
-from streamrec.contract import Event, decode_erasure
+from streamrec.contract import ErasureRequest, Event, decode_erasure
 from streamrec.core.interest import InterestParams, fold_events
 from streamrec.harness.worker import WorkerConfig
 from streamrec.kafka.admin import ensure_worker_topics, topic_config
@@ -142,7 +144,14 @@ def test_forget_leaves_nothing_readable_and_later_events_start_afresh(bootstrap,
 
         # Forget: the worker deletes the state and writes the changelog tombstone.
         asked = time.monotonic()
-        request = forget(TARGET, bootstrap=bootstrap, events_topic=topics.events, erasures_topic=kafka.erasures_topic)
+        if engine == "batch":  # the Python API here, the command with the other engine
+            request = forget(TARGET, bootstrap=bootstrap, events_topic=topics.events, erasures_topic=kafka.erasures_topic)
+        else:
+            done = subprocess.run([sys.executable, "-m", "streamrec.cli", "forget", TARGET, "--json"], env=env,
+                                  capture_output=True, text=True, timeout=60, check=True)
+            sent = json.loads(done.stdout)
+            assert sent["topics"] == [kafka.erasures_topic, topics.events]
+            request = ErasureRequest(sent["erase_user_id"], sent["requested_at"])
         deadline = time.monotonic() + 60
         while (TARGET.encode(), None) not in read_all(bootstrap, changelog):
             assert time.monotonic() < deadline, f"no changelog tombstone:\n{worker.log_tail()}"
