@@ -35,10 +35,16 @@ def forget(
     pseudonymizer: Pseudonymizer | None = None,
     requested_at: float | None = None,
     timeout: float = 30.0,
+    partitioner: str | None = None,
     producer_factory: Callable[[dict[str, Any]], ProducerLike] = _default_producer_factory,
 ) -> ErasureRequest:
     """Publish the erasure request of ``user_id`` (its pseudonym when a ``pseudonymizer`` is
     given) to the erasures topic, then to the events topic; returns the request sent.
+
+    The request must land on the partition of the user's events: ``partitioner`` is librdkafka's
+    ``partitioner`` setting of the shop's event producers (None: librdkafka's default,
+    ``consistent_random``, what :class:`~producers.publisher.EventPublisher` uses; Java clients
+    hash with ``murmur2_random``).
 
     Raises :class:`ValueError` for a blank id and :class:`producers.publisher.DeliveryError`
     when the broker did not take either record (then send it again).
@@ -50,7 +56,8 @@ def forget(
     request = ErasureRequest(user_id, time.time() if requested_at is None else float(requested_at))
     key, value = user_id.encode("utf-8"), encode_erasure(request)
     for topic in (erasures_topic, events_topic):  # the lasting record first
-        with EventPublisher(bootstrap, topic, linger_ms=0, producer_factory=producer_factory) as publisher:
+        config = {"partitioner": partitioner} if partitioner else None
+        with EventPublisher(bootstrap, topic, linger_ms=0, config=config, producer_factory=producer_factory) as publisher:
             publisher.publish_raw(key, value)
             publisher.flush(timeout)
     return request

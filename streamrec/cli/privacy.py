@@ -10,6 +10,9 @@ import click
 from streamrec.config import get_settings
 from streamrec.privacy import PseudonymKeyError, Pseudonymizer
 
+#: librdkafka's partitioners (its ``partitioner`` setting).
+PARTITIONERS = ("consistent_random", "consistent", "murmur2_random", "murmur2", "fnv1a_random", "fnv1a", "random")
+
 
 def _pseudonymizer() -> Pseudonymizer:
     try:
@@ -33,8 +36,12 @@ def pseudonym(user_ids: tuple[str, ...]) -> None:
 @click.option("--pseudonymize", is_flag=True,
               help="USER_ID is a raw id: forget its pseudonym (key: STREAMREC_PRIVACY__USER_ID_KEY).")
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: settings kafka.bootstrap].")
+@click.option("--partitioner", type=click.Choice(PARTITIONERS),
+              help="The partitioner of the producers that publish your events, so the request lands on the "
+                   "user's partition [default: librdkafka's consistent_random, as streamrec's producers; "
+                   "Java clients: murmur2_random].")
 @click.option("--json", "as_json", is_flag=True, help="Print the request sent as JSON.")
-def forget(user_id: str, pseudonymize: bool, bootstrap: str | None, as_json: bool) -> None:
+def forget(user_id: str, pseudonymize: bool, bootstrap: str | None, partitioner: str | None, as_json: bool) -> None:
     """Erase USER_ID: publish an erasure request to the compacted erasures topic and, in order with
     the user's events, to the events topic. The worker deletes the user's state and writes its
     changelog tombstone, `serve` answers as for an unknown user, the trainer leaves the user's
@@ -55,7 +62,7 @@ def forget(user_id: str, pseudonymize: bool, bootstrap: str | None, as_json: boo
         ensure_topics(bootstrap, {kafka.erasures_topic: kafka.partitions, kafka.events_topic: kafka.partitions},
                       timeout=15.0, configs={kafka.erasures_topic: compacted(kafka)})
         request = send(user_id, bootstrap=bootstrap, events_topic=kafka.events_topic,
-                       erasures_topic=kafka.erasures_topic, pseudonymizer=pseudonymizer)
+                       erasures_topic=kafka.erasures_topic, pseudonymizer=pseudonymizer, partitioner=partitioner)
     except RuntimeError as exc:  # DeliveryError, QueueFullError and an unreachable broker
         hint = "" if isinstance(exc, (DeliveryError, QueueFullError)) else "\n(is the broker running? try `streamrec kafka status`)"
         raise click.ClickException(f"{exc}{hint}") from None

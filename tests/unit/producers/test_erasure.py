@@ -36,6 +36,21 @@ def test_forget_sends_the_request_to_both_topics_keyed_by_the_user():
         ("er", b"u-42", request), ("ev", b"u-42", request)]
 
 
+def test_forget_uses_the_partitioner_of_the_shops_producers():
+    configs = []
+
+    class Remember(Recorder):
+        def __init__(self, config):
+            configs.append(config)
+
+    forget("u-1", bootstrap="b", events_topic="ev", erasures_topic="er", partitioner="murmur2_random",
+           producer_factory=Remember)
+    assert [c["partitioner"] for c in configs] == ["murmur2_random", "murmur2_random"]
+    configs.clear()
+    forget("u-1", bootstrap="b", events_topic="ev", erasures_topic="er", producer_factory=Remember)
+    assert all("partitioner" not in c for c in configs) and len(configs) == 2
+
+
 def test_forget_a_raw_id_by_its_pseudonym_and_refuse_a_blank_one():
     Recorder.sent = []
     key = "sixteen-or-more-bytes"
