@@ -28,7 +28,6 @@ from streamrec.kafka.admin import ensure_worker_topics, topic_config
 from streamrec.kafka.erasures import read_erasures
 from streams.tables import changelog_topic, read_user_states, table_partitions
 
-from .conftest import free_port
 from .helpers import trained_shop, wait_for_recommendations
 from .test_serve import Serve
 
