@@ -16,6 +16,12 @@ At start the window is refilled from the tail of the events topic (so the topic'
 must cover the window) and, before that, optionally from an archive file
 (``bootstrap_dataset``) for shops whose history is longer than the topic keeps.
 
+Erasure requests (``streamrec forget``, docs/security.md): one read on the events topic drops
+every event of the user before it from the window (events after it are kept: the user's fresh
+profile); the archive's events are checked against the compacted erasures topic, and a user's
+events up to the request's time are left out. Every later training run trains on the window,
+so no later model learns from them.
+
 Its Prometheus metrics (:class:`TrainerMetrics`, served by ``streamrec trainer --metrics-port``)
 are listed in docs/operations.md.
 """
@@ -40,7 +46,7 @@ from indexing.feed import ModelFeed
 from indexing.gate import decide, gate_cases, model_rows, next_item_hits, paired_standard_error, split_holdout
 from indexing.index import build_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
-from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, decode_event
+from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, decode_erasure, decode_event
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +125,22 @@ class EventWindow:
             n += 1
         return n
 
+    def forget(self, user_id: str) -> int:
+        """Drop every event of ``user_id`` from the window (an erasure request); returns how many.
+        The user's later events get a new code, as a new user's do."""
+        code = self._user_codes.get(user_id)
+        if code is None:
+            return 0
+        order = self._order()
+        keep = order[self.users[order] != code]
+        removed = len(order) - len(keep)
+        for array in (self.users, self.items, self.types, self.ts):
+            array[: len(keep)] = array[keep]
+        self._size = len(keep)
+        self._next = self._size % self.capacity
+        self._compact()  # renumbers the codes live events use: the user's is gone
+        return removed
+
     def _order(self) -> np.ndarray:
         if self._size < self.capacity:
             return np.arange(self._size)
@@ -180,9 +202,10 @@ class Trainer:
     """The service: events topic in, gated model versions out to the models topic."""
 
     def __init__(self, *, bootstrap: str, events_topic: str, models_topic: str, models_dir: Path, group: str,
-                 params: TrainerParams) -> None:
+                 params: TrainerParams, erasures_topic: str | None = None) -> None:
         self.bootstrap, self.events_topic, self.models_dir, self.group = bootstrap, events_topic, Path(models_dir), group
         self.params = params
+        self.erasures_topic = erasures_topic
         self.window = EventWindow(params.window_events)
         self.feed = ModelFeed(bootstrap, models_topic, self.models_dir)
         self.publisher = ModelPublisher(bootstrap, models_topic)
@@ -194,6 +217,15 @@ class Trainer:
     # ----------------------------------------------------------------- events in
 
     def seed_from(self, events: Iterable[Event]) -> int:
+        """Fill the window from an archive, leaving out the events of users who asked to be
+        forgotten (on the erasures topic) up to the time of their request."""
+        if self.erasures_topic is not None:
+            from streamrec.kafka.erasures import read_erasures
+
+            erased = {user_id: request.requested_at for user_id, request in
+                      read_erasures(self.bootstrap, self.erasures_topic).items()}
+            if erased:
+                events = (e for e in events if e.ts > erased.get(e.user_id, -math.inf))
         n = self.window.extend(events)
         logger.info("window seeded with %d events from the archive (%d kept)", n, len(self.window))
         return n
@@ -232,7 +264,14 @@ class Trainer:
                 self.window.append(decode_event(message.value()))
                 added += 1
             except InvalidEvent:
-                self.skipped += 1
+                try:
+                    erasure = decode_erasure(message.value())
+                except InvalidEvent:
+                    erasure = None
+                if erasure is None:
+                    self.skipped += 1
+                else:
+                    self.window.forget(erasure.user_id)
         self.metrics.events.inc(added)
         self.metrics.skipped.inc(self.skipped - skipped)
         self.metrics.window.set(len(self.window))

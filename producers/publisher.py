@@ -14,9 +14,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streamrec.contract import Event, encode_event
+
+if TYPE_CHECKING:
+    from streamrec.privacy import Pseudonymizer
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,9 @@ class EventPublisher:
 
     ``queue_full_timeout_s`` bounds how long :meth:`publish` waits for room in the local
     queue (``queue.buffering.max.messages``) before raising :class:`QueueFullError`;
-    ``config`` adds or overrides librdkafka settings.
+    ``config`` adds or overrides librdkafka settings. With a ``pseudonymizer``
+    (:class:`streamrec.privacy.Pseudonymizer`) every event's ``user_id`` is replaced by its
+    pseudonym before it is encoded, so the raw id never reaches Kafka.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class EventPublisher:
         config: Mapping[str, Any] | None = None,
         producer_factory: Callable[[dict[str, Any]], ProducerLike] = _default_producer_factory,
         clock: Callable[[], float] = time.monotonic,
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> None:
         if not topic:
             raise ValueError("topic must not be empty")
@@ -104,6 +110,7 @@ class EventPublisher:
             **(config or {}),
         }
         self._producer = producer_factory(self.config)
+        self._pseudonymizer = pseudonymizer
         self._queue_full_timeout_s = queue_full_timeout_s
         self._clock = clock
         self._closed = False
@@ -148,7 +155,10 @@ class EventPublisher:
     # ----------------------------------------------------------------------- sending
 
     def publish(self, event: Event) -> None:
-        """Queue one event: key ``user_id`` (UTF-8), value :func:`encode_event`."""
+        """Queue one event: key ``user_id`` (UTF-8), value :func:`encode_event` (with the
+        pseudonym as ``user_id`` when the publisher has a pseudonymizer)."""
+        if self._pseudonymizer is not None:
+            event = self._pseudonymizer.event(event)
         self._produce(event.user_id.encode("utf-8"), encode_event(event))
 
     def publish_raw(self, key: bytes | None, value: bytes | None) -> None:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Environment variable naming the folder that holds all local state.
@@ -65,7 +65,14 @@ class KafkaSettings(BaseModel):
     items_topic: str = "items"
     #: Model versions, distributed to every worker: a compacted topic (indexing.distribute).
     models_topic: str = "models"
+    #: Erasure requests (``streamrec forget``): a compacted topic keyed by user_id
+    #: (streamrec.privacy, docs/security.md).
+    erasures_topic: str = "erasures"
     partitions: int = Field(4, ge=1)
+    #: Extra topic settings for every compacted topic streamrec creates (the catalog, the
+    #: changelog, the erasures), e.g. ``{"max.compaction.lag.ms": "3600000"}``: how soon an
+    #: erased user's records are cleaned away (docs/security.md).
+    compacted_configs: dict[str, str] = Field(default_factory=dict)
 
 
 class LocalKafkaSettings(BaseModel):
@@ -143,6 +150,26 @@ class WorkerSettings(BaseModel):
     metrics_port: int = Field(9108, ge=0, le=65535)
 
 
+class PrivacySettings(BaseModel):
+    """Pseudonymous user ids (docs/security.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: The HMAC-SHA256 key that turns user ids into pseudonyms (``produce --pseudonymize``,
+    #: ``streamrec pseudonym``, ``EventPublisher(pseudonymizer=...)``); at least 16 characters.
+    #: A secret: never logged, never shown in an error.
+    user_id_key: SecretStr | None = None
+
+
+class ServeSettings(BaseModel):
+    """``streamrec serve``'s HTTP API (docs/serving.md, docs/security.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: When set, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
+    token: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True)
 
@@ -153,6 +180,8 @@ class Settings(BaseSettings):
     index: IndexSettings = Field(default_factory=IndexSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     #: The shared datasets (``STREAMREC_DATASETS_DIR``; default: ``<home>/../shared/datasets``).
     datasets_dir: Path = Field(default_factory=lambda: state_paths(default_home())["datasets_dir"])
 

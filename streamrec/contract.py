@@ -276,6 +276,60 @@ def decode_recommendation(raw: bytes) -> Recommendation:
     )
 
 
+# --------------------------------------------------------------------------- erasure requests
+
+#: Fields of an erasure request (``streamrec forget``), both required.
+ERASURE_FIELDS = ("erase_user_id", "requested_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    """"Forget this user": the value of a record keyed by ``user_id`` on the compacted erasures
+    topic, and the same record on the events topic, where it sits in order among the user's
+    events (docs/security.md). ``requested_at`` is Unix seconds."""
+
+    user_id: str
+    requested_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"erase_user_id": self.user_id, "requested_at": self.requested_at}
+
+
+def encode_erasure(request: ErasureRequest) -> bytes:
+    """The wire form.
+
+    >>> encode_erasure(ErasureRequest("u-42", 1764240000.0))
+    b'{"erase_user_id":"u-42","requested_at":1764240000.0}'
+    """
+    return orjson.dumps(request.to_dict())
+
+
+def decode_erasure(raw: bytes | None) -> ErasureRequest | None:
+    """The erasure request ``raw`` holds; None when ``raw`` is not one (no ``erase_user_id``
+    field: an event, say); :class:`InvalidEvent` when it is one but malformed.
+
+    >>> decode_erasure(b'{"erase_user_id": "u-42", "requested_at": 1764240000}')
+    ErasureRequest(user_id='u-42', requested_at=1764240000.0)
+    >>> decode_erasure(b'{"event_id": "e-1"}') is None
+    True
+    """
+    if not raw or b'"erase_user_id"' not in raw:
+        return None
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("malformed_json", str(exc)) from None
+    if not isinstance(payload, dict) or "erase_user_id" not in payload:
+        return None
+    extra = payload.keys() - set(ERASURE_FIELDS)
+    if extra:
+        raise InvalidEvent("unknown_field", f"an erasure request has only {', '.join(ERASURE_FIELDS)}; got {sorted(extra)}")
+    user_id = _text(payload["erase_user_id"], "erase_user_id", required=True)
+    if "requested_at" not in payload:
+        raise InvalidEvent("missing_field", "field 'requested_at' is required")
+    return ErasureRequest(str(user_id), _number(payload["requested_at"], "requested_at"))
+
+
 # --------------------------------------------------------------------------- catalog
 
 #: Fields of a catalog record; ``item_id`` is required, the rest optional.

@@ -71,9 +71,15 @@ def register_agents(bundle: StreamrecApp) -> None:
                 with acting_for(batch[position]):
                     return read_state(table, user_id)
 
-            def write_state(user_id: str, position: int, key: bytes, value: bytes) -> None:
+            def write_state(user_id: str, position: int, key: bytes, value: bytes | None) -> None:
                 with acting_for(batch[position]):
-                    table[key] = value
+                    if value is not None:
+                        table[key] = value
+                    else:  # an erasure request: Faust deletes the key and writes the changelog tombstone
+                        try:
+                            del table[key]
+                        except KeyError:
+                            pass
 
             prepared = shell.prepare(messages, load)
             result = finish_batch(prepared, *shell.search(prepared))

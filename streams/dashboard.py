@@ -120,8 +120,11 @@ class Target:
 class Scraper:
     """Scrapes the targets, keeps the two newest merged scrapes, and builds the page's state."""
 
-    def __init__(self, urls: Sequence[str], *, interval_s: float = 1.0, timeout_s: float = 2.0) -> None:
+    def __init__(self, urls: Sequence[str], *, interval_s: float = 1.0, timeout_s: float = 2.0,
+                 token: str | None = None) -> None:
         self.targets = [Target(url) for url in urls]
+        #: Sent as ``Authorization: Bearer`` (serve's ``/metrics`` needs it when serve.token is set).
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._history: deque[tuple[float, Samples]] = deque(maxlen=2)
@@ -139,8 +142,12 @@ class Scraper:
         await asyncio.gather(*(one(t) for t in self.targets))
         self._history.append((time.monotonic(), merge(t.samples for t in self.targets if t.up)))
 
+    def session(self) -> ClientSession:
+        """The HTTP session the scrapes use (with the bearer token, when given)."""
+        return ClientSession(timeout=ClientTimeout(total=self.timeout_s), headers=self._headers)
+
     async def run(self) -> None:
-        async with ClientSession(timeout=ClientTimeout(total=self.timeout_s)) as session:
+        async with self.session() as session:
             while True:
                 started = time.monotonic()
                 await self.scrape_once(session)

@@ -249,13 +249,16 @@ class BatchEngine:
         """
         messages = [Message(m.key(), m.value(), m.partition(), m.offset()) for m in raw]
         store = self.store
-        newest = self._pending.prepared.result.states if self._pending is not None else {}
-        newer = self._delivering.prepared.result.states if self._delivering is not None else {}
+        # Newest first; a user erased in a batch under way has no state, whatever RocksDB says yet.
+        under_way = [pending.prepared.result for pending in (self._pending, self._delivering) if pending is not None]
 
         def load(user_id: str, position: int):  # noqa: ANN202
-            found = newest.get(user_id) or newer.get(user_id)
-            if found is not None:
-                return found[0]
+            for result in under_way:
+                found = result.states.get(user_id)
+                if found is not None:
+                    return found[0]
+                if user_id in result.erased:
+                    return None
             return read_state(store.db(messages[position].partition), user_id)
 
         return _Pending(messages, self.shell.prepare(messages, load), raw)
@@ -278,8 +281,8 @@ class BatchEngine:
         result = finish_batch(pending.prepared, rows, scores)
         self._deliveries.reset()
 
-        def write_state(user_id: str, position: int, key: bytes, value: bytes) -> None:
-            partition = messages[position].partition
+        def write_state(user_id: str, position: int, key: bytes, value: bytes | None) -> None:
+            partition = messages[position].partition  # None: a delete and a changelog tombstone
             pending.writes[partition].append((key, value))
             self._produce(self.changelog, value, key, partition)
 
@@ -346,7 +349,7 @@ class BatchEngine:
             # batches are full and stay pipelined.
             self.drain()
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, partition: int = -1) -> None:
+    def _produce(self, topic: str, value: bytes | None, key: bytes | None, partition: int = -1) -> None:
         while True:
             try:
                 self.producer.produce(topic, value, key, partition)

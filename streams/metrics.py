@@ -121,6 +121,8 @@ class WorkerMetrics:
         self.duplicates = Counter("streamrec_duplicates_skipped",
                                   "Events skipped as already applied (replayed or re-sent).", registry=registry)
         self.batches = Counter("streamrec_batches", "Micro-batches processed.", registry=registry)
+        self.erasures = Counter("streamrec_erasures", "Users' states deleted by an erasure request.",
+                                registry=registry)
         self.batch_size = Histogram("streamrec_batch_size_events", "Messages per micro-batch.",
                                     buckets=BATCH_SIZE_BUCKETS, registry=registry)
         self.search = Histogram("streamrec_search_seconds", "Seconds of one micro-batch's FAISS search.",

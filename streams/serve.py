@@ -24,6 +24,7 @@ so a user's answer equals the worker's latest list for the same state.
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import threading
 import time
@@ -525,6 +526,35 @@ async def _errors(request: web.Request, handler):  # noqa: ANN001, ANN202
         return _error(500, "internal_error", "the server failed to answer; see its log")
 
 
+#: Routes answered without a token: a liveness probe must not need a secret.
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def bearer_auth(token: str):  # noqa: ANN201 - an aiohttp middleware
+    """A middleware that asks every request but :data:`OPEN_PATHS` for ``Authorization: Bearer
+    <token>``: 401 (``unauthorized``) without one or with a malformed header, 403 (``forbidden``)
+    with a wrong one; JSON error bodies as the API's others. The token is compared in constant
+    time and never echoed."""
+    expected = token.encode("utf-8")
+
+    @web.middleware
+    async def _bearer(request: web.Request, handler):  # noqa: ANN001, ANN202
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        scheme, _, given = (header or "").strip().partition(" ")
+        if header is None or scheme.lower() != "bearer" or not given.strip():
+            response = _error(401, "unauthorized",
+                              "this API needs an 'Authorization: Bearer <token>' header (the serve.token setting)")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="streamrec"'
+            return response
+        if not hmac.compare_digest(given.strip().encode("utf-8"), expected):
+            return _error(403, "forbidden", "the bearer token is not the one this server accepts")
+        return await handler(request)
+
+    return _bearer
+
+
 REPLICA_KEY = web.AppKey("replica", Replica)
 METRICS_KEY = web.AppKey("metrics", object)
 
@@ -698,10 +728,12 @@ async def _follow(app: web.Application) -> Any:
         pass
 
 
-def make_app(replica: Replica, *, follow: bool = False) -> web.Application:
-    """The HTTP API over ``replica``; with ``follow`` the replica loads and follows its topics
-    while the app runs (else it is used as it is, e.g. prepared by a test)."""
-    app = web.Application(middlewares=[_measured, _errors])
+def make_app(replica: Replica, *, token: str | None = None, follow: bool = False) -> web.Application:
+    """The HTTP API over ``replica``; with a ``token`` every route but ``/healthz`` needs it
+    (:func:`bearer_auth`); with ``follow`` the replica loads and follows its topics while the app
+    runs (else it is used as it is, e.g. prepared by a test)."""
+    middlewares = [_measured, _errors] + ([bearer_auth(token)] if token else [])
+    app = web.Application(middlewares=middlewares)
     app[REPLICA_KEY] = replica
     app[METRICS_KEY] = ServeMetrics(replica)
     app.cleanup_ctx.append(_probe_loop)
@@ -723,8 +755,11 @@ def serve(settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:  # no
     # OpenMP's thread count is per thread: set it in the thread that searches (the handlers'). On a
     # busy machine FAISS's default team (every core, spin-waiting) costs far more than it gives.
     faiss.omp_set_num_threads(settings.index.search_threads)
-    web.run_app(make_app(Replica(settings), follow=True), host=host, port=port, print=None, handle_signals=True,
-                access_log=None)
+    token = settings.serve.token.get_secret_value() if settings.serve.token is not None else None
+    if token is not None and not token.strip():
+        raise ValueError("serve.token (STREAMREC_SERVE__TOKEN) is set but empty: set a token or unset it")
+    web.run_app(make_app(Replica(settings), token=token, follow=True), host=host, port=port, print=None,
+                handle_signals=True, access_log=None)
 
 
 # --------------------------------------------------------------------------- OpenAPI
@@ -771,7 +806,7 @@ OPENAPI: dict[str, Any] = {
                 "404": _error_response("Unknown item (error: unknown_item)."),
                 "503": _error_response("The replica is not ready (error: not_ready)."),
             }}},
-        "/healthz": {"get": {"summary": "The process is alive.",
+        "/healthz": {"get": {"summary": "The process is alive (never needs the token).", "security": [],
                              "responses": {"200": {"description": "Alive.", "content": {"application/json": {
                                  "schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
         "/readyz": {"get": {
@@ -786,7 +821,12 @@ OPENAPI: dict[str, Any] = {
                                   "responses": {"200": {"description": "OpenAPI 3 document.",
                                                         "content": {"application/json": {"schema": {"type": "object"}}}}}}},
     },
-    "components": {"schemas": {
+    # With serve.token set, every other route answers 401 (unauthorized) without a bearer token
+    # and 403 (forbidden) with a wrong one (docs/security.md).
+    "security": [{"bearer": []}],
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                  "description": "Only when serve.token is set."}},
+                   "schemas": {
         "Item": {"type": "object", "required": ["item_id", "score", "source"], "properties": {
             "item_id": {"type": "string"}, "score": {"type": "number"},
             "source": {"type": "string", "enum": ["model", "category_trending", "trending"],

@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 #: ``send(topic, value, key)``: hand a message to the engine's producer.
 Send = Callable[[str, bytes, "bytes | None"], None]
 #: ``write_state(user_id, position, key, value)``: store a user's new state (``position`` is
-#: the batch position of the event that made it, for engines that store by partition).
-WriteState = Callable[[str, int, bytes, bytes], None]
+#: the batch position of the event that made it, for engines that store by partition); a None
+#: ``value`` deletes the user's state (an erasure request) and writes the changelog tombstone.
+WriteState = Callable[[str, int, bytes, "bytes | None"], None]
 
 #: ``event_time(position)``: the produce time (Kafka timestamp, epoch seconds) of the batch's
 #: message at ``position``, or None when the message has none.
@@ -143,9 +144,15 @@ class WorkerShell:
 
     def emit(self, result: BatchResult, messages: Sequence[Message], *, source_topic: str, send: Send,
              write_state: WriteState) -> None:
-        """Write the batch's new states, send its lists and dead-letter its rejects."""
+        """Write the batch's new states, delete the erased users' states, send its lists and
+        dead-letter its rejects."""
         for user_id, (state, position) in result.states.items():
             write_state(user_id, position, user_id.encode(), encode_state(state))
+        for user_id, position in result.erased.items():
+            write_state(user_id, position, user_id.encode(), None)
+            self.metrics.erasures.inc()
+            logger.info("erased the state of a user (erasure request at %s[%d]@%d)", source_topic,
+                        messages[position].partition, messages[position].offset)
         kafka = self.settings.kafka
         for rec in result.recommendations:
             send(kafka.recommendations_topic, encode_recommendation(rec), rec.user_id.encode())

@@ -26,12 +26,13 @@ def _register() -> None:
     from streamrec.cli.evaluate import evaluate
     from streamrec.cli.kafka import kafka
     from streamrec.cli.models import model, trainer
+    from streamrec.cli.privacy import forget, pseudonym
     from streamrec.cli.produce import produce
     from streamrec.cli.serve import serve
     from streamrec.cli.train import train
     from streamrec.cli.worker import consume, worker
 
-    for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard):
+    for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard, pseudonym, forget):
         main.add_command(command)
 
 

@@ -25,6 +25,7 @@ def dashboard(host, port, urls, bootstrap, dlq_topic, interval) -> None:  # noqa
     settings = get_settings()
     urls = list(urls) or [f"http://127.0.0.1:{settings.worker.metrics_port}/metrics"]
     tail = DeadLetterTail(bootstrap or settings.kafka.bootstrap, dlq_topic or settings.kafka.dlq_topic)
-    app = make_app(Scraper(urls, interval_s=interval), tail)
+    token = settings.serve.token.get_secret_value() if settings.serve.token is not None else None
+    app = make_app(Scraper(urls, interval_s=interval, token=token), tail)  # serve's /metrics needs its token
     click.echo(f"dashboard on http://{host}:{port}/ reading {', '.join(urls)} and {tail.topic}", err=True)
     web.run_app(app, host=host, port=port, print=None)

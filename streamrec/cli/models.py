@@ -56,7 +56,8 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     params = TrainerParams(window_events=window_events, every_events=every_events, every_minutes=every_minutes,
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
-                      models_dir=models_dir or settings.index.models_dir, group=group, params=params)
+                      models_dir=models_dir or settings.index.models_dir, group=group, params=params,
+                      erasures_topic=settings.kafka.erasures_topic)
     from streams.metrics import serve
 
     serve(service.metrics.registry, metrics_port, what="trainer")

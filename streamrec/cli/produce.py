@@ -38,6 +38,7 @@ from producers.catalog import (
     read_catalog,
 )
 from producers.publisher import DeliveryError, EventPublisher, QueueFullError
+from streamrec.privacy import PseudonymKeyError, Pseudonymizer
 from producers.readers import FORMATS, BadHeader, BadLine, ReadStats, format_from_extension, read_events
 from producers.replay import ReplayStats, replay
 from producers.synthetic import DEFAULT_RATE, SyntheticShop
@@ -267,7 +268,8 @@ def _synthetic_source(options: dict[str, object], limit: int | None) -> _Source:
 # --------------------------------------------------------------------------- sending
 
 
-def _send(source: _Source, *, topic: str, bootstrap: str, rate: float | None, progress: bool, dry_run: bool) -> ReplayStats:
+def _send(source: _Source, *, topic: str, bootstrap: str, rate: float | None, progress: bool, dry_run: bool,
+          pseudonymizer: Pseudonymizer | None = None) -> ReplayStats:
     if dry_run:
         dry = _CatalogSender(None) if source.catalog else _DryRunPublisher()
         return replay(source.events, dry, rate=rate, progress=progress, total=source.total)  # type: ignore[arg-type]
@@ -283,7 +285,7 @@ def _send(source: _Source, *, topic: str, bootstrap: str, rate: float | None, pr
     except RuntimeError as exc:
         raise click.ClickException(f"{exc}\n(is the broker running? try `streamrec kafka status`)") from None
     try:
-        with EventPublisher(bootstrap, topic) as publisher:
+        with EventPublisher(bootstrap, topic, pseudonymizer=pseudonymizer) as publisher:
             sender = _CatalogSender(publisher) if source.catalog else publisher
             return replay(source.events, sender, rate=rate, progress=progress, total=source.total)  # type: ignore[arg-type]
     except (DeliveryError, QueueFullError) as exc:
@@ -358,6 +360,9 @@ def _summary(stats: ReadStats | CatalogStats | None, replayed: ReplayStats, *, t
 @click.option("--bootstrap", help="Kafka bootstrap servers [default: settings kafka.bootstrap].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--dry-run", is_flag=True, help="Read and validate the events or records, send nothing (no Kafka needed).")
+@click.option("--pseudonymize", is_flag=True,
+              help="Replace every user id by its keyed HMAC-SHA256 pseudonym before sending "
+                   "(key: STREAMREC_PRIVACY__USER_ID_KEY; docs/security.md).")
 @click.option("--json", is_flag=True, help="Print the summary as JSON.")
 def produce(**options: object) -> None:
     """Send events to Kafka: one event, a file, a dataset or a synthetic shop; or catalog records."""
@@ -379,9 +384,17 @@ def produce(**options: object) -> None:
     bootstrap = str(options.get("bootstrap") or kafka.bootstrap)
     rate = options.get("rate")
     dry_run = bool(options.get("dry_run"))
+    pseudonymizer = None
+    if options.get("pseudonymize"):
+        if source.catalog:
+            raise click.BadParameter("catalog records carry no user ids", param_hint="--pseudonymize")
+        try:
+            pseudonymizer = Pseudonymizer.from_settings(get_settings())
+        except PseudonymKeyError as exc:
+            raise click.BadParameter(str(exc), param_hint="--pseudonymize") from None
     try:
         replayed = _send(source, topic=topic, bootstrap=bootstrap, rate=None if rate is None else float(rate),  # type: ignore[arg-type]
-                         progress=not options.get("no_progress"), dry_run=dry_run)
+                         progress=not options.get("no_progress"), dry_run=dry_run, pseudonymizer=pseudonymizer)
     except (BadHeader, BadCatalogFile) as exc:
         flag, formats = ("--catalog-format", CATALOG_FORMATS) if source.catalog else ("--format", FORMATS)
         raise click.ClickException(f"{exc}\n(is {flag} right? the formats are {', '.join(formats)})") from None

@@ -33,6 +33,7 @@ from streamrec.contract import (
     InvalidEvent,
     Recommendation,
     decode_catalog_item,
+    decode_erasure,
     decode_event,
     decode_recommendation,
 )
@@ -163,7 +164,16 @@ def _event(value: bytes | None, as_json: bool) -> Rendered:
     try:
         event = decode_event(value, now=time.time())
     except InvalidEvent as exc:
-        raise Unreadable(f"not an event ({exc})") from None
+        try:
+            erasure = decode_erasure(value)
+        except InvalidEvent:
+            erasure = None
+        if erasure is None:
+            raise Unreadable(f"not an event ({exc})") from None
+        if as_json:
+            return Rendered(orjson.dumps(erasure.to_dict()).decode(), "events", erasure.user_id)
+        return Rendered(f"{_utc(erasure.requested_at)} {erasure.user_id} erasure request (streamrec forget)", "events",
+                        erasure.user_id)
     if as_json:
         return Rendered(orjson.dumps(event.to_dict()).decode(), "events", event.user_id)
     return Rendered(f"{_utc(event.ts)} {event.user_id} {event.type} {event.item_id}  [event {event.event_id}]",

@@ -81,7 +81,8 @@ def _run_faust_agent(settings, loglevel: str, level: int) -> None:  # noqa: ANN0
     from streams.app import create_app
 
     bundle = create_app(settings, register=register_agents)
-    ensure_worker_topics(settings.kafka)
+    # The changelog too, so that it gets kafka.compacted_configs (Faust keeps an existing one).
+    ensure_worker_topics(settings.kafka, changelog=bundle.user_states.changelog_topic.get_topic_name())
     bundle.shell.serve_metrics()
     _announce(settings, bundle.model.current.version)
 
@@ -101,7 +102,7 @@ __all__ = ["consume", "format_recommendation", "topic_kind", "worker"]
 
 def topic_kind(topic: str, kafka: KafkaSettings) -> Kind | None:
     """What the settings say ``topic`` carries; None for a topic they do not name."""
-    kinds: dict[str, Kind] = {kafka.events_topic: "events", kafka.items_topic: "items",
+    kinds: dict[str, Kind] = {kafka.events_topic: "events", kafka.erasures_topic: "events", kafka.items_topic: "items",
                               kafka.dlq_topic: "dead-letters", kafka.recommendations_topic: "recommendations"}
     return kinds.get(topic)
 

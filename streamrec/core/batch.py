@@ -3,7 +3,11 @@
 This is everything the worker *decides*, with no Kafka and no Faust in it: the engines only
 read states, call :func:`prepare_batch` / :func:`finish_batch` (or :func:`process_batch`),
 and write what they return. Several events of one user in a batch are applied in order and
-produce one recommendation, triggered by that user's last event in the batch. The item side
+produce one recommendation, triggered by that user's last event in the batch. An erasure
+request (:class:`streamrec.contract.ErasureRequest`, ``streamrec forget``) among the events
+forgets the user at that point: their earlier events are dropped, their stored state is not
+read, and the user's events after it start a fresh profile; a user with none after it is in
+:attr:`BatchResult.erased` (the engines delete the state and write the changelog tombstone). The item side
 (catalog rules, new items, trending) is a :class:`streamrec.core.items.LiveItems`; an event on an
 item the model has never seen is accepted and makes the item a new one.
 """
@@ -23,6 +27,7 @@ from streamrec.contract import (
     InvalidEvent,
     Recommendation,
     ScoredItem,
+    decode_erasure,
     decode_event,
     encode_dead_letter,
 )
@@ -73,6 +78,9 @@ class BatchResult:
     duplicates: list[int] = field(default_factory=list)
     #: Applied events per event type (indexed by ``EVENT_TYPE_CODES``); None before any were applied.
     event_types: np.ndarray | None = None
+    #: Users forgotten by an erasure request in the batch, with no event after it: their state
+    #: is deleted. Value: the position of the (last) request.
+    erased: dict[str, int] = field(default_factory=dict)
 
 
 def dead_letter(rejected: Rejected, message: Message, topic: str) -> bytes:
@@ -83,10 +91,12 @@ def dead_letter(rejected: Rejected, message: Message, topic: str) -> bytes:
 
 
 def decode_batch(
-    messages: Sequence[Message], *, now: float | None = None
+    messages: Sequence[Message], *, now: float | None = None, erasures: list[tuple[int, str]] | None = None
 ) -> tuple[list[tuple[int, Event]], list[Rejected]]:
     """Decode and validate ``(key, value)`` messages against the contract (any item id is
-    accepted: one the model does not know becomes a new item)."""
+    accepted: one the model does not know becomes a new item). Erasure requests are appended to
+    ``erasures`` as ``(position, user_id)`` when it is given, and rejected (``erasure_request``)
+    when it is not."""
     accepted: list[tuple[int, Event]] = []
     rejected: list[Rejected] = []
     now = time.time() if now is None else now
@@ -94,7 +104,20 @@ def decode_batch(
         try:
             event = decode_event(value, now=now)
         except InvalidEvent as exc:
-            rejected.append(Rejected(position, exc.reason, exc.detail))
+            try:
+                erasure = decode_erasure(value)
+            except InvalidEvent as bad:
+                rejected.append(Rejected(position, bad.reason, f"erasure request: {bad.detail}"))
+                continue
+            if erasure is None:
+                rejected.append(Rejected(position, exc.reason, exc.detail))
+            elif key is None or key != erasure.user_id.encode():
+                rejected.append(Rejected(position, "key_mismatch",
+                                         f"the message key must be the user_id {erasure.user_id!r}, got {key!r}"))
+            elif erasures is None:
+                rejected.append(Rejected(position, "erasure_request", "an erasure request where only events are read"))
+            else:
+                erasures.append((position, erasure.user_id))
             continue
         if key is None or key != event.user_id.encode():
             rejected.append(
@@ -178,11 +201,43 @@ def prepare_batch(
     events to the users' vectors (:func:`apply_events`), and build the new states with what the
     search and the lists need (:func:`new_states`)."""
     items = live_items(model)
-    accepted, rejected = decode_batch(messages, now=now)
+    erasures: list[tuple[int, str]] = []
+    accepted, rejected = decode_batch(messages, now=now, erasures=erasures)
     result = BatchResult(rejected=rejected)
+    if erasures:
+        accepted, load_state = forget_users(erasures, accepted, load_state)
     selection = select_fresh(messages, group_by_user(accepted), load_state, items, params, result.duplicates)
     applied = apply_events(selection, items, params, result)
-    return new_states(messages, selection, applied, items, params, result)
+    prepared = new_states(messages, selection, applied, items, params, result)
+    for position, user_id in erasures:
+        if user_id not in result.states:
+            result.erased[user_id] = position
+    return prepared
+
+
+def forget_users(
+    erasures: Sequence[tuple[int, str]],
+    accepted: list[tuple[int, Event]],
+    load_state: Callable[[str, int], UserState | None],
+) -> tuple[list[tuple[int, Event]], Callable[[str, int], UserState | None]]:
+    """Apply the batch's erasure requests: drop each erased user's events before their (last)
+    request and read no stored state for them, so that their events after it start afresh.
+
+    >>> events = [(0, Event("e1", "u1", "i", "view", 1.0)), (2, Event("e2", "u1", "i", "view", 2.0)),
+    ...           (3, Event("e3", "u2", "i", "view", 3.0))]
+    >>> kept, load = forget_users([(1, "u1")], events, lambda user_id, position: "stored")
+    >>> [(position, event.event_id) for position, event in kept], load("u1", 2), load("u2", 3)
+    ([(2, 'e2'), (3, 'e3')], None, 'stored')
+    """
+    last = {}
+    for position, user_id in erasures:
+        last[user_id] = max(position, last.get(user_id, -1))
+    kept = [(position, event) for position, event in accepted if position > last.get(event.user_id, -1)]
+
+    def load(user_id: str, position: int) -> UserState | None:
+        return None if user_id in last else load_state(user_id, position)
+
+    return kept, load
 
 
 def group_by_user(accepted: Sequence[tuple[int, Event]]) -> dict[str, list[tuple[int, Event]]]:

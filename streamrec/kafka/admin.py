@@ -122,18 +122,24 @@ def _admin_client(config: dict[str, Any]) -> Any:
     return AdminClient(config)
 
 
+def compacted(kafka: KafkaSettings) -> dict[str, str]:
+    """Topic settings of a compacted topic streamrec creates: :data:`COMPACTED` plus the
+    operator's ``kafka.compacted_configs`` (how soon superseded and erased records go)."""
+    return {**kafka.compacted_configs, **COMPACTED}
+
+
 def ensure_worker_topics(kafka: KafkaSettings, *, changelog: str | None = None) -> list[str]:
     """Create the worker's topics if missing: events, recommendations, the dead-letter topic
-    (which takes large messages), the compacted catalog, and the table's compacted
-    ``changelog`` when given (Faust creates its own; the batch engine does not)."""
+    (which takes large messages), the compacted catalog, the compacted erasure requests, and
+    the table's compacted ``changelog`` when given (Faust creates its own; the batch engine does not)."""
     partitions = kafka.partitions
     topics = {kafka.events_topic: partitions, kafka.recommendations_topic: partitions, kafka.dlq_topic: partitions,
-              kafka.items_topic: partitions}
+              kafka.items_topic: partitions, kafka.erasures_topic: partitions}
     configs: dict[str, Mapping[str, str]] = {kafka.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
-                                             kafka.items_topic: COMPACTED}
+                                             kafka.items_topic: compacted(kafka), kafka.erasures_topic: compacted(kafka)}
     if changelog is not None:
         topics[changelog] = partitions
-        configs[changelog] = COMPACTED
+        configs[changelog] = compacted(kafka)
     return ensure_topics(kafka.bootstrap, topics, configs=configs)
 
 

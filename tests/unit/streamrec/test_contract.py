@@ -358,3 +358,39 @@ def test_recommendation_schema_knows_every_item_source():
 
     item_schema = schema("recommendation")["properties"]["items"]["items"]["properties"]
     assert tuple(item_schema["source"]["enum"]) == ITEM_SOURCES
+
+
+# --------------------------------------------------------------------------- erasure requests
+
+from streamrec.contract import ErasureRequest, decode_erasure, encode_erasure  # noqa: E402
+
+
+def test_erasure_request_round_trip_and_schema_agree():
+    request = ErasureRequest("u-42", 1764240000.5)
+    raw = encode_erasure(request)
+    assert decode_erasure(raw) == request
+    jsonschema.validate(orjson.loads(raw), schema("erasure-request"))
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ({"erase_user_id": "", "requested_at": 1.0}, "empty_string"),
+        ({"erase_user_id": "u", "requested_at": "now"}, "wrong_type"),
+        ({"erase_user_id": "u"}, "missing_field"),
+        ({"erase_user_id": 7, "requested_at": 1.0}, "wrong_type"),
+        ({"erase_user_id": "u", "requested_at": 1.0, "reason": "x"}, "unknown_field"),
+        ({"erase_user_id": "u" * 257, "requested_at": 1.0}, "string_too_long"),
+    ],
+)
+def test_invalid_erasure_requests_are_refused_by_the_decoder_and_the_schema(payload, reason):
+    with pytest.raises(InvalidEvent) as refused:
+        decode_erasure(orjson.dumps(payload))
+    assert refused.value.reason == reason
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, schema("erasure-request"))
+
+
+def test_an_event_is_not_an_erasure_request():
+    assert decode_erasure(encode_event(Event("e", "u", "i", "view", 1.0))) is None
+    assert decode_erasure(None) is None and decode_erasure(b"") is None

@@ -72,3 +72,45 @@ def test_client_configs_follow_the_settings() -> None:
     assert producer["acks"] == "all" and producer["enable.idempotence"] is True
     assert producer["bootstrap.servers"] == consumer["bootstrap.servers"] == "h:1"
     assert changelog_topic("shop") == "shop-user-states-changelog"
+
+
+def test_a_user_erased_in_a_batch_under_way_has_no_state_whatever_rocksdb_still_says(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from streamrec.core.batch import BatchResult
+    from streams.engine import BatchEngine
+
+    def under_way(result: BatchResult) -> SimpleNamespace:
+        return SimpleNamespace(prepared=SimpleNamespace(result=result))
+
+    class Raw:
+        def key(self) -> bytes:
+            return b"u1"
+
+        def value(self) -> bytes:
+            return b"{}"
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 9
+
+    engine = BatchEngine.__new__(BatchEngine)  # only the pipeline's state reads: no broker, no model
+    engine.store = PartitionStore(tmp_path)
+    engine.store.write(0, [(b"u1", state(1)), (b"u2", state(2))], changelog_offset=3)  # not yet settled: stale
+    engine.shell = SimpleNamespace(prepare=lambda messages, load: load)
+    fresh = UserState(vector=np.full(4, 7, dtype=np.float32), last_ts=7.0, n_events=1, model_version="v1")
+    cases = [
+        (None, BatchResult(erased={"u1": 0}), None),  # erased in the batch being delivered
+        (BatchResult(erased={"u1": 0}), BatchResult(states={"u1": (fresh, 0)}), None),  # the newest batch wins
+        (BatchResult(states={"u1": (fresh, 0)}), BatchResult(erased={"u1": 0}), 1),  # back with new events
+    ]
+    for searched, delivering, n_events in cases:
+        engine._pending = under_way(searched) if searched is not None else None
+        engine._delivering = under_way(delivering)
+        load = engine.prepare([Raw()]).prepared
+        found = load("u1", 0)
+        assert (found.n_events if found is not None else None) == n_events
+        assert load("u2", 0).n_events == 2  # others still come from RocksDB
+    engine.store.close_all()

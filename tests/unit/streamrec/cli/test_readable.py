@@ -93,3 +93,11 @@ def test_user_filter_on_a_topic_without_users_is_a_sentence() -> None:
     result = CliRunner().invoke(group, ["consume", "--topic", get_settings().kafka.dlq_topic, "--user", "u1"])
     assert result.exit_code == 2
     assert "holds dead letters, which belong to no user; --user filters recommendations and events" in result.output
+
+
+def test_an_erasure_request_reads_as_one():
+    from streamrec.contract import ErasureRequest, encode_erasure
+
+    raw = encode_erasure(ErasureRequest("u-1", 1764240000.0))
+    assert render("events", b"u-1", raw, as_json=False).line == "2025-11-27T10:40:00Z u-1 erasure request (streamrec forget)"
+    assert render(None, b"u-1", raw, as_json=True).line == '{"erase_user_id":"u-1","requested_at":1764240000.0}'
