@@ -52,7 +52,10 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
     """A TLS client context that trusts ``kafka.ssl_cafile`` (or the system's authorities) and
     checks the broker's host name, as librdkafka does."""
     cafile = str(kafka.ssl_cafile) if kafka.ssl_cafile is not None else None
-    return ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    try:
+        return ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"kafka.ssl_cafile {cafile} cannot be read as PEM certificates: {exc}") from None
 
 
 def faust_credentials(kafka: KafkaSettings) -> Any:
@@ -74,11 +77,3 @@ def _password(kafka: KafkaSettings) -> str:
         raise ValueError(f"kafka.security_protocol {kafka.security_protocol} needs kafka.sasl_password")
     return kafka.sasl_password.get_secret_value()
 
-
-def redact(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with its secrets replaced, for logs and error messages.
-
-    >>> redact({"sasl.password": "hunter2", "acks": "all"})
-    {'sasl.password': '**********', 'acks': 'all'}
-    """
-    return {key: "**********" if "password" in key else value for key, value in config.items()}
