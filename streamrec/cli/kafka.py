@@ -162,6 +162,39 @@ def env(home: Path | None, principal: str) -> None:
 
 
 @kafka.command()
+def provision() -> None:
+    """Create the shared topics and every principal's ACLs on a secure broker, as `admin`.
+
+    Reads the broker's address and the admin's credentials from the settings
+    (STREAMREC_KAFKA__...), the topic names and the worker's app id too; `up --secure` does
+    this by itself. Safe to repeat.
+    """
+    settings = get_settings()
+    if settings.kafka.sasl_username != secure_broker.ADMIN:
+        raise click.ClickException(f"provision runs as the {secure_broker.ADMIN!r} principal, but "
+                                   f"STREAMREC_KAFKA__SASL_USERNAME is {settings.kafka.sasl_username!r}")
+    try:
+        secure_broker.provision(settings.kafka, settings.kafka, settings.worker.app_id)
+    except (RuntimeError, secure_broker.SecureSetupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    rules = secure_broker.acl_rules(settings.kafka, settings.worker.app_id)
+    click.echo(f"{len(rules)} ACLs for {', '.join(sorted({r.principal for r in rules}))} on {settings.kafka.bootstrap}.")
+
+
+@kafka.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the CA, the broker's certificate, the passwords and the settings files.")
+@click.option("--host", default="kafka", show_default=True, help="The broker's host name in the containers.")
+def secrets(folder: Path, host: str) -> None:
+    """Write the secure broker's files for docker-compose.secure.yml (kept when they exist)."""
+    from streamrec.kafka.compose import write_secrets
+
+    written = write_secrets(folder, host=host)
+    click.echo(f"{len(written)} files in {folder} (0600): CA, broker certificate for {host} and localhost, "
+               f"server.properties, SCRAM users, and one .env file per principal.")
+
+
+@kafka.command()
 @_home_option
 @click.option("--timeout", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds to wait for a clean shutdown before killing the broker.")

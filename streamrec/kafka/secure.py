@@ -20,7 +20,7 @@ import ipaddress
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,8 @@ def write_private_text(path: Path, text: str) -> None:
 
 
 def ensure_files(files: SecureFiles, *, principals: Iterable[str] = PRINCIPALS,
-                 now: dt.datetime | None = None) -> bool:
+                 now: dt.datetime | None = None, hosts: Iterable[str] = ("localhost",),
+                 addresses: Iterable[str] = ("127.0.0.1",)) -> bool:
     """Create the CA, the broker's certificate and the passwords unless they all exist; True
     when they were created. A certificate that expires within 30 days is issued again (the
     passwords and the CA stay)."""
@@ -128,7 +129,7 @@ def ensure_files(files: SecureFiles, *, principals: Iterable[str] = PRINCIPALS,
         created = True
     if not files.keystore.exists() or _expires_soon(files.keystore, now):
         ca_key, ca_cert = _load_ca(files)
-        key, cert = new_broker_certificate(ca_key, ca_cert, now)
+        key, cert = new_broker_certificate(ca_key, ca_cert, now, hosts, addresses)
         _write_private(files.keystore, _key_pem(key) + _cert_pem(cert) + _cert_pem(ca_cert))
         created = True
     return created
@@ -243,20 +244,30 @@ def scram_argument(name: str, password: str, *, salt: bytes | None = None,
 
 
 def secure_properties(files: SecureFiles, port: int, controller_port: int, host: str) -> list[str]:
-    """``server.properties`` lines of the secure layout: clients on ``SASL_SSL://host:port``
-    (TLS, SCRAM-SHA-512), the controller on mutual TLS, ACLs enforced."""
-    admin_password = files.passwords()[ADMIN]
+    """``server.properties`` lines of the local secure layout: clients on
+    ``SASL_SSL://host:port`` (TLS, SCRAM-SHA-512), the controller on mutual TLS, ACLs enforced."""
+    return listener_properties(files, files.passwords()[ADMIN], {"SASL_SSL": (f"{host}:{port}", f"{host}:{port}")},
+                               f"{host}:{controller_port}")
+
+
+def listener_properties(files: SecureFiles, admin_password: str, listeners: Mapping[str, tuple[str, str]],
+                        controller: str) -> list[str]:
+    """``server.properties`` lines of SASL_SSL ``listeners`` (``{name: (bind address,
+    advertised address)}``, the first one also between brokers), a mutual-TLS controller
+    listener on ``controller``, the keystore and truststore of ``files`` and the authorizer."""
     jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
             f'password="{admin_password}";')
+    names = list(listeners)
     return [
-        f"listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        f"advertised.listeners=SASL_SSL://{host}:{port}",
+        "listeners=" + ",".join([*(f"{name}://{bind}" for name, (bind, _) in listeners.items()),
+                                 f"CONTROLLER://{controller}"]),
+        "advertised.listeners=" + ",".join(f"{name}://{shown}" for name, (_, shown) in listeners.items()),
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=SASL_SSL",
-        "listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL",
+        f"inter.broker.listener.name={names[0]}",
+        "listener.security.protocol.map=" + ",".join(["CONTROLLER:SSL", *(f"{name}:SASL_SSL" for name in names)]),
         f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
         f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
-        f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+        *(f"listener.name.{name.lower()}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}" for name in names),
         "ssl.keystore.type=PEM",
         f"ssl.keystore.location={files.keystore}",
         "ssl.truststore.type=PEM",

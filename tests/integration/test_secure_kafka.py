@@ -187,3 +187,17 @@ def test_passwords_stay_out_of_the_broker_log_and_the_env_command_prints_them_fo
     assert f"export STREAMREC_KAFKA__SASL_PASSWORD={passwords['worker']}" in result.output
     assert "STREAMREC_KAFKA__SASL_USERNAME=worker" in result.output
     assert passwords["admin"] not in result.output
+
+
+def test_up_secure_on_the_running_broker_provisions_and_prints_no_password(secure_launcher) -> None:
+    settings = secure_launcher.settings
+    result = CliRunner().invoke(cli, ["kafka", "up", "--secure", "--home", str(secure_launcher.home),
+                                      "--port", str(settings.port), "--controller-port", str(settings.controller_port)])
+    assert result.exit_code == 0, result.output
+    assert "already running" in result.output and str(secure_launcher.secure_files.ca_cert) in result.output
+    assert "streamrec kafka env --principal worker" in result.output
+    assert not any(password in result.output for password in secure_launcher.secure_files.passwords().values())
+    # The topics of the default settings now exist, seen by the admin.
+    topics = AdminClient(client_config(secure_launcher.bootstrap, secure_launcher.client_settings())).list_topics(
+        timeout=10).topics
+    assert {"events", "recommendations", "events-dlq", "items"} <= set(topics)
