@@ -145,20 +145,43 @@ def _provision(launcher: KafkaLauncher, home: Path | None) -> None:
 
 @kafka.command()
 @_home_option
+@_port_option
 @click.option("--principal", type=click.Choice(secure_broker.PRINCIPALS), default="admin", show_default=True,
               help="Whose user name and password to print.")
-def env(home: Path | None, principal: str) -> None:
+def env(home: Path | None, port: int | None, principal: str) -> None:
     """Print `export STREAMREC_KAFKA__...` lines that point a client at the local broker.
 
     For a broker started with --secure they carry the principal's password: use them with
     `eval "$(streamrec kafka env --principal worker)"` or write them to a file only you can read.
     """
-    launcher = _launcher(home)
+    launcher = _launcher(home, port)
     try:
         settings = launcher.client_settings(principal)
     except secure_broker.SecureSetupError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("\n".join(secure_broker.env_lines(settings)))
+
+
+@kafka.command()
+@_home_option
+@_port_option
+@click.option("--principal", type=click.Choice(secure_broker.PRINCIPALS), required=True,
+              help="Whose password to replace.")
+def rotate(home: Path | None, port: int | None, principal: str) -> None:
+    """Give a principal of the local secure broker a new password (the broker must run).
+
+    Its services need the new settings (`streamrec kafka env --principal NAME`) at their next
+    connection; open connections stay.
+    """
+    launcher = _launcher(home, port)
+    if not launcher.settings.secure:
+        raise click.ClickException(f"the broker in {launcher.home} is not secure: it has no passwords")
+    try:
+        secure_broker.rotate_password(launcher.secure_files, launcher.client_settings(), principal)
+    except secure_broker.SecureSetupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{principal} has a new password in {launcher.secure_files.credentials}; "
+               f"restart its services with `streamrec kafka env --principal {principal}`.")
 
 
 @kafka.command()

@@ -92,6 +92,31 @@ class SecureFiles:
         return KafkaSettings(**values)
 
 
+def rotate_password(files: SecureFiles, admin_settings: KafkaSettings, principal: str, *,
+                    timeout: float = 30.0) -> None:
+    """Give ``principal`` a new random password on the running broker (as ``admin``, Kafka's
+    AlterUserScramCredentials) and in ``credentials.json``. The principal's open connections
+    stay; its next login needs the new password. For ``admin`` itself, the broker's own login
+    (``server.properties``) takes the new password at its next start."""
+    from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    from streamrec.kafka.security import client_config
+
+    passwords = files.passwords()
+    if principal not in passwords:
+        raise SecureSetupError(f"no principal {principal!r}; the secure broker knows {', '.join(sorted(passwords))}")
+    new = secrets.token_urlsafe(24)
+    upsert = UserScramCredentialUpsertion(
+        principal, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), new.encode("utf-8"))
+    admin = AdminClient({**client_config(admin_settings.bootstrap, admin_settings), "log_level": 0})
+    for future in admin.alter_user_scram_credentials([upsert], request_timeout=timeout).values():
+        try:
+            future.result(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the principal it concerns
+            raise SecureSetupError(f"the broker did not take {principal!r}'s new password: {exc}") from None
+    write_private_text(files.credentials, json.dumps({**passwords, principal: new}, indent=2) + "\n")
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` readable by its owner only (0600), through a rename."""
     temporary = path.with_name(f".{path.name}.tmp")

@@ -182,8 +182,10 @@ def test_passwords_stay_out_of_the_broker_log_and_the_env_command_prints_them_fo
     # The authorizer runs and denies what no ACL allows.
     assert "super.users=User:CN=streamrec-broker,User:admin, default result=DENIED" in broker_log
     assert not any(password in broker_log for password in passwords.values())
-    result = CliRunner().invoke(cli, ["kafka", "env", "--principal", "worker", "--home", str(secure_launcher.home)])
+    result = CliRunner().invoke(cli, ["kafka", "env", "--principal", "worker", "--home", str(secure_launcher.home),
+                                      "--port", str(secure_launcher.settings.port)])
     assert result.exit_code == 0, result.output
+    assert f"export STREAMREC_KAFKA__BOOTSTRAP={secure_launcher.bootstrap}" in result.output
     assert f"export STREAMREC_KAFKA__SASL_PASSWORD={passwords['worker']}" in result.output
     assert "STREAMREC_KAFKA__SASL_USERNAME=worker" in result.output
     assert passwords["admin"] not in result.output
@@ -201,3 +203,16 @@ def test_up_secure_on_the_running_broker_provisions_and_prints_no_password(secur
     topics = AdminClient(client_config(secure_launcher.bootstrap, secure_launcher.client_settings())).list_topics(
         timeout=10).topics
     assert {"events", "recommendations", "events-dlq", "items"} <= set(topics)
+
+
+def test_a_rotated_password_replaces_the_old_one(secure_launcher) -> None:
+    before = secure_launcher.client_settings("trainer")
+    result = CliRunner().invoke(cli, ["kafka", "rotate", "--principal", "trainer", "--home", str(secure_launcher.home),
+                                      "--port", str(secure_launcher.settings.port)])
+    assert result.exit_code == 0, result.output
+    after = secure_launcher.client_settings("trainer")
+    assert after.sasl_password != before.sasl_password
+    assert after.sasl_password is not None and after.sasl_password.get_secret_value() not in result.output
+    errors = refusal(client_config(secure_launcher.bootstrap, before))
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+    assert AdminClient(client_config(secure_launcher.bootstrap, after)).list_topics(timeout=10).brokers
