@@ -337,13 +337,14 @@ def acl_rules(kafka: KafkaSettings, app_id: str) -> list[AclRule]:
 
     read_groups = ("READ",)
     # The worker: reads events, the catalog and the models; writes lists and dead letters;
-    # owns every topic and group named after its app_id (changelogs, Faust's internal topics,
-    # its group and its recovery group). Its catalog and model readers assign partitions under
+    # owns every topic named after its app_id (changelogs, Faust's internal topics) and its
+    # group and recovery group. Its catalog and model readers assign partitions under
     # throw-away group names.
     allow("worker", "topic", (kafka.events_topic, kafka.items_topic, kafka.models_topic), ("READ", "DESCRIBE_CONFIGS"))
     allow("worker", "topic", (kafka.recommendations_topic, kafka.dlq_topic), ("WRITE", "DESCRIBE_CONFIGS"))
     allow("worker", "topic", (f"{app_id}-",), ("ALL",), prefixed=True)
-    allow("worker", "group", (app_id, "catalog-", "models-reader-"), read_groups, prefixed=True)
+    allow("worker", "group", (app_id, f"{app_id}-recovery"), read_groups)
+    allow("worker", "group", ("catalog-", "models-reader-"), read_groups, prefixed=True)
     # The producer: writes events, nothing else.
     allow("producer", "topic", (kafka.events_topic,), ("WRITE",))
     # The catalog feed: writes catalog records (and tombstones).
