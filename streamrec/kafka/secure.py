@@ -391,12 +391,43 @@ def provision(admin_settings: KafkaSettings, kafka: KafkaSettings, app_id: str, 
                          admin_factory=lambda config: AdminClient(
                              {**config, **client_config(admin_settings.bootstrap, admin_settings)}))
     admin = AdminClient({**client_config(admin_settings.bootstrap, admin_settings), "log_level": 0})
-    futures = admin.create_acls(acl_bindings(acl_rules(kafka, app_id)), request_timeout=timeout)
+    bindings = acl_bindings(acl_rules(kafka, app_id))
+    futures = admin.create_acls(bindings, request_timeout=timeout)
     for binding, future in futures.items():
         try:
             future.result(timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - re-raised with the rule it concerns
             raise SecureSetupError(f"could not create the ACL {binding}: {exc}") from None
+    _wait_for_acls(admin, bindings, timeout)
+
+
+def _wait_for_acls(admin: Any, bindings: list[Any], timeout: float) -> None:
+    """Wait until the broker's authorizer knows every binding: the controller has committed
+    them when ``create_acls`` returns, but the broker applies them a moment later, and a
+    client that comes sooner is refused."""
+    import time
+
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+                             AclPermissionType.ANY)
+    wanted = set(bindings)
+    deadline = time.monotonic() + timeout
+    while True:
+        known = set(admin.describe_acls(every, request_timeout=timeout).result(timeout=timeout))
+        missing = wanted - known
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise SecureSetupError(f"{len(missing)} ACL(s) created but not in force after {timeout:g} s, "
+                                   f"e.g. {next(iter(missing))}")
+        time.sleep(0.1)
 
 
 def env_lines(settings: KafkaSettings) -> list[str]:
