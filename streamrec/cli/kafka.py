@@ -118,7 +118,7 @@ def up(home: Path | None, port: int | None, controller_port: int | None, timeout
     else:
         click.echo(f"Kafka is already running at {status.bootstrap} (pid {status.pid}).")
     if launcher.settings.secure:
-        _provision(launcher, home)
+        _provision(launcher, home, port)
         return
     configured = get_settings().kafka.bootstrap
     if configured != status.bootstrap:
@@ -126,7 +126,7 @@ def up(home: Path | None, port: int | None, controller_port: int | None, timeout
                    f"set STREAMREC_KAFKA__BOOTSTRAP={status.bootstrap} to reach this broker.")
 
 
-def _provision(launcher: KafkaLauncher, home: Path | None) -> None:
+def _provision(launcher: KafkaLauncher, home: Path | None, port: int | None) -> None:
     """Create the shared topics and the ACLs on a secure broker; say how clients connect."""
     settings = get_settings()
     try:
@@ -135,7 +135,7 @@ def _provision(launcher: KafkaLauncher, home: Path | None) -> None:
         raise click.ClickException(f"the secure broker is up but could not be provisioned: {exc}") from exc
     files = launcher.secure_files
     expires = secure_broker.certificate_expiry(files.keystore)
-    home_option = f" --home {launcher.home}" if home is not None else ""
+    home_option = (f" --home {launcher.home}" if home is not None else "") + (f" --port {port}" if port else "")
     click.echo(f"TLS + SASL/SCRAM-SHA-512 with ACLs on {launcher.bootstrap}; CA {files.ca_cert}; "
                f"broker certificate valid until {expires:%Y-%m-%d}.")
     click.echo(f"Principals: {', '.join(secure_broker.PRINCIPALS)}; their passwords are in {files.credentials} (0600).")

@@ -450,8 +450,10 @@ class KafkaLauncher:
 
         Fetches the jars and formats the storage the first time. Raises
         :class:`KafkaLauncherError` when a port is taken, Java is missing, or the broker dies
-        or stays silent for ``timeout`` seconds (it is then stopped; the log tail is included).
+        or stays silent for ``timeout`` seconds (it is then stopped; the log tail is included),
+        and when the home's data was formatted in the other mode (``secure`` or not).
         """
+        self._check_mode()
         process = self._process()
         if process is not None:
             if self.answers():
@@ -466,7 +468,6 @@ class KafkaLauncher:
         java = _require_java()
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self._check_mode()
         secure_lines = None
         if self.settings.secure:
             secure_broker.ensure_files(self.secure_files)
@@ -497,6 +498,11 @@ class KafkaLauncher:
         if not (self.data_dir / "meta.properties").exists():
             return
         formatted_secure = (self.data_dir / SECURE_MARKER).exists()
+        if formatted_secure and self.settings.secure and not self.secure_files.credentials.exists():
+            raise KafkaLauncherError(
+                f"The broker data in {self.data_dir} has SCRAM users, but their passwords "
+                f"({self.secure_files.credentials}) are gone. Delete its data with `streamrec kafka reset` "
+                "to start over with new ones.")
         if formatted_secure != self.settings.secure:
             was, now = ("with", "without") if formatted_secure else ("without", "with")
             raise KafkaLauncherError(

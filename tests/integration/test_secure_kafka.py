@@ -198,12 +198,17 @@ def test_up_secure_on_the_running_broker_provisions_and_prints_no_password(secur
                                       "--port", str(settings.port), "--controller-port", str(settings.controller_port)])
     assert result.exit_code == 0, result.output
     assert "already running" in result.output and str(secure_launcher.secure_files.ca_cert) in result.output
-    assert "streamrec kafka env --principal worker" in result.output
+    assert f"streamrec kafka env --principal worker --home {secure_launcher.home} --port {settings.port}" in result.output
     assert not any(password in result.output for password in secure_launcher.secure_files.passwords().values())
     # The topics of the default settings now exist, seen by the admin.
     topics = AdminClient(client_config(secure_launcher.bootstrap, secure_launcher.client_settings())).list_topics(
         timeout=10).topics
     assert {"events", "recommendations", "events-dlq", "items"} <= set(topics)
+    # Asking for the plaintext broker on this home is refused at once, and the broker runs on.
+    refused = CliRunner().invoke(cli, ["kafka", "up", "--no-secure", "--home", str(secure_launcher.home),
+                                       "--port", str(settings.port), "--controller-port", str(settings.controller_port)])
+    assert refused.exit_code == 1 and "formatted with --secure" in refused.output, refused.output
+    assert secure_launcher.answers(timeout=10)
 
 
 def test_a_rotated_password_replaces_the_old_one(secure_launcher) -> None:
