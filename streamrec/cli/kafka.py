@@ -60,7 +60,8 @@ def _describe(status: KafkaStatus) -> str:
         state = "stopped"
     return "\n".join([
         f"Kafka {status.kafka_version or '(jars not fetched yet)'}: {state}",
-        f"  bootstrap   {status.bootstrap}",
+        f"  bootstrap   {status.bootstrap}"
+        + ("  (SASL_SSL, SCRAM-SHA-512, ACLs: `streamrec kafka env --principal NAME`)" if status.secure else ""),
         f"  controller  {status.controller}",
         f"  home        {status.home}",
         f"  data        {status.data_dir}" + ("" if status.formatted else "  (not formatted yet)"),

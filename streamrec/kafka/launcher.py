@@ -85,6 +85,8 @@ class KafkaStatus:
     log_file: Path
     #: ``data_dir`` holds a formatted KRaft log (``meta.properties``).
     formatted: bool
+    #: Started (or to be started) with ``--secure``: TLS, SASL/SCRAM and ACLs.
+    secure: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (paths as strings)."""
@@ -627,6 +629,7 @@ class KafkaLauncher:
             lib_dir=self.lib_dir,
             log_file=self.log_file,
             formatted=(self.data_dir / "meta.properties").exists(),
+            secure=self.settings.secure,
         )
 
 

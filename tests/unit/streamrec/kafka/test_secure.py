@@ -139,6 +139,7 @@ def test_a_home_formatted_in_the_other_mode_is_refused(tmp_path) -> None:
     plain = KafkaLauncher(LocalKafkaSettings(home=tmp_path), lib_dir=tmp_path / "lib")
     with pytest.raises(KafkaLauncherError, match="formatted with --secure"):
         plain._check_mode()
+    assert secure.status().secure and not plain.status().secure
     with pytest.raises(KafkaLauncherError, match="passwords .* are gone"):
         secure._check_mode()
     ensure_files(secure.secure_files)
