@@ -222,3 +222,42 @@ def test_a_rotated_password_replaces_the_old_one(secure_launcher) -> None:
     errors = refusal(client_config(secure_launcher.bootstrap, before))
     assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
     assert AdminClient(client_config(secure_launcher.bootstrap, after)).list_topics(timeout=10).brokers
+
+
+def _write(launcher: KafkaLauncher, kafka: KafkaSettings, topic: str) -> KafkaError | None:
+    """Produce one record to ``topic`` with ``kafka``'s credentials; its delivery error, if any."""
+    from confluent_kafka import Producer
+
+    outcome: list[KafkaError | None] = []
+    producer = Producer({**client_config(launcher.bootstrap, kafka), "log_level": 0, "message.timeout.ms": 8000})
+    try:
+        producer.produce(topic, b"{}", b"k", on_delivery=lambda error, _message: outcome.append(error))
+    except KafkaException as exc:
+        return exc.args[0]
+    producer.flush(10)
+    return outcome[0] if outcome else KafkaError(KafkaError._MSG_TIMED_OUT)
+
+
+def test_who_may_write_where(secure_launcher) -> None:
+    """The write side of the ACL table in docs/security-kafka.md, against the real authorizer."""
+    run = f"matrix-{uuid.uuid4().hex[:6]}"
+    admin = topic_settings(secure_launcher, run)
+    app_id = f"streamrec-{run}"
+    provision(admin, admin, app_id)
+    changelog = f"{app_id}-user-states-changelog"
+    cases = [
+        ("producer", admin.events_topic, True), ("producer", admin.recommendations_topic, False),
+        ("producer", admin.items_topic, False),
+        ("catalog", admin.items_topic, True), ("catalog", admin.events_topic, False),
+        ("worker", admin.recommendations_topic, True), ("worker", admin.dlq_topic, True),
+        ("worker", changelog, True), ("worker", admin.events_topic, False),
+        ("trainer", admin.models_topic, True), ("trainer", admin.events_topic, False),
+        ("serve", admin.events_topic, False), ("serve", changelog, False), ("serve", admin.recommendations_topic, False),
+    ]
+    wrong = []
+    for principal, topic, allowed in cases:
+        error = _write(secure_launcher, as_principal(secure_launcher, admin, principal), topic)
+        denied = error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        if (error is None) != allowed or (not allowed and not denied):
+            wrong.append((principal, topic, allowed, error))
+    assert not wrong, wrong
