@@ -231,6 +231,23 @@ def down(home: Path | None, timeout: float) -> None:
         click.echo(f"Kafka is not running (home {launcher.home}).")
 
 
+@kafka.command()
+@_home_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset(home: Path | None, yes: bool) -> None:
+    """Delete the stopped broker's data: all topics, offsets, SCRAM users and ACLs.
+
+    The jars and, for a secure home, the CA, certificate and passwords stay; the next `up`
+    formats a new cluster (with `--secure`: with the same passwords, or new ones when
+    `secure/credentials.json` was deleted too).
+    """
+    launcher = _launcher(home)
+    if not yes:
+        click.confirm(f"Delete {launcher.data_dir} (every topic and offset)?", abort=True)
+    _attempt(launcher.reset)
+    click.echo(f"Deleted {launcher.data_dir}.")
+
+
 #: Exit codes of ``status``, as ``pg_ctl status`` and LSB init scripts use them.
 STATUS_RUNNING = 0
 STATUS_NOT_ANSWERING = 1

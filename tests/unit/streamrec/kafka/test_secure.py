@@ -144,3 +144,21 @@ def test_a_home_formatted_in_the_other_mode_is_refused(tmp_path) -> None:
         secure._check_mode()
     ensure_files(secure.secure_files)
     secure._check_mode()
+
+
+def test_reset_deletes_the_data_and_then_a_secure_home_starts_over(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from streamrec.cli import main as cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "meta.properties").write_text("cluster.id=x\n")
+    (data / launcher_module.SECURE_MARKER).write_text("")
+    refused = CliRunner().invoke(cli, ["kafka", "reset", "--home", str(tmp_path)], input="n\n")
+    assert refused.exit_code == 1 and data.exists()
+    done = CliRunner().invoke(cli, ["kafka", "reset", "--home", str(tmp_path), "--yes"])
+    assert done.exit_code == 0, done.output
+    assert not data.exists()
+    # Unformatted now: either mode may start it.
+    KafkaLauncher(LocalKafkaSettings(home=tmp_path), lib_dir=tmp_path / "lib")._check_mode()
