@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from indexing.artifact import version_number
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ def models_consumer(bootstrap: str) -> Any:
     from confluent_kafka import Consumer
 
     return Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": f"models-reader-{uuid.uuid4().hex[:8]}",  # never joined: partitions are assigned
         "enable.auto.commit": False,
         "enable.partition.eof": True,
@@ -418,7 +419,7 @@ class ModelPublisher:
         self.bootstrap, self.topic, self.chunk_bytes, self.timeout = bootstrap, topic, chunk_bytes, timeout
         ensure_models_topic(bootstrap, topic, timeout=timeout)
         self._producer = Producer({
-            "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+            **client_config(bootstrap), "acks": "all", "enable.idempotence": True,
             "message.max.bytes": MAX_MESSAGE_BYTES, "linger.ms": 5, "log_level": 0,
         })
         self._errors: list[str] = []

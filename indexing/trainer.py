@@ -47,6 +47,7 @@ from indexing.gate import decide, gate_cases, model_rows, next_item_hits, paired
 from indexing.index import build_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, decode_erasure, decode_event
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class Trainer:
         returns each partition's start offset and its end offset at start."""
         from confluent_kafka import Consumer
 
-        self._consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+        self._consumer = Consumer({**client_config(self.bootstrap), "group.id": self.group,
                                    "enable.auto.commit": False, "log_level": 0})
         metadata = self._consumer.list_topics(self.events_topic, timeout=30).topics.get(self.events_topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:

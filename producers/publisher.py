@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from streamrec.contract import Event, encode_event
+from streamrec.kafka.security import client_config
 
 if TYPE_CHECKING:
     from streamrec.privacy import Pseudonymizer
@@ -99,7 +100,7 @@ class EventPublisher:
         self.bootstrap = bootstrap
         self.topic = topic
         self.config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "linger.ms": linger_ms,
             "acks": str(acks),
             "enable.idempotence": enable_idempotence,

@@ -55,7 +55,8 @@ def state_paths(home: Path) -> dict[str, Path]:
 
 
 class KafkaSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    #: A validation error never echoes the input: it may hold the password.
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     bootstrap: str = "127.0.0.1:9092"
     events_topic: str = "events"
@@ -73,6 +74,37 @@ class KafkaSettings(BaseModel):
     #: changelog, the erasures), e.g. ``{"max.compaction.lag.ms": "3600000"}``: how soon an
     #: erased user's records are cleaned away (docs/security.md).
     compacted_configs: dict[str, str] = Field(default_factory=dict)
+    #: How clients reach the broker: ``PLAINTEXT`` (the local default), ``SSL`` (TLS only),
+    #: ``SASL_SSL`` (TLS and a user name and password; what ``streamrec kafka up --secure``
+    #: serves) or ``SASL_PLAINTEXT``. docs/security.md describes a secure deployment.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    #: A secret: never in logs, reprs or error messages.
+    sasl_password: SecretStr | None = None
+    #: PEM file of the certificate authority that signed the broker's certificate; None trusts
+    #: the system's authorities.
+    ssl_cafile: Path | None = None
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> KafkaSettings:
+        """SASL needs a user name and a password; TLS settings need a TLS protocol."""
+        if self.security_protocol.startswith("SASL_") and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(
+                f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_username and "
+                "kafka.sasl_password (STREAMREC_KAFKA__SASL_USERNAME, STREAMREC_KAFKA__SASL_PASSWORD)")
+        if self.ssl_cafile is not None and not self.security_protocol.endswith("SSL"):
+            raise ValueError(f"kafka.ssl_cafile is set but kafka.security_protocol is {self.security_protocol}, "
+                             "which does not use TLS; use SSL or SASL_SSL")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
 
 
 class LocalKafkaSettings(BaseModel):
@@ -87,6 +119,9 @@ class LocalKafkaSettings(BaseModel):
     #: Extra JVM options of the local broker. C1 only: on two cores the C2 compiler costs the
     #: broker more CPU than it saves (docs/performance.md, "Settings and why").
     jvm_options: tuple[str, ...] = ("-XX:TieredStopAtLevel=1",)
+    #: ``streamrec kafka up --secure``: a TLS listener with SASL/SCRAM users and ACLs instead of
+    #: the open plaintext one (docs/security.md).
+    secure: bool = False
 
 
 class IndexSettings(BaseModel):
@@ -171,7 +206,8 @@ class ServeSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True,
+                                      hide_input_in_errors=True)
 
     #: The folder all local state goes under (``STREAMREC_HOME``; default: the working directory).
     home: Path = Field(default_factory=default_home)

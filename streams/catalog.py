@@ -34,6 +34,7 @@ from streamrec.contract import (
 from streamrec.core.items import ItemRules, ItemsModel, LiveItems, rules_from_settings
 from streamrec.kafka.admin import watermarks
 from streamrec.kafka.clients import IDLE_FETCH_WAIT_MS
+from streamrec.kafka.security import client_config
 from streams.tables import TABLE_DIR
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class CatalogTable:
             elif key.startswith(_OFFSET_PREFIX):
                 self._offsets[int(key[len(_OFFSET_PREFIX):])] = int(value)
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": f"catalog-{uuid.uuid4().hex[:8]}",  # never joined: partitions are assigned
             "enable.auto.commit": False,
             "enable.partition.eof": True,

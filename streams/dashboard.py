@@ -27,6 +27,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.contract import decode_dead_letter
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ class DeadLetterTail:
     def _run(self) -> None:
         from confluent_kafka import Consumer
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "streamrec-dashboard",
+        consumer = Consumer({**client_config(self.bootstrap), "group.id": "streamrec-dashboard",
                              "enable.auto.commit": False, "log_level": 0})
         try:
             while not self._stop.is_set() and not self._assigned(consumer):

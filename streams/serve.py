@@ -50,6 +50,7 @@ from streamrec.core.batch import (
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.state import RecentEvent, StateDecodeError, UserState, decode_state
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -369,7 +370,7 @@ class Replica:
         self.catalog = LiveCatalog.from_settings(self.settings)
         items = self.catalog.start(self.model.current)
         self._consumer = Consumer({
-            "bootstrap.servers": kafka.bootstrap,
+            **client_config(kafka.bootstrap, kafka),
             "group.id": f"serve-{uuid.uuid4().hex[:8]}",  # never joined: partitions are assigned
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -22,6 +22,9 @@ import time
 import uuid
 from collections.abc import Callable
 
+from streamrec.config import get_settings
+from streamrec.kafka.security import client_config, faust_credentials
+
 FAUST_BATCH = 1000
 
 
@@ -46,7 +49,7 @@ def confluent_floor(bootstrap: str, topic: str, n: int) -> dict[str, float]:
     """librdkafka: read ``n`` messages of a backlog in batches of 1,000."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+    consumer = Consumer({**client_config(bootstrap), "group.id": f"floor-{uuid.uuid4().hex[:6]}",
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
     got, wall, cpu = 0, None, None
@@ -78,6 +81,7 @@ def _faust_child(bootstrap: str, topic: str, n: int) -> None:
     import faust
 
     app = faust.App(f"floor-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://",
+                    broker_credentials=faust_credentials(get_settings().kafka),
                     web_enabled=False, consumer_auto_offset_reset="earliest", broker_max_poll_records=FAUST_BATCH,
                     stream_buffer_maxsize=4 * FAUST_BATCH, datadir=f"/tmp/streamrec-floor-{os.getpid()}")
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
@@ -119,7 +123,7 @@ def broker_costs(bootstrap: str, broker_pid: int, seconds: float = 5.0) -> dict[
         return count, cpu() - start
 
     topic = _topic(bootstrap, f"floor-requests-{uuid.uuid4().hex[:6]}")
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all", "enable.idempotence": True})
+    producer = Producer({**client_config(bootstrap), "linger.ms": 0, "acks": "all", "enable.idempotence": True})
     producer.produce(topic, b"x", b"k")
     producer.flush(30)
 
@@ -128,7 +132,7 @@ def broker_costs(bootstrap: str, broker_pid: int, seconds: float = 5.0) -> dict[
         producer.flush(10)
 
     requests, produce_cpu = measure(produce_one)
-    group = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+    group = Consumer({**client_config(bootstrap), "group.id": f"floor-{uuid.uuid4().hex[:6]}",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 500})
     group.subscribe([topic])
     deadline = time.monotonic() + 30
@@ -143,7 +147,7 @@ def broker_costs(bootstrap: str, broker_pid: int, seconds: float = 5.0) -> dict[
 
     commits, commit_cpu = measure(commit_one)
     group.close()
-    idle = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+    idle = Consumer({**client_config(bootstrap), "group.id": f"floor-{uuid.uuid4().hex[:6]}",
                      "enable.auto.commit": False, "fetch.wait.max.ms": 5, "fetch.min.bytes": 64 * 1024,
                      "auto.offset.reset": "latest"})
     idle.assign([TopicPartition(topic, p) for p in range(4)])

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrec.kafka.security import client_config
+
 logger = logging.getLogger(__name__)
 
 #: Percentiles reported for every latency distribution.
@@ -247,7 +249,7 @@ class LagSampler:
         self.topic = topic
         self.partitions = partitions
         self.interval = interval
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+        self._admin = AdminClient({**client_config(bootstrap), "log_level": 0})
         self.samples: list[tuple[float, int]] = []  # (wall time, lag)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lag-{group}", daemon=True)
@@ -313,7 +315,7 @@ class RecommendationCollector:
         self.topic = topic
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap),
                 "group.id": f"bench-collector-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,

@@ -26,6 +26,7 @@ from streamrec.contract import CatalogItem, decode_recommendation, encode_catalo
 from streamrec.harness.topics import wait_for_answers
 from streamrec.harness.worker import WorkerConfig, WorkerProcess
 from streamrec.kafka.admin import ensure_topics
+from streamrec.kafka.security import client_config
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -47,7 +48,7 @@ class _Churn(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"churn-{uuid.uuid4().hex[:8]}",
+        consumer = Consumer({**client_config(self.bootstrap), "group.id": f"churn-{uuid.uuid4().hex[:8]}",
                              "enable.auto.commit": False})
         partitions = consumer.list_topics(self.recs_topic, timeout=10).topics[self.recs_topic].partitions
         consumer.assign([TopicPartition(self.recs_topic, p, OFFSET_END) for p in partitions])

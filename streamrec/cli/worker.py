@@ -13,6 +13,7 @@ import click
 from streamrec.cli.readable import Kind, Unreadable, format_recommendation, render
 from streamrec.config import KafkaSettings, get_settings
 from streamrec.kafka.admin import ensure_worker_topics
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def consume(bootstrap, topic, users, as_json, from_beginning, max_messages, time
         )
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap or settings.bootstrap,
+            **client_config(bootstrap or settings.bootstrap, settings),
             "group.id": f"streamrec-consume-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": False,

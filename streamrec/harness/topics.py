@@ -9,6 +9,9 @@ from collections.abc import Callable, Collection, Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from streamrec.config import KafkaSettings
+from streamrec.kafka.security import client_config
+
 
 def _partitions(consumer: Consumer, topic: str, deadline: float) -> list[int]:
     """The topic's partitions, waiting for the topic to exist."""
@@ -27,16 +30,18 @@ def read_topic(
     *,
     done: Callable[[list[tuple[bytes | None, bytes]]], bool],
     timeout: float = 120.0,
+    kafka: KafkaSettings | None = None,
 ) -> list[tuple[bytes | None, bytes]]:
     """Read ``topic`` from the beginning until ``done(messages)`` or ``timeout`` seconds.
 
     Partitions are assigned directly (no consumer group to join): quicker, and it avoids a
     librdkafka crash seen when a group consumer subscribes right after a broker starts.
-    Messages of one partition keep their order.
+    Messages of one partition keep their order. ``kafka`` gives the credentials (default: this
+    process's settings).
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap, kafka),
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }
@@ -67,7 +72,8 @@ def last_event_per_user(events: Iterable) -> dict[str, str]:  # Iterable[streamr
     return {e.user_id: e.event_id for e in events}
 
 
-def wait_for_answers(bootstrap: str, topic: str, event_ids: Collection[str], *, timeout: float = 300.0) -> list:
+def wait_for_answers(bootstrap: str, topic: str, event_ids: Collection[str], *, timeout: float = 300.0,
+                     kafka: KafkaSettings | None = None) -> list:
     """Read the recommendations ``topic`` from the beginning until a list triggered by each of
     ``event_ids`` has arrived; every list read, with the wall time it was read:
     ``[(Recommendation, read_at), ...]``. Raises TimeoutError naming how many are missing."""
@@ -85,7 +91,7 @@ def wait_for_answers(bootstrap: str, topic: str, event_ids: Collection[str], *, 
         return wanted <= seen
 
     try:
-        read_topic(bootstrap, topic, done=done, timeout=timeout)
+        read_topic(bootstrap, topic, done=done, timeout=timeout, kafka=kafka)
     except TimeoutError as exc:
         raise TimeoutError(f"{exc}; {len(wanted - seen)} of {len(wanted)} triggering events not answered") from None
     return read

@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrec.config import KafkaSettings
+from streamrec.kafka.security import client_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -58,6 +61,12 @@ class WorkerConfig:
             env["STREAMREC_WORKER__ENGINE"] = self.engine
         env.update(self.extra_env)
         return env
+
+    def kafka_settings(self) -> KafkaSettings:
+        """The worker's Kafka settings (its address and credentials), as read from :meth:`env`."""
+        prefix = "STREAMREC_KAFKA__"
+        values = {key[len(prefix):].lower(): value for key, value in self.env().items() if key.startswith(prefix)}
+        return KafkaSettings(**values)
 
 
 class WorkerProcess:
@@ -106,7 +115,7 @@ class WorkerProcess:
         from confluent_kafka import ConsumerGroupState
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.config.bootstrap})
+        admin = AdminClient(client_config(self.config.bootstrap, self.config.kafka_settings()))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():

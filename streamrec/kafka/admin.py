@@ -10,6 +10,7 @@ from typing import Any
 
 from streamrec.config import KafkaSettings
 from streamrec.contract import DLQ_MAX_MESSAGE_BYTES
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def ensure_topics(
             raise ValueError(f"topic {name!r} needs a name and at least 1 partition, got {partitions}")
     factory = admin_factory or AdminClient
     # librdkafka would log every failed connection attempt; the error raised below says it once.
-    admin = factory({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = factory({**client_config(bootstrap), "log_level": 0})
     deadline = time.monotonic() + timeout
 
     def existing() -> dict[str, int]:
@@ -107,7 +108,7 @@ def topic_config(
     from confluent_kafka.admin import ConfigResource
 
     factory = admin_factory or _admin_client
-    admin = factory({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = factory({**client_config(bootstrap), "log_level": 0})
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
@@ -128,7 +129,8 @@ def compacted(kafka: KafkaSettings) -> dict[str, str]:
     return {**kafka.compacted_configs, **COMPACTED}
 
 
-def ensure_worker_topics(kafka: KafkaSettings, *, changelog: str | None = None) -> list[str]:
+def ensure_worker_topics(kafka: KafkaSettings, *, changelog: str | None = None,
+                         admin_factory: Callable[[dict[str, Any]], Any] | None = None) -> list[str]:
     """Create the worker's topics if missing: events, recommendations, the dead-letter topic
     (which takes large messages), the compacted catalog, the compacted erasure requests, and
     the table's compacted ``changelog`` when given (Faust creates its own; the batch engine does not)."""
@@ -140,7 +142,7 @@ def ensure_worker_topics(kafka: KafkaSettings, *, changelog: str | None = None) 
     if changelog is not None:
         topics[changelog] = partitions
         configs[changelog] = compacted(kafka)
-    return ensure_topics(kafka.bootstrap, topics, configs=configs)
+    return ensure_topics(kafka.bootstrap, topics, configs=configs, admin_factory=admin_factory)
 
 
 #: Errors of a topic whose partitions have no leader yet (created a moment ago).

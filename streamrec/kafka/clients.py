@@ -8,6 +8,7 @@ from typing import Any
 
 from streamrec.config import Settings
 from streamrec.contract import DLQ_MAX_MESSAGE_BYTES
+from streamrec.kafka.security import client_config, faust_credentials
 
 #: Largest produce request: a dead letter of the largest accepted size, and some room.
 MAX_REQUEST_BYTES = DLQ_MAX_MESSAGE_BYTES + 64 * 1024
@@ -22,7 +23,7 @@ def worker_client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str,
     kafka, worker = settings.kafka, settings.worker
     session_ms = int(worker.session_timeout_s * 1000)
     consumer = {
-        "bootstrap.servers": kafka.bootstrap,
+        **client_config(kafka.bootstrap, kafka),
         "group.id": worker.app_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -36,7 +37,7 @@ def worker_client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str,
         "log_level": 4,
     }
     producer = {
-        "bootstrap.servers": kafka.bootstrap,
+        **client_config(kafka.bootstrap, kafka),
         "acks": "all",
         "enable.idempotence": True,
         # A batch's output leaves in a few large produce requests rather than many small ones;
@@ -58,6 +59,8 @@ def faust_app_options(settings: Settings) -> dict[str, Any]:
     kafka, worker = settings.kafka, settings.worker
     return dict(
         broker=f"kafka://{kafka.bootstrap}",
+        # TLS and SASL of the settings (None for plaintext), for Faust's consumer, producer and admin.
+        broker_credentials=faust_credentials(kafka),
         store="rocksdb://",
         datadir=str(worker.data_dir),
         topic_partitions=kafka.partitions,

@@ -7,6 +7,7 @@ import time
 
 from streamrec.contract import ErasureRequest, InvalidEvent, decode_erasure
 from streamrec.kafka.admin import watermarks
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ def read_erasures(bootstrap: str, topic: str, *, timeout: float = 30.0) -> dict[
     topic is not read to its end within ``timeout`` seconds."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamrec-erasures-reader",
+    consumer = Consumer({**client_config(bootstrap), "group.id": "streamrec-erasures-reader",
                          "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
     deadline = time.monotonic() + timeout
     found: dict[str, ErasureRequest] = {}

@@ -8,6 +8,7 @@ Layout of a broker *home* (``LocalKafkaSettings.home``, ``$STREAMREC_HOME/.kafka
     <home>/logs/server.log      the broker's own log (``log4j2.yaml``)
     <home>/logs/kafka.out       the JVM's stdout/stderr
     <home>/kafka.pid            the pid of the running broker
+    <home>/secure/              with ``--secure``: CA, broker certificate, passwords (streamrec.kafka.secure)
 
 The jar folder can be shared by several homes (a test broker in a temp folder reuses the jars of
 the main one): pass ``lib_dir=`` to :class:`KafkaLauncher`, or set ``STREAMREC_KAFKA_LIB``.
@@ -37,7 +38,9 @@ from typing import Any
 
 import psutil
 
-from streamrec.config import LocalKafkaSettings
+from streamrec.config import KafkaSettings, LocalKafkaSettings
+from streamrec.kafka import secure as secure_broker
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 MIN_JAVA_MAJOR = 17
 LOG_TAIL_LINES = 30
+#: In the data folder of a broker formatted for ``--secure`` (its SCRAM users live there).
+SECURE_MARKER = ".streamrec-secure"
 #: Largest record batch the broker accepts: well above a 1 MB poison payload.
 MESSAGE_MAX_BYTES = 4 * 1024 * 1024
 _KAFKA_JAR = re.compile(r"^kafka_\d+\.\d+-(?P<version>.+)\.jar$")
@@ -80,6 +85,8 @@ class KafkaStatus:
     log_file: Path
     #: ``data_dir`` holds a formatted KRaft log (``meta.properties``).
     formatted: bool
+    #: Started (or to be started) with ``--secure``: TLS, SASL/SCRAM and ACLs.
+    secure: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (paths as strings)."""
@@ -112,19 +119,25 @@ def resolve_lib_dir(home: Path, lib_dir: Path | None = None,
     return Path(home).expanduser().resolve() / "lib"
 
 
-def render_server_properties(settings: LocalKafkaSettings, data_dir: Path) -> str:
-    """``server.properties`` of a single KRaft node, broker and controller in one, loopback only."""
+def render_server_properties(settings: LocalKafkaSettings, data_dir: Path,
+                             secure_lines: list[str] | None = None) -> str:
+    """``server.properties`` of a single KRaft node, broker and controller in one, loopback only;
+    ``secure_lines`` (from :func:`streamrec.kafka.secure.secure_properties`) replace the
+    plaintext listeners."""
     port, controller_port = settings.port, settings.controller_port
-    lines = [
-        "# Written by `streamrec kafka up`; rewritten on every start, edits here are lost.",
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
+    listeners = secure_lines if secure_lines is not None else [
         f"listeners=PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
         f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{port}",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
         "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    ]
+    lines = [
+        "# Written by `streamrec kafka up`; rewritten on every start, edits here are lost.",
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
+        *listeners,
         f"log.dirs={data_dir}",
         "num.partitions=4",
         "auto.create.topics.enable=true",
@@ -305,6 +318,17 @@ class KafkaLauncher:
         return self.home / "kafka.pid"
 
     @property
+    def secure_files(self) -> secure_broker.SecureFiles:
+        """The CA, certificate and password files of ``--secure`` (``<home>/secure``)."""
+        return secure_broker.SecureFiles(self.home / "secure")
+
+    def client_settings(self, principal: str = secure_broker.ADMIN) -> KafkaSettings:
+        """Kafka settings that reach this broker: plaintext, or with ``--secure`` as ``principal``."""
+        if not self.settings.secure:
+            return KafkaSettings(bootstrap=self.bootstrap)
+        return self.secure_files.client_settings(principal, self.bootstrap)
+
+    @property
     def properties_file(self) -> Path:
         return self.home / "server.properties"
 
@@ -403,7 +427,7 @@ class KafkaLauncher:
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({
-            "bootstrap.servers": self.bootstrap,
+            **client_config(self.bootstrap, self.client_settings()),
             "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
             "logger": logging.getLogger(f"{__name__}.librdkafka"),
         })
@@ -428,8 +452,10 @@ class KafkaLauncher:
 
         Fetches the jars and formats the storage the first time. Raises
         :class:`KafkaLauncherError` when a port is taken, Java is missing, or the broker dies
-        or stays silent for ``timeout`` seconds (it is then stopped; the log tail is included).
+        or stays silent for ``timeout`` seconds (it is then stopped; the log tail is included),
+        and when the home's data was formatted in the other mode (``secure`` or not).
         """
+        self._check_mode()
         process = self._process()
         if process is not None:
             if self.answers():
@@ -444,8 +470,14 @@ class KafkaLauncher:
         java = _require_java()
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(render_server_properties(self.settings, self.data_dir),
-                                        encoding="utf-8")
+        secure_lines = None
+        if self.settings.secure:
+            secure_broker.ensure_files(self.secure_files)
+            secure_lines = secure_broker.secure_properties(self.secure_files, self.settings.port,
+                                                          self.settings.controller_port, LOOPBACK)
+        # 0600: with --secure it holds the admin's password.
+        secure_broker.write_private_text(self.properties_file,
+                                         render_server_properties(self.settings, self.data_dir, secure_lines))
         self._format_storage(java)
         log_offset = file_size(self.log_file)
         started = time.monotonic()
@@ -462,14 +494,37 @@ class KafkaLauncher:
                 f"-Dlog4j2.configurationFile={packaged_file('log4j2.yaml')}",
                 "-Djava.awt.headless=true", "-cp", str(self.lib_dir / "*"), main_class, *args]
 
+    def _check_mode(self) -> None:
+        """Refuse to start formatted data in the other mode: a home formatted without
+        ``--secure`` has no SCRAM users, and one formatted with it holds the ACLs' data."""
+        if not (self.data_dir / "meta.properties").exists():
+            return
+        formatted_secure = (self.data_dir / SECURE_MARKER).exists()
+        if formatted_secure and self.settings.secure and not self.secure_files.credentials.exists():
+            raise KafkaLauncherError(
+                f"The broker data in {self.data_dir} has SCRAM users, but their passwords "
+                f"({self.secure_files.credentials}) are gone. Delete its data with `streamrec kafka reset` "
+                "to start over with new ones.")
+        if formatted_secure != self.settings.secure:
+            was, now = ("with", "without") if formatted_secure else ("without", "with")
+            raise KafkaLauncherError(
+                f"The broker data in {self.data_dir} was formatted {was} --secure and cannot be started "
+                f"{now} it. Start it as it was, or delete its data with `streamrec kafka reset` "
+                "(or choose another --home).")
+
     def _format_storage(self, java: str) -> None:
-        """Format ``data_dir`` as a fresh single-node KRaft cluster, unless already formatted."""
+        """Format ``data_dir`` as a fresh single-node KRaft cluster, unless already formatted;
+        with ``--secure``, with one SCRAM user per principal."""
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = new_cluster_id()
         logger.info("Formatting %s for new cluster %s", self.data_dir, cluster_id)
+        scram: list[str] = []
+        if self.settings.secure:
+            for name, password in self.secure_files.passwords().items():
+                scram += ["--add-scram", secure_broker.scram_argument(name, password)]
         command = self._java_command(java, STORAGE_TOOL, "format", "-t", cluster_id,
-                                     "-c", str(self.properties_file))
+                                     "-c", str(self.properties_file), *scram)
         done = subprocess.run(command, cwd=self.home, capture_output=True, text=True,
                               timeout=120, check=False)
         if done.returncode != 0:
@@ -477,6 +532,9 @@ class KafkaLauncher:
             raise KafkaLauncherError(
                 f"Kafka could not format its storage in {self.data_dir} "
                 f"(exit code {done.returncode}):\n{output}")
+        if self.settings.secure:
+            (self.data_dir / SECURE_MARKER).write_text("formatted by `streamrec kafka up --secure`\n",
+                                                       encoding="utf-8")
 
     def _start(self, java: str) -> psutil.Process:
         """Launch the broker detached from this process and record its pid."""
@@ -571,6 +629,7 @@ class KafkaLauncher:
             lib_dir=self.lib_dir,
             log_file=self.log_file,
             formatted=(self.data_dir / "meta.properties").exists(),
+            secure=self.settings.secure,
         )
 
 
