@@ -342,6 +342,8 @@ def acl_rules(kafka: KafkaSettings, app_id: str) -> list[AclRule]:
     # throw-away group names.
     allow("worker", "topic", (kafka.events_topic, kafka.items_topic, kafka.models_topic), ("READ", "DESCRIBE_CONFIGS"))
     allow("worker", "topic", (kafka.recommendations_topic, kafka.dlq_topic), ("WRITE", "DESCRIBE_CONFIGS"))
+    # It takes erasure requests from the events topic; it only checks that the erasures topic exists.
+    allow("worker", "topic", (kafka.erasures_topic,), ("DESCRIBE",))
     allow("worker", "topic", (f"{app_id}-",), ("ALL",), prefixed=True)
     allow("worker", "group", (app_id, f"{app_id}-recovery"), read_groups)
     allow("worker", "group", ("catalog-", "models-reader-"), read_groups, prefixed=True)

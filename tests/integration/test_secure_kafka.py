@@ -84,7 +84,8 @@ def test_the_pipeline_runs_with_one_principal_per_role(secure_launcher, shop, tm
                           recommendations_topic=admin.recommendations_topic, dlq_topic=admin.dlq_topic,
                           partitions=2, engine=engine,
                           extra_env={**secret_env(worker_kafka), "STREAMREC_KAFKA__ITEMS_TOPIC": admin.items_topic,
-                                     "STREAMREC_KAFKA__MODELS_TOPIC": admin.models_topic})
+                                     "STREAMREC_KAFKA__MODELS_TOPIC": admin.models_topic,
+                                     "STREAMREC_KAFKA__ERASURES_TOPIC": admin.erasures_topic})
     events = shop.live[:600]
     producer = as_principal(secure_launcher, admin, "producer")
     # At DEBUG, the most a worker ever logs: still no password in it.
