@@ -72,6 +72,9 @@ class GroundTruth:
     add_to_carts: Counter = field(default_factory=Counter)
     purchases: Counter = field(default_factory=Counter)
     revenue: Counter = field(default_factory=Counter)
+    #: Lists with at least one click / purchase.
+    clicked_lists: Counter = field(default_factory=Counter)
+    converted_lists: Counter = field(default_factory=Counter)
     #: Per ``(experiment, variant)``: users who clicked / bought from a list.
     clicked_users: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     converted_users: dict[tuple[str, str], set[str]] = field(default_factory=dict)
@@ -80,6 +83,8 @@ class GroundTruth:
         keys = [k for k in self.lists_seen if variant is None or k[2] == variant]
         return {"lists_seen": sum(self.lists_seen[k] for k in keys), "clicks": sum(self.clicks[k] for k in keys),
                 "add_to_carts": sum(self.add_to_carts[k] for k in keys), "purchases": sum(self.purchases[k] for k in keys),
+                "clicked_lists": sum(self.clicked_lists[k] for k in keys),
+                "converted_lists": sum(self.converted_lists[k] for k in keys),
                 "revenue": round(sum(self.revenue[k] for k in keys), 6)}
 
 
@@ -143,12 +148,15 @@ class Shoppers:
         p_click = model.click_base + (model.click_fit - model.click_base) * fit
         p_buy = min(1.0, model.buy_given_cart * (1.0 + model.lift.get(rec.variant or "", 0.0)))
         draws = self.rng.random((len(known), 3))
+        clicked = converted = False
         for item, click, cart, buy, (u_click, u_cart, u_buy) in zip(
                 known.tolist(), p_click, [model.cart_given_click] * len(known), [p_buy] * len(known), draws):
             if u_click >= click:
                 continue
             events.append(self._event(user_id, item, "click", at(), **named))
             self.truth.clicks[key] += 1
+            self.truth.clicked_lists[key] += not clicked
+            clicked = True
             self.truth.clicked_users.setdefault(arm, set()).add(user_id)
             if u_cart >= cart:
                 continue
@@ -160,6 +168,8 @@ class Shoppers:
             price = float(self.shop.item_price[item])
             events.append(self._event(user_id, item, "purchase", at(), price=price, quantity=quantity, **named))
             self.truth.purchases[key] += 1
+            self.truth.converted_lists[key] += not converted
+            converted = True
             self.truth.revenue[key] += price * quantity
             self.truth.converted_users.setdefault(arm, set()).add(user_id)
         return events

@@ -71,10 +71,15 @@ class Counts:
     lists: int = 0
     #: Lists with at least one impression.
     impression_lists: int = 0
+    #: Attributed actions.
     clicks: int = 0
     add_to_carts: int = 0
     purchases: int = 0
     revenue: float = 0.0
+    #: Lists with at least one attributed click / add-to-cart / purchase.
+    clicked_lists: int = 0
+    carted_lists: int = 0
+    converted_lists: int = 0
 
     @property
     def shown(self) -> int:
@@ -82,9 +87,12 @@ class Counts:
         return self.impression_lists if self.impression_lists else self.lists
 
     def rates(self) -> dict[str, float | None]:
+        """Click-through, add-to-cart and conversion rates: the share of shown lists with at
+        least one such attributed action."""
         shown = self.shown
         return {name: (value / shown if shown else None) for name, value in
-                (("ctr", self.clicks), ("add_to_cart_rate", self.add_to_carts), ("conversion_rate", self.purchases))}
+                (("ctr", self.clicked_lists), ("add_to_cart_rate", self.carted_lists),
+                 ("conversion_rate", self.converted_lists))}
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "shown": self.shown, **self.rates()}
@@ -145,7 +153,8 @@ class Attributor:
         self.lists_per_user = lists_per_user
         self._lists: dict[str, deque[ShownList]] = {}
         self._by_id: dict[str, ShownList] = {}
-        self._impressed: set[str] = set()
+        #: ``(list_id, event type)`` of lists with such an attributed action.
+        self._acted: set[tuple[str, str]] = set()
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         #: Each user's experiment, variant and first list's event time (from their first stamped list).
         self._arm_of: dict[str, tuple[str, str, float]] = {}
@@ -168,7 +177,8 @@ class Attributor:
         if len(lists) == self.lists_per_user:
             old = lists.popleft()
             self._by_id.pop(old.list_id, None)
-            self._impressed.discard(old.list_id)
+            for kind in ATTRIBUTED_TYPES:
+                self._acted.discard((old.list_id, kind))
         lists.append(shown)
         self._by_id[rec.list_id] = shown
         self._bucket(key).lists += 1
@@ -219,18 +229,21 @@ class Attributor:
         shown = found.list
         counts = self._bucket(shown.key)
         arm = self._arm(shown.key.experiment, shown.key.variant) if shown.key.experiment else None
+        first = (shown.list_id, event.type) not in self._acted
+        self._acted.add((shown.list_id, event.type))
         if event.type == "impression":
-            if shown.list_id not in self._impressed:
-                self._impressed.add(shown.list_id)
-                counts.impression_lists += 1
+            counts.impression_lists += first
         elif event.type == "click":
             counts.clicks += 1
+            counts.clicked_lists += first
             if arm is not None:
                 arm.clicked.add(event.user_id)
         elif event.type == "add_to_cart":
             counts.add_to_carts += 1
+            counts.carted_lists += first
         else:  # purchase
             counts.purchases += 1
+            counts.converted_lists += first
             counts.revenue += revenue
             if arm is not None:
                 arm.converted.add(event.user_id)

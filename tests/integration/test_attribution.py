@@ -51,7 +51,7 @@ def cli(env: dict[str, str], *args: str) -> str:
 def sums(rows: list[dict]) -> dict[str, Counter]:
     by_variant: dict[str, Counter] = defaultdict(Counter)
     for row in rows:
-        for name in ("clicks", "add_to_carts", "purchases", "impression_lists", "lists"):
+        for name in ("clicks", "add_to_carts", "purchases", "impression_lists", "lists", "clicked_lists", "converted_lists"):
             by_variant[row["variant"]][name] += row[name]
         by_variant[row["variant"]]["revenue"] += row["revenue"]
     return by_variant
@@ -125,6 +125,8 @@ def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topi
             (expected["clicks"], expected["add_to_carts"], expected["purchases"]), (variant, got, expected)
         assert got["revenue"] == pytest.approx(expected["revenue"])
         assert got["impression_lists"] == (expected["lists_seen"] if explicit else 0)
+        if explicit:  # each action names its list: the lists that earned them are the shoppers' own
+            assert (got["clicked_lists"], got["converted_lists"]) == (expected["clicked_lists"], expected["converted_lists"])
         assert got["lists"] >= expected["lists_seen"]  # every list a shopper saw was published, and counted once
         distinct = {rec.list_id for rec in lists_read if rec.variant == variant}
         assert got["lists"] <= len(distinct)

@@ -71,8 +71,9 @@ def test_impressions_make_shown_the_impressed_lists():
         for item in ("a", "b"):
             a.add_event(ev(f"{n}{item}", user, item, "impression", T0 + 1, list_id=lid))
     a.add_event(ev(9, "u1", "a", "click", T0 + 2, list_id="L1"))
+    a.add_event(ev(10, "u1", "b", "click", T0 + 3, list_id="L1"))  # two clicks on one list: one clicked list
     counts = a.hourly[BucketKey(1_699_999_200, "v1", "", "")]
-    assert (counts.lists, counts.impression_lists, counts.shown, counts.rates()["ctr"]) == (3, 2, 2, 0.5)
+    assert (counts.lists, counts.impression_lists, counts.shown, counts.clicks, counts.rates()["ctr"]) == (3, 2, 2, 2, 0.5)
 
 
 def test_old_lists_are_forgotten_per_user_and_changes_drain():
