@@ -93,6 +93,7 @@ def _offline(shop, model, experiment_name, seeds, users, as_json) -> None:  # no
         experiment = experiment_from_dict(configured[experiment_name].model_dump())
     control = experiment.control.name
     detected, covered, lifts, srm_flags = 0, 0, [], 0
+    runs = []  # each run's treatment arm, printed when there are few
     expected: dict[str, float] = {}
     with click.progressbar(range(seeds), label="seeds", file=click.get_text_stream("stderr")) as bar:
         for run_seed in bar:
@@ -105,6 +106,8 @@ def _offline(shop, model, experiment_name, seeds, users, as_json) -> None:  # no
                 detected += arm.p_value is not None and arm.p_value < 0.05
                 covered += (arm.lift_low is not None and arm.lift_high is not None and arm.lift_low <= true_lift <= arm.lift_high)
                 lifts.append(arm.lift)
+                if seeds <= 10:
+                    runs.append({"seed": run_seed, "control": run.result.arms[0].__dict__, "treatment": arm.__dict__})
                 break
     treatment = experiment.variants[1].name
     true_lift = expected[treatment] / expected[control] - 1
@@ -117,7 +120,7 @@ def _offline(shop, model, experiment_name, seeds, users, as_json) -> None:  # no
            "rejections_at_0.05": detected, "rejection_rate": detected / seeds,
            "rejection_rate_95ci": _binomial_ci(detected, seeds), "lift_ci_coverage": covered / seeds,
            "mean_estimated_lift": float(sum(x for x in lifts if x is not None) / max(1, sum(x is not None for x in lifts))),
-           "srm_flagged": srm_flags, "design": planned_power}
+           "srm_flagged": srm_flags, "design": planned_power, **({"runs": runs} if runs else {})}
     if as_json:
         click.echo(json.dumps(out))
     else:
