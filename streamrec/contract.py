@@ -218,7 +218,7 @@ def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
         if isinstance(quantity, bool) or not isinstance(quantity, int):
             raise InvalidEvent("wrong_type", f"field 'quantity' must be an integer, got {type(quantity).__name__}")
         if not 1 <= quantity <= MAX_QUANTITY:
-            raise InvalidEvent("bad_quantity", f"quantity must be between 1 and {MAX_QUANTITY}, got {quantity!r}")
+            raise InvalidEvent("bad_quantity", f"field 'quantity' must be between 1 and {MAX_QUANTITY}, got {quantity!r}")
     return Event(
         event_id=event_id,  # type: ignore[arg-type]
         user_id=user_id,  # type: ignore[arg-type]
