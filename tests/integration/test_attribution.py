@@ -16,9 +16,10 @@ import orjson
 import pytest
 
 from producers.closed_loop import run_closed_loop
+from producers.publisher import EventPublisher
 from producers.simulator import ShopperModel, Shoppers
 from producers.synthetic import SyntheticShop
-from streamrec.contract import decode_recommendation
+from streamrec.contract import decode_dead_letter, decode_recommendation
 from streamrec.core.experiments import assign, experiment_from_dict
 from streamrec.harness.topics import read_topic
 
@@ -59,11 +60,12 @@ def sums(rows: list[dict]) -> dict[str, Counter]:
 
 @pytest.mark.parametrize("mode", ["list_ids_and_impressions", "window_only"])
 def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topics, start_worker, models_dir, request):
-    """With list ids and impressions, ``attribute --once`` after the shop; without either (the
-    window), ``attribute`` running as a service beside the shop until it has caught up."""
+    """With list ids and impressions: the batch engine, the loop driven from here, ``attribute
+    --once`` after the shop. Without either (the window): the Faust engine, ``streamrec simulate``
+    as a process, ``attribute`` running as a service beside the shop until it has caught up."""
     env_experiment = json.dumps([EXPERIMENT])
-    start_worker(models_dir, extra_env={"STREAMREC_EXPERIMENTS": env_experiment})
     explicit = mode == "list_ids_and_impressions"
+    start_worker(models_dir, engine="batch" if explicit else "faust", extra_env={"STREAMREC_EXPERIMENTS": env_experiment})
     env = {**os.environ, "STREAMREC_KAFKA__BOOTSTRAP": bootstrap, "STREAMREC_KAFKA__EVENTS_TOPIC": topics.events,
            "STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC": topics.recommendations,
            "STREAMREC_KAFKA__ATTRIBUTION_TOPIC": f"attribution-{topics.app_id}", "STREAMREC_EXPERIMENTS": env_experiment,
@@ -74,16 +76,31 @@ def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topi
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         request.addfinalizer(lambda: service.poll() is None and os.killpg(service.pid, signal.SIGKILL))
     shop = SyntheticShop(items=ITEMS, users=USERS, seed=SEED)
-    shoppers = Shoppers(shop, ShopperModel(click_base=0.05, click_fit=0.5, cart_given_click=0.5, buy_given_cart=0.6,
-                                           impressions=explicit, list_ids=explicit), seed=5)
     users = shop.user_ids[:80]
-    run_closed_loop(bootstrap, topics.events, topics.recommendations, shoppers, users, rounds=4, partitions=2)
-    truth = shoppers.truth
-    assert truth.totals()["purchases"] > 0 and truth.totals()["clicks"] > 0  # the test can fail on something
+    if explicit:
+        shoppers = Shoppers(shop, ShopperModel(click_base=0.05, click_fit=0.5, cart_given_click=0.5, buy_given_cart=0.6,
+                                               impressions=True, list_ids=True), seed=5)
+        run_closed_loop(bootstrap, topics.events, topics.recommendations, shoppers, users, rounds=4, partitions=2)
+        bad = orjson.dumps({"event_id": "bad-1", "user_id": users[0], "item_id": shop.item_ids[0], "type": "purchase",
+                            "ts": 1_700_000_000.0, "quantity": 0})
+        with EventPublisher(bootstrap, topics.events) as publisher:
+            publisher.publish_raw(users[0].encode(), bad)
+        (letter,) = [decode_dead_letter(v) for _, v in read_topic(bootstrap, topics.dlq, done=lambda m: len(m) >= 1)]
+        assert (letter["reason"], letter["raw"]) == ("bad_quantity", bad)
+        truth = {v: shoppers.truth.totals(v) for v in ("control", "treatment")}
+        converted = {v: len(shoppers.truth.converted_users.get(("ab-1", v), set())) for v in ("control", "treatment")}
+    else:
+        out = json.loads(cli({**env, "STREAMREC_KAFKA__PARTITIONS": "2"}, "simulate", "--users", str(USERS),
+                             "--items", str(ITEMS), "--seed", str(SEED), "--shoppers", "80", "--rounds", "4",
+                             "--no-list-ids", "--shopper-seed", "5", "--json"))
+        truth = out["by_variant"]
+        converted = {v: out["converted_users"].get(f"ab-1/{v}", 0) for v in ("control", "treatment")}
+    lists_seen = sum(t["lists_seen"] for t in truth.values())
+    assert sum(t["purchases"] for t in truth.values()) > 0  # the test can fail on something
 
     # Every list the worker published for the reactions' last events is in the topic: read them all, independently.
     published = [decode_recommendation(v) for _, v in read_topic(
-        bootstrap, topics.recommendations, done=lambda m: len(m) >= truth.totals()["lists_seen"], timeout=60)]
+        bootstrap, topics.recommendations, done=lambda m: len(m) >= lists_seen, timeout=60)]
     experiment = experiment_from_dict(EXPERIMENT)
     for rec in published:
         assert rec.experiment == "ab-1" and rec.variant == assign(experiment, rec.user_id).name and rec.list_id
@@ -97,10 +114,10 @@ def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topi
         # The worker may still be answering the last reactions: the job reads what is there; lists
         # published later cannot carry attributed actions (nobody reacted to them).
         stats = json.loads(cli(env, "attribute", "--once", "--json"))
-        assert stats["skipped"] == {}
+        assert stats["skipped"] == {topics.events: 1}  # the bad event: dead-lettered by the worker, skipped here
         rows = report_rows()
     else:
-        wanted = sum(truth.totals(v)["purchases"] + truth.totals(v)["clicks"] for v in ("control", "treatment"))
+        wanted = sum(t["purchases"] + t["clicks"] for t in truth.values())
         deadline = time.monotonic() + 60
         while True:  # the service publishes as it goes: wait until it has caught up with the shop
             rows = report_rows()
@@ -119,7 +136,7 @@ def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topi
     lists_read = [decode_recommendation(v) for _, v in
                   read_topic(bootstrap, topics.recommendations, done=lambda m: len(m) >= counted, timeout=30)]
     for variant in ("control", "treatment"):
-        expected = truth.totals(variant)
+        expected = truth[variant]
         got = by_variant[variant]
         assert (got["clicks"], got["add_to_carts"], got["purchases"]) == \
             (expected["clicks"], expected["add_to_carts"], expected["purchases"]), (variant, got, expected)
@@ -135,7 +152,7 @@ def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topi
     arms = {a["variant"]: a for a in report["arms"]}
     for variant in ("control", "treatment"):
         assert arms[variant]["users"] == sum(assign(experiment, u).name == variant for u in users)
-        assert arms[variant]["converted"] == len(truth.converted_users.get(("ab-1", variant), set()))
+        assert arms[variant]["converted"] == converted[variant]
     assert arms["treatment"]["p_value"] is not None and report["srm_p_value"] is not None
     text = cli(env, "report", "experiment", "ab-1")
     assert "sample ratio" in text and "treatment" in text
