@@ -148,6 +148,8 @@ class AttributionJob:
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> JobStats:
         """Attribute until ``stop`` is set, or (``once``) until the events topic's end as it was
         at the start has been read; then publish what changed and return the statistics."""
+        partitions = self.settings.kafka.partitions
+        ensure_topics(self.bootstrap, {self.events_topic: partitions, self.recommendations_topic: partitions})
         ensure_topics(self.bootstrap, {self.attribution_topic: 1},
                       configs={self.attribution_topic: {"cleanup.policy": "compact"}})
         producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 20, "log_level": 4})

@@ -116,6 +116,8 @@ def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topi
         stats = json.loads(cli(env, "attribute", "--once", "--json"))
         assert stats["skipped"] == {topics.events: 1}  # the bad event: dead-lettered by the worker, skipped here
         rows = report_rows()
+        table = cli(env, "report", "attribution")
+        assert "CTR" in table and "ab-1/control" in table and "ab-1/treatment" in table
     else:
         wanted = sum(t["purchases"] + t["clicks"] for t in truth.values())
         deadline = time.monotonic() + 60
