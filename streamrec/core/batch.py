@@ -207,9 +207,14 @@ def apply_experiment(prepared: PreparedBatch, experiment: Experiment) -> None:
         if variant.kind == "params" and variant.params is not None:
             stored = prepared.result.states.get(user_id)
             history = stored[0].recent if stored is not None else prepared.recent[slot]
-            known = [(items.row(e.item_id), e.type, e.ts) for e in history if e.item_id in items.row_of]
-            vector, _ = fold_events(known, items.context, variant.params)
-            prepared.vectors[slot] = vector
+            prepared.vectors[slot] = variant_query(items, history, variant.params)
+
+
+def variant_query(items: LiveItems, history: Sequence[RecentEvent], params: InterestParams) -> np.ndarray:
+    """A ``params`` variant's query vector: the user's recent events folded with its parameters."""
+    known = [(items.row(e.item_id), e.type, e.ts) for e in history if e.item_id in items.row_of]
+    vector, _ = fold_events(known, items.context, params)
+    return vector
 
 
 def group_by_user(accepted: Sequence[tuple[int, Event]]) -> dict[str, list[tuple[int, Event]]]:
