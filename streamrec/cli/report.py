@@ -68,8 +68,11 @@ def attribution(bootstrap, topic, as_json) -> None:  # noqa: ANN001
 @click.option("--json", "as_json", is_flag=True, help="The whole result as one JSON object.")
 def experiment(name, bootstrap, topic, metric, as_json) -> None:  # noqa: ANN001
     """Per variant: users, conversion rate with its 95 % interval, lift over the control with its
-    interval and p-value, and the sample-ratio-mismatch check."""
-    from streamrec.core.abtest import analyse
+    interval and p-value; attributed revenue per user with its interval and Welch's p-value; and
+    the sample-ratio-mismatch check."""
+    from dataclasses import asdict
+
+    from streamrec.core.abtest import analyse, analyse_means
     from streamrec.core.experiments import experiment_from_dict
 
     configured = {e.name: e for e in get_settings().experiments}
@@ -84,8 +87,11 @@ def experiment(name, bootstrap, topic, metric, as_json) -> None:  # noqa: ANN001
         result = analyse({v: (r["users"], r[field]) for v, r in arms.items()}, spec.shares(), spec.control.name)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    revenue = analyse_means({v: (r["users"], r["revenue"], r.get("revenue_sumsq", 0.0)) for v, r in arms.items()},
+                            list(spec.shares()), spec.control.name)
     if as_json:
         out = result.as_dict() | {"experiment": name, "metric": metric,
+                                  "revenue_per_user": [asdict(m) for m in revenue],
                                   "totals": {v: arms[v] for v in arms}}
         click.echo(json.dumps(out))
         return
@@ -96,6 +102,12 @@ def experiment(name, bootstrap, topic, metric, as_json) -> None:  # noqa: ANN001
         lift_ci = "-" if a.lift_low is None and a.lift_high is None else f"[{_pct(a.lift_low)}, {_pct(a.lift_high)}]"
         p = "-" if a.p_value is None else f"{a.p_value:.4f}"
         click.echo(f"{a.variant:<16} {a.users:>8} {a.converted:>10} {_pct(a.rate):>8} {ci:>19} {_pct(a.lift):>9} {lift_ci:>21} {p:>8}")
+    click.echo(f"{'variant':<16} {'users':>8} {'revenue/user':>13} {'95% CI':>21} {'diff':>9} {'Welch p':>8}")
+    for m in revenue:
+        ci = "-" if m.mean_low is None else f"[{m.mean_low:.2f}, {m.mean_high:.2f}]"
+        mean = "-" if m.mean is None else f"{m.mean:.2f}"
+        p = "-" if m.p_value is None else f"{m.p_value:.4f}"
+        click.echo(f"{m.variant:<16} {m.users:>8} {mean:>13} {ci:>21} {_pct(m.lift):>9} {p:>8}")
     if result.srm_p_value is None:
         click.echo("sample ratio: no users yet")
     else:

@@ -108,6 +108,60 @@ def analyse(arms: Mapping[str, tuple[int, int]], shares: Mapping[str, float], co
                             srm_p is not None and srm_p < SRM_ALPHA)
 
 
+@dataclass(frozen=True)
+class MeanResult:
+    """A per-user mean (e.g. attributed revenue per user exposed) of one variant."""
+
+    variant: str
+    users: int
+    mean: float | None
+    mean_low: float | None
+    mean_high: float | None
+    #: Relative difference to the control's mean (no interval) and Welch's t-test p-value.
+    lift: float | None = None
+    p_value: float | None = None
+
+
+def analyse_means(arms: Mapping[str, tuple[int, float, float]], variants: list[str], control: str, *,
+                  confidence: float = 0.95) -> tuple[MeanResult, ...]:
+    """Per-user means from ``(users, sum, sum of squares)`` per variant: the mean with its
+    t interval (``scipy.stats.t.interval``), its relative difference to the control, and
+    Welch's two-sided t-test against the control (``scipy.stats.ttest_ind_from_stats``).
+
+    >>> control, better = analyse_means({"c": (4, 4.0, 8.0), "t": (4, 8.0, 32.0)}, ["c", "t"], "c")
+    >>> control.mean, better.mean, better.lift
+    (1.0, 2.0, 1.0)
+    """
+    def stats_of(variant: str) -> tuple[int, float, float]:
+        n, total, sumsq = arms.get(variant, (0, 0.0, 0.0))
+        if n < 2:
+            return n, (total / n if n else math.nan), math.nan
+        variance = max(0.0, (sumsq - total * total / n) / (n - 1))
+        return n, total / n, math.sqrt(variance)
+
+    n_c, mean_c, sd_c = stats_of(control)
+    results = []
+    for variant in variants:
+        n, mean, sd = stats_of(variant)
+        low = high = None
+        if n >= 2:
+            if sd > 0:
+                interval = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
+                low, high = float(interval[0]), float(interval[1])
+            else:
+                low = high = mean
+        lift = p_value = None
+        if variant != control and n >= 2 and n_c >= 2:
+            if mean_c > 0:
+                lift = mean / mean_c - 1
+            if sd > 0 or sd_c > 0:
+                p_value = float(stats.ttest_ind_from_stats(mean, sd, n, mean_c, sd_c, n_c, equal_var=False).pvalue)
+            elif mean == mean_c:
+                p_value = 1.0
+        results.append(MeanResult(variant, n, None if math.isnan(mean) else mean, low, high, lift, p_value))
+    return tuple(results)
+
+
 def users_per_arm(base_rate: float, lift: float, *, alpha: float = 0.05, power: float = 0.8) -> int:
     """Users per arm (equal split) for a two-sided test at ``alpha`` to detect a relative ``lift``
     of a conversion rate ``base_rate`` with probability ``power`` (the normal approximation to

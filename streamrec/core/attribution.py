@@ -117,12 +117,21 @@ class ArmCounts:
     #: All purchases of the variant's users after their first list, and their revenue.
     all_purchases: int = 0
     all_revenue: float = 0.0
+    #: Attributed revenue per user who has any, and the sum of its squares (for the revenue
+    #: per user's variance: users without revenue count as 0).
+    user_revenue: dict[str, float] = field(default_factory=dict)
+    revenue_sumsq: float = 0.0
+
+    def add_revenue(self, user_id: str, amount: float) -> None:
+        old = self.user_revenue.get(user_id, 0.0)
+        self.user_revenue[user_id] = old + amount
+        self.revenue_sumsq += (old + amount) ** 2 - old**2
 
     def as_dict(self) -> dict[str, Any]:
         return {"users": len(self.users), "clicked_users": len(self.clicked), "converted_users": len(self.converted),
                 "buyers": len(self.buyers), "lists": self.lists, "purchases": self.purchases,
                 "revenue": round(self.revenue, 6), "all_purchases": self.all_purchases,
-                "all_revenue": round(self.all_revenue, 6)}
+                "all_revenue": round(self.all_revenue, 6), "revenue_sumsq": self.revenue_sumsq}
 
 
 class Attribution(NamedTuple):
@@ -249,6 +258,7 @@ class Attributor:
                 arm.converted.add(event.user_id)
                 arm.purchases += 1
                 arm.revenue += revenue
+                arm.add_revenue(event.user_id, revenue)
         return found
 
     def drain_changes(self) -> tuple[list[tuple[BucketKey, Counts]], list[tuple[tuple[str, str], ArmCounts]]]:

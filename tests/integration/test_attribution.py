@@ -155,9 +155,12 @@ def test_attributed_counts_equal_the_shoppers_ground_truth(mode, bootstrap, topi
     for variant in ("control", "treatment"):
         assert arms[variant]["users"] == sum(assign(experiment, u).name == variant for u in users)
         assert arms[variant]["converted"] == converted[variant]
+    revenue = {m["variant"]: m for m in report["revenue_per_user"]}
+    for variant in ("control", "treatment"):
+        assert revenue[variant]["mean"] == pytest.approx(truth[variant]["revenue"] / arms[variant]["users"])
     assert arms["treatment"]["p_value"] is not None and report["srm_p_value"] is not None
     text = cli(env, "report", "experiment", "ab-1")
-    assert "sample ratio" in text and "treatment" in text
+    assert "sample ratio" in text and "treatment" in text and "revenue/user" in text
     bad = subprocess.run([sys.executable, "-m", "streamrec.cli", "report", "experiment", "nope"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no experiment 'nope'" in bad.stderr

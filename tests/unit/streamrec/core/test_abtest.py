@@ -58,3 +58,21 @@ def test_users_per_arm_grows_as_the_lift_shrinks():
     assert users_per_arm(0.1, 0.1) > users_per_arm(0.1, 0.2) > users_per_arm(0.1, 0.4)
     with pytest.raises(ValueError):
         users_per_arm(0.1, 0.0)
+
+
+def test_means_from_sums_match_scipy_on_the_raw_values():
+    import numpy as np
+    from scipy import stats
+
+    from streamrec.core.abtest import analyse_means
+
+    rng = np.random.default_rng(4)
+    control = np.where(rng.random(3_000) < 0.1, rng.lognormal(3, 1, 3_000), 0.0)
+    treatment = np.where(rng.random(3_200) < 0.12, rng.lognormal(3, 1, 3_200), 0.0)
+    sums = {"control": (len(control), control.sum(), (control**2).sum()),
+            "treatment": (len(treatment), treatment.sum(), (treatment**2).sum())}
+    c, t = analyse_means(sums, ["control", "treatment"], "control")
+    assert t.p_value == pytest.approx(stats.ttest_ind(treatment, control, equal_var=False).pvalue, rel=1e-6)
+    low, high = stats.t.interval(0.95, len(control) - 1, loc=control.mean(), scale=stats.sem(control))
+    assert (c.mean, c.mean_low, c.mean_high) == pytest.approx((control.mean(), low, high), rel=1e-9)
+    assert t.lift == pytest.approx(treatment.mean() / control.mean() - 1)

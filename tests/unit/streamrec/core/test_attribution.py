@@ -57,6 +57,7 @@ def test_counts_rates_revenue_and_experiment_totals():
     arm_c = a.arms[("ab", "c")].as_dict()
     assert (arm_c["users"], arm_c["converted_users"], arm_c["buyers"], arm_c["all_purchases"], arm_c["all_revenue"]) == (2, 1, 2, 2, 35.0)
     assert a.duplicates == 1
+    assert a.arms[("ab", "c")].revenue_sumsq == 900.0  # one user with 30 of attributed revenue
     key, value = bucket_record(BucketKey(1_699_999_200, "v1", "ab", "c"), c)
     assert key == "hourly|1699999200|v1|ab|c" and value["conversion_rate"] == 0.5 and value["shown"] == 2
     assert arm_record(("ab", "t"), a.arms[("ab", "t")])[1]["converted_users"] == 1
