@@ -118,6 +118,8 @@ def interactions_from_arrays(
 def interactions_from_events(events: Iterable[Event]) -> Interactions:
     users, items, types, ts = [], [], [], []
     for event in events:
+        if event.type not in EVENT_TYPE_CODES:  # an impression: what a page showed, not an action
+            continue
         users.append(event.user_id)
         items.append(event.item_id)
         types.append(EVENT_TYPE_CODES[event.type])

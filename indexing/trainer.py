@@ -107,6 +107,8 @@ class EventWindow:
         return self._size
 
     def append(self, event: Event) -> None:
+        if event.type not in EVENT_TYPE_CODES:  # an impression: what a page showed, not an action
+            return
         user = self._user_codes.setdefault(event.user_id, len(self._user_codes))
         item = self._item_codes.get(event.item_id)
         if item is None:

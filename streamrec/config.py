@@ -69,6 +69,8 @@ class KafkaSettings(BaseModel):
     #: Erasure requests (``streamrec forget``): a compacted topic keyed by user_id
     #: (streamrec.privacy, docs/security.md).
     erasures_topic: str = "erasures"
+    #: Attribution aggregates, published by ``streamrec attribute`` (docs/business.md).
+    attribution_topic: str = "attribution"
     partitions: int = Field(4, ge=1)
     #: Extra topic settings for every compacted topic streamrec creates (the catalog, the
     #: changelog, the erasures), e.g. ``{"max.compaction.lag.ms": "3600000"}``: how soon an
@@ -203,6 +205,46 @@ class ServeSettings(BaseModel):
 
     #: When set, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
     token: SecretStr | None = None
+class VariantSettings(BaseModel):
+    """One arm of an experiment (streamrec.core.experiments.Variant)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1)
+    #: Relative share of users.
+    weight: float = Field(1.0, gt=0)
+    #: ``model``: the served model's list; ``params``: the served model with the query vector
+    #: re-derived under ``event_weights``/``event_decay``/``half_life_s``; ``trending``: the
+    #: shop's trending items (a non-personalised control).
+    kind: Literal["model", "params", "trending"] = "model"
+    event_weights: dict[str, float] | None = None
+    event_decay: float | None = None
+    half_life_s: float | None = None
+
+
+class ExperimentSettings(BaseModel):
+    """A named experiment; the first variant is the control."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1)
+    #: Salt of the user hash: a new salt reshuffles the users between variants.
+    salt: str = Field(min_length=1)
+    variants: tuple[VariantSettings, ...] = Field(min_length=2)
+
+
+class AttributionSettings(BaseModel):
+    """How ``streamrec attribute`` credits actions to lists (docs/business.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: An action without a list_id counts for a list that held its item and was published for
+    #: the user at most this long (event time) before it.
+    window_s: float = Field(24 * 3600.0, gt=0)
+    #: Newest lists kept per user for window attribution.
+    lists_per_user: int = Field(32, ge=1)
+    #: How often the job publishes the aggregates that changed, in seconds.
+    publish_every_s: float = Field(2.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -218,8 +260,26 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    #: Experiments (``STREAMREC_EXPERIMENTS`` as JSON); at most one runs: its variant is stamped on
+    #: every list (``streamrec.core.experiments.experiment_from_dict`` turns it into the core's).
+    experiments: tuple[ExperimentSettings, ...] = ()
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
     #: The shared datasets (``STREAMREC_DATASETS_DIR``; default: ``<home>/../shared/datasets``).
     datasets_dir: Path = Field(default_factory=lambda: state_paths(default_home())["datasets_dir"])
+
+    @model_validator(mode="after")
+    def _one_experiment(self) -> Settings:
+        if len(self.experiments) > 1:
+            raise ValueError(f"at most one experiment runs at a time (users are split once), got {len(self.experiments)}: "
+                             + ", ".join(e.name for e in self.experiments))
+        for experiment in self.experiments:
+            names = [v.name for v in experiment.variants]
+            if len(set(names)) != len(names):
+                raise ValueError(f"experiment {experiment.name!r} has variants with the same name: {names}")
+            for v in experiment.variants:
+                if v.kind == "params" and v.event_weights is None and v.event_decay is None and v.half_life_s is None:
+                    raise ValueError(f"variant {v.name!r} of kind params sets none of event_weights, event_decay, half_life_s")
+        return self
 
     @model_validator(mode="before")
     @classmethod

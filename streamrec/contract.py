@@ -13,6 +13,7 @@ that the two agree.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -21,8 +22,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
+#: The actions a shopper takes; the model learns from these (their codes index weight tables).
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "favorite", "purchase")
 EVENT_TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(EVENT_TYPES)}
+#: What a page showed (an item of a list, ``list_id`` naming the list): accepted on the events
+#: topic for attribution (docs/business.md); the worker and the trainer ignore it, so it never
+#: changes a user's vector or triggers a list.
+IMPRESSION = "impression"
+#: Every type an event on the wire may have.
+WIRE_EVENT_TYPES: tuple[str, ...] = (*EVENT_TYPES, IMPRESSION)
 
 #: Longest accepted string field (ids, session ids, categories, queries), in characters.
 MAX_STRING_LENGTH = 256
@@ -36,7 +44,9 @@ DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_FUTURE_SKEW_S = 24 * 3600.0
 
 REQUIRED_FIELDS = ("event_id", "user_id", "item_id", "type", "ts")
-OPTIONAL_FIELDS = ("session_id", "price", "category", "query")
+OPTIONAL_FIELDS = ("session_id", "price", "category", "query", "list_id", "quantity")
+#: Most units of one item in one event.
+MAX_QUANTITY = 1_000_000
 _ALL_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 
 
@@ -62,6 +72,10 @@ class Event:
     price: float | None = None
     category: str | None = None
     query: str | None = None
+    #: The recommendation list the shopper acted from (``Recommendation.list_id``), when the shop knows it.
+    list_id: str | None = None
+    #: Units bought or added (revenue is ``price * quantity``; 1 when absent).
+    quantity: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -94,9 +108,24 @@ class ScoredItem(msgspec.Struct, frozen=True, gc=False):
     source: str = "model"
 
 
+def list_id_for(user_id: str, event_id: str, model_version: str) -> str:
+    """The id of the list a model version makes for a user's triggering event: the same inputs
+    give the same id, so a list re-sent after a crash (or replayed) is recognised as the same
+    list by attribution, and lists of two model versions never share an id.
+
+    >>> list_id_for("u-1", "e-9", "v000001") == list_id_for("u-1", "e-9", "v000001")
+    True
+    >>> len(list_id_for("u-1", "e-9", "v000001")), list_id_for("u-1", "e-9", "v000001") == list_id_for("u-1", "e-9", "v000002")
+    (16, False)
+    """
+    return hashlib.blake2b(f"{user_id}\x00{event_id}\x00{model_version}".encode(), digest_size=8).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """A fresh top-k list for one user, triggered by one event."""
+    """A fresh top-k list for one user, triggered by one event. ``list_id`` names the list
+    (:func:`list_id_for`); ``experiment`` and ``variant`` say which experiment arm built it
+    (None when no experiment runs)."""
 
     user_id: str
     items: tuple[ScoredItem, ...]
@@ -104,6 +133,9 @@ class Recommendation:
     event_id: str
     event_ts: float
     produced_at: float
+    list_id: str = ""
+    experiment: str | None = None
+    variant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +145,9 @@ class Recommendation:
             "event_id": self.event_id,
             "event_ts": self.event_ts,
             "produced_at": self.produced_at,
+            "list_id": self.list_id,
+            "experiment": self.experiment,
+            "variant": self.variant,
         }
 
 
@@ -163,8 +198,8 @@ def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
     user_id = _string(payload, "user_id", required=True)
     item_id = _string(payload, "item_id", required=True)
     kind = _string(payload, "type", required=True)
-    if kind not in EVENT_TYPE_CODES:
-        raise InvalidEvent("unknown_type", f"type {kind!r} is not one of {', '.join(EVENT_TYPES)}")
+    if kind not in WIRE_EVENT_TYPES:
+        raise InvalidEvent("unknown_type", f"type {kind!r} is not one of {', '.join(WIRE_EVENT_TYPES)}")
     if "ts" not in payload or payload["ts"] is None:
         raise InvalidEvent("missing_field", "field 'ts' is required")
     ts = _number(payload["ts"], "ts")
@@ -178,6 +213,12 @@ def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
         price = _number(price, "price")
         if price < 0:
             raise InvalidEvent("bad_price", f"price must be >= 0, got {price!r}")
+    quantity = payload.get("quantity")
+    if quantity is not None:
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            raise InvalidEvent("wrong_type", f"field 'quantity' must be an integer, got {type(quantity).__name__}")
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise InvalidEvent("bad_quantity", f"field 'quantity' must be between 1 and {MAX_QUANTITY}, got {quantity!r}")
     return Event(
         event_id=event_id,  # type: ignore[arg-type]
         user_id=user_id,  # type: ignore[arg-type]
@@ -188,6 +229,8 @@ def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
         price=price,
         category=_string(payload, "category", required=False),
         query=_string(payload, "query", required=False),
+        list_id=_string(payload, "list_id", required=False),
+        quantity=quantity,
     )
 
 
@@ -203,12 +246,14 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     event_id: _Id
     user_id: _Id
     item_id: _Id
-    type: Literal["view", "click", "add_to_cart", "favorite", "purchase"]
+    type: Literal["view", "click", "add_to_cart", "favorite", "purchase", "impression"]
     ts: Annotated[float, msgspec.Meta(ge=0)]
     session_id: _Text | None = None
     price: Annotated[float, msgspec.Meta(ge=0)] | None = None
     category: _Text | None = None
     query: _Text | None = None
+    list_id: _Text | None = None
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
 
 
 _fast_decoder = msgspec.json.Decoder(_WireEvent)
@@ -224,7 +269,7 @@ def _fast_decode(raw: bytes, now: float | None) -> Event | None:
     if not (wire.event_id.strip() and wire.user_id.strip() and wire.item_id.strip()):
         return None
     return Event(wire.event_id, wire.user_id, wire.item_id, wire.type, wire.ts,
-                 wire.session_id, wire.price, wire.category, wire.query)
+                 wire.session_id, wire.price, wire.category, wire.query, wire.list_id, wire.quantity)
 
 
 def decode_event(raw: bytes | None, *, now: float | None = None) -> Event:
@@ -273,6 +318,9 @@ def decode_recommendation(raw: bytes) -> Recommendation:
         event_id=payload["event_id"],
         event_ts=float(payload["event_ts"]),
         produced_at=float(payload["produced_at"]),
+        list_id=payload.get("list_id") or "",
+        experiment=payload.get("experiment"),
+        variant=payload.get("variant"),
     )
 
 

@@ -46,7 +46,9 @@ from streamrec.core.batch import (
     decode_batch,
     finish_batch,
     rebuild_state,
+    variant_query,
 )
+from streamrec.core.experiments import Experiment, assign, experiment_from_dict
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.state import RecentEvent, StateDecodeError, UserState, decode_state
@@ -158,14 +160,15 @@ class _OutsideOr:
 
 
 def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], recent: Sequence[RecentEvent],
-            only: np.ndarray | None, user_id: str, trigger: _Trigger) -> list[dict[str, Any]]:
+            only: np.ndarray | None, user_id: str, trigger: _Trigger,
+            experiment: Experiment | None = None) -> list[dict[str, Any]]:
     """Search and finish one list as :func:`finish_batch` does for the worker."""
     view = items.view(only)
     queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
     rows, scores = view.search(queries, k, [excluded])
     finish_excluded = excluded if only is None else _OutsideOr(only, excluded)
     prepared = PreparedBatch(BatchResult(), [user_id], queries, [finish_excluded], [trigger],  # type: ignore[list-item]
-                             items, k, [list(recent)], view)
+                             items, k, [list(recent)], view, experiment)
     (rec,) = finish_batch(prepared, rows, scores).recommendations
     return [{"item_id": i.item_id, "score": float(i.score), "source": i.source} for i in rec.items]
 
@@ -176,12 +179,13 @@ def _rows(items: LiveItems, item_ids: Sequence[str]) -> set[int]:
 
 def recommend(items: LiveItems, user_id: str, state: UserState | None, *, k: int = DEFAULT_K,
               params: InterestParams | None = None, exclude: Sequence[str] = (),
-              category: str | None = None) -> dict[str, Any]:
+              category: str | None = None, experiment: Experiment | None = None) -> dict[str, Any]:
     """A user's answer from their state (None: no state yet, trending items) with the worker's
     rules: unavailable and removed items never, purchased items excluded (except repeat-purchase
     categories), exactly ``k`` with trending backfill when k eligible items exist. ``category``
     keeps items whose category path holds that level (:class:`BadRequest` when none does);
-    ``exclude`` removes those item ids."""
+    ``exclude`` removes those item ids. With an ``experiment``, the user's variant builds the
+    answer as it builds the worker's lists, and the answer names it."""
     params = params or InterestParams()
     only = None
     if category is not None:
@@ -199,10 +203,15 @@ def recommend(items: LiveItems, user_id: str, state: UserState | None, *, k: int
         excluded = items.exclusions(state.purchased)
         recent = state.recent[-RECENT_CATEGORY_EVENTS:]
     excluded |= _rows(items, exclude)
+    variant = assign(experiment, user_id) if experiment is not None else None
+    if variant is not None and variant.kind == "params" and variant.params is not None and state is not None:
+        vector = variant_query(items, state.recent, variant.params)
     event_id = state.recent[-1].event_id if state is not None and state.recent else None
     trigger = _Trigger(event_id or "", (state.last_ts or 0.0) if state is not None else 0.0)
-    answer = _answer(items, vector, k, excluded, recent, only, user_id, trigger)
-    return {"user_id": user_id, "items": answer, "model_version": items.version, "state_event_id": event_id}
+    answer = _answer(items, vector, k, excluded, recent, only, user_id, trigger, experiment)
+    return {"user_id": user_id, "items": answer, "model_version": items.version, "state_event_id": event_id,
+            "experiment": None if experiment is None else experiment.name,
+            "variant": None if variant is None else variant.name}
 
 
 def similar(items: LiveItems, item_id: str, *, k: int = DEFAULT_K) -> dict[str, Any] | None:
@@ -248,6 +257,9 @@ class Replica:
     def __init__(self, settings, params: InterestParams | None = None) -> None:  # noqa: ANN001 - Settings
         self.settings = settings
         self.params = params or InterestParams()
+        experiments = getattr(settings, "experiments", ())
+        #: The running experiment: answers follow the user's variant, as the worker's lists do.
+        self.experiment = experiment_from_dict(experiments[0].model_dump()) if experiments else None
         self.changelog = _changelog_topic(settings)
         self.lock = threading.Lock()
         self.states: dict[str, bytes] = {}
@@ -635,7 +647,7 @@ async def recommendations(request: web.Request) -> web.Response:
         locked = time.perf_counter()
         items = _ready_items(replica)
         answer = recommend(items, user_id, replica.state(user_id), k=k, params=replica.params, exclude=exclude,
-                           category=category)
+                           category=category, experiment=replica.experiment)
     replica.record_request(locked - started, time.perf_counter() - started)
     return web.json_response(answer)
 
@@ -839,7 +851,11 @@ OPENAPI: dict[str, Any] = {
                            "model_version": {"type": "string"},
                            "state_event_id": {"type": "string", "nullable": True,
                                               "description": "The newest event the user's state reflects; null "
-                                                             "for a user without state."}}},
+                                                             "for a user without state."},
+                           "experiment": {"type": "string", "nullable": True,
+                                          "description": "The running experiment; null when none."},
+                           "variant": {"type": "string", "nullable": True,
+                                       "description": "The user's variant, which built the answer (docs/business.md)."}}},
         "ItemAnswer": {"type": "object", "required": ["item_id", "items", "model_version"], "properties": {
             "item_id": {"type": "string"},
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},

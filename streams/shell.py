@@ -23,6 +23,7 @@ import numpy as np
 from streamrec.config import Settings
 from streamrec.contract import decode_dead_letter, encode_recommendation
 from streamrec.core.batch import BatchResult, Message, PreparedBatch, dead_letter, prepare_batch
+from streamrec.core.experiments import experiment_from_dict
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import LiveItems
 from streamrec.core.state import UserState, encode_state
@@ -88,6 +89,8 @@ class WorkerShell:
     def __init__(self, settings: Settings, params: InterestParams | None = None, *, model: ModelHolder | None = None) -> None:
         self.settings = settings
         self.params = params or InterestParams()
+        #: The running experiment (its variant is stamped on every list), or None.
+        self.experiment = experiment_from_dict(settings.experiments[0].model_dump()) if settings.experiments else None
         self.model = model or ModelHolder.from_settings(settings)
         self.catalog = LiveCatalog.from_settings(settings)
         self.stats = WorkerStats()
@@ -140,7 +143,7 @@ class WorkerShell:
         """Decide a batch up to its search, with the current model's live item side."""
         if self.items is None:
             self.start()
-        return prepare_batch(messages, load, self.items, self.params)
+        return prepare_batch(messages, load, self.items, self.params, experiment=self.experiment)
 
     def emit(self, result: BatchResult, messages: Sequence[Message], *, source_topic: str, send: Send,
              write_state: WriteState) -> None:

@@ -20,6 +20,7 @@ def main(log_level: str) -> None:
 
 
 def _register() -> None:
+    from streamrec.cli.attribute import attribute
     from streamrec.cli.bench import bench
     from streamrec.cli.dashboard import dashboard
     from streamrec.cli.demo import demo
@@ -28,11 +29,14 @@ def _register() -> None:
     from streamrec.cli.models import model, trainer
     from streamrec.cli.privacy import forget, pseudonym
     from streamrec.cli.produce import produce
+    from streamrec.cli.report import report
     from streamrec.cli.serve import serve
+    from streamrec.cli.simulate import simulate
     from streamrec.cli.train import train
     from streamrec.cli.worker import consume, worker
 
-    for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard, pseudonym, forget):
+    for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard,
+                    pseudonym, forget, attribute, report, simulate):
         main.add_command(command)
 
 

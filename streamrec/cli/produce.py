@@ -44,7 +44,7 @@ from producers.replay import ReplayStats, replay
 from producers.synthetic import DEFAULT_RATE, SyntheticShop
 from streamrec.config import get_settings
 from streamrec.contract import (
-    EVENT_TYPES,
+    WIRE_EVENT_TYPES,
     CatalogItem,
     Event,
     InvalidEvent,
@@ -62,11 +62,13 @@ SYNTHETIC_DEFAULTS = {"users": 1_000, "items": 5_000, "events": 100_000, "seed":
 TOPIC_TIMEOUT_S = 15.0
 
 _SINGLE_OPTIONS = {"user": "--user", "item": "--item", "type": "--type", "ts": "--ts", "session": "--session",
-                   "price": "--price", "category": "--category", "query": "--query", "event_id": "--event-id"}
+                   "price": "--price", "category": "--category", "query": "--query", "event_id": "--event-id",
+                   "list_id": "--list-id", "quantity": "--quantity"}
 _SYNTHETIC_OPTIONS = {"users": "--users", "items": "--items", "events": "--events", "seed": "--seed",
                       "start_ts": "--start-ts"}
 _FIELD_OPTIONS = {"event_id": "--event-id", "user_id": "--user", "item_id": "--item", "type": "--type", "ts": "--ts",
-                  "session_id": "--session", "price": "--price", "category": "--category", "query": "--query"}
+                  "session_id": "--session", "price": "--price", "category": "--category", "query": "--query",
+                  "list_id": "--list-id", "quantity": "--quantity"}
 
 
 @dataclass
@@ -179,6 +181,8 @@ def _single_event(options: dict[str, object]) -> Event:
         "price": options.get("price"),
         "category": options.get("category"),
         "query": options.get("query"),
+        "list_id": options.get("list_id"),
+        "quantity": options.get("quantity"),
     }
     try:
         return event_from_dict({k: v for k, v in payload.items() if v is not None})
@@ -330,12 +334,14 @@ def _summary(stats: ReadStats | CatalogStats | None, replayed: ReplayStats, *, t
 @click.command("produce")
 @click.option("--user", help="Single event: the user id.")
 @click.option("--item", help="Single event: the item id.")
-@click.option("--type", type=click.Choice(EVENT_TYPES), help="Single event: its type [default: view].")
+@click.option("--type", type=click.Choice(WIRE_EVENT_TYPES), help="Single event: its type [default: view].")
 @click.option("--ts", type=float, help="Single event: event time in Unix seconds [default: now].")
 @click.option("--session", help="Single event: the session id.")
 @click.option("--price", type=float, help="Single event: the price.")
 @click.option("--category", help="Single event: the item's category.")
 @click.option("--query", help="Single event: the search query.")
+@click.option("--list-id", help="Single event: the recommendation list the shopper acted from.")
+@click.option("--quantity", type=int, help="Single event: units bought or added.")
 @click.option("--event-id", help="Single event: its id [default: cli-<nanoseconds>].")
 @click.option("--file", type=click.Path(path_type=Path), help="Send a .jsonl or .csv file of events.")
 @click.option("--dataset", type=click.Path(path_type=Path), help="Send a dataset file (needs --format).")

@@ -115,7 +115,8 @@ def format_recommendation(rec: Recommendation, now: float) -> str:
     items = ", ".join(f"{i.item_id} ({i.score:.3f})" for i in rec.items) or "(nothing)"
     lag_ms = (rec.produced_at - rec.event_ts) * 1000 if now - rec.event_ts < 3600 else None
     fresh = f", {lag_ms:.0f} ms after the event" if lag_ms is not None else ""
-    return f"{rec.user_id}: {items}  [model {rec.model_version}, event {rec.event_id}{fresh}]"
+    arm = f", {rec.experiment}/{rec.variant}" if rec.experiment else ""
+    return f"{rec.user_id}: {items}  [model {rec.model_version}, event {rec.event_id}{fresh}{arm}]"
 
 
 def _recommendation(value: bytes | None, as_json: bool, now: float) -> Rendered:

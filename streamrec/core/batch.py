@@ -23,6 +23,7 @@ import numpy as np
 
 from streamrec.contract import (
     EVENT_TYPE_CODES,
+    IMPRESSION,
     Event,
     InvalidEvent,
     Recommendation,
@@ -30,7 +31,9 @@ from streamrec.contract import (
     decode_erasure,
     decode_event,
     encode_dead_letter,
+    list_id_for,
 )
+from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
 from streamrec.core.state import RecentEvent, UserState
@@ -96,7 +99,8 @@ def decode_batch(
     """Decode and validate ``(key, value)`` messages against the contract (any item id is
     accepted: one the model does not know becomes a new item). Erasure requests are appended to
     ``erasures`` as ``(position, user_id)`` when it is given, and rejected (``erasure_request``)
-    when it is not."""
+    when it is not. Impressions are valid but left out: they record what a page showed, for
+    attribution, and change no user's vector."""
     accepted: list[tuple[int, Event]] = []
     rejected: list[Rejected] = []
     now = time.time() if now is None else now
@@ -123,7 +127,7 @@ def decode_batch(
             rejected.append(
                 Rejected(position, "key_mismatch", f"the message key must be the user_id {event.user_id!r}, got {key!r}")
             )
-        else:
+        elif event.type != IMPRESSION:
             accepted.append((position, event))
     return accepted, rejected
 
@@ -160,6 +164,8 @@ class PreparedBatch:
     #: Each user's newest events, newest last (their items' categories lead the backfill).
     recent: list[list[RecentEvent]] = field(default_factory=list)
     view: SearchView | None = None
+    #: The running experiment (None: none); every list is stamped with the user's variant.
+    experiment: Experiment | None = None
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
@@ -175,6 +181,7 @@ def process_batch(
     params: InterestParams,
     *,
     now: float | None = None,
+    experiment: Experiment | None = None,
 ) -> BatchResult:
     """Decode, skip duplicates, update every touched user's vector, search once, build outputs.
 
@@ -184,7 +191,7 @@ def process_batch(
     again only when the newest duplicate is the last event their state reflects (its list
     may have been lost in a crash); the list is then the same as before.
     """
-    prepared = prepare_batch(messages, load_state, model, params, now=now)
+    prepared = prepare_batch(messages, load_state, model, params, now=now, experiment=experiment)
     return finish_batch(prepared, *prepared.search())
 
 
@@ -195,6 +202,7 @@ def prepare_batch(
     params: InterestParams,
     *,
     now: float | None = None,
+    experiment: Experiment | None = None,
 ) -> PreparedBatch:
     """Everything :func:`process_batch` does before its search, in four steps: decode
     (:func:`decode_batch`), keep what was not applied before (:func:`select_fresh`), apply the
@@ -212,6 +220,8 @@ def prepare_batch(
     for position, user_id in erasures:
         if user_id not in result.states:
             result.erased[user_id] = position
+    if experiment is not None:
+        apply_experiment(prepared, experiment)
     return prepared
 
 
@@ -238,6 +248,27 @@ def forget_users(
         return None if user_id in last else load_state(user_id, position)
 
     return kept, load
+
+
+def apply_experiment(prepared: PreparedBatch, experiment: Experiment) -> None:
+    """Stamp the experiment on the batch; users of a ``params`` variant get their query vector
+    re-derived from their recent events with the variant's parameters (their stored state keeps
+    the served parameters')."""
+    prepared.experiment = experiment
+    items = prepared.items
+    for slot, user_id in enumerate(prepared.users):
+        variant = assign(experiment, user_id)
+        if variant.kind == "params" and variant.params is not None:
+            stored = prepared.result.states.get(user_id)
+            history = stored[0].recent if stored is not None else prepared.recent[slot]
+            prepared.vectors[slot] = variant_query(items, history, variant.params)
+
+
+def variant_query(items: LiveItems, history: Sequence[RecentEvent], params: InterestParams) -> np.ndarray:
+    """A ``params`` variant's query vector: the user's recent events folded with its parameters."""
+    known = [(items.row(e.item_id), e.type, e.ts) for e in history if e.item_id in items.row_of]
+    vector, _ = fold_events(known, items.context, params)
+    return vector
 
 
 def group_by_user(accepted: Sequence[tuple[int, Event]]) -> dict[str, list[tuple[int, Event]]]:
@@ -446,16 +477,22 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     # search (one vectorised check for the whole batch).
     short = (rows < 0).any(axis=1) if len(rows) else np.zeros(0, bool)
     stale = items.blocked_rows(np.maximum(rows, 0)).any(axis=1) if len(rows) else short
+    experiment = prepared.experiment
     for slot, user_id in enumerate(prepared.users):
         trigger = prepared.triggers[slot]
         found = rows[slot].tolist()
-        if not (short[slot] or stale[slot]):
+        variant = assign(experiment, user_id) if experiment is not None else None
+        if variant is not None and variant.kind == "trending":
+            chosen = items.finish_list([], [], k, prepared.exclusions[slot], [])
+        elif not (short[slot] or stale[slot]):
             chosen = tuple(map(ScoredItem, map(item_ids.__getitem__, found), scores[slot].tolist()))
         else:
             n_found = k - found.count(-1)  # -1 pads the end of a short list
             chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
                                        prepared.exclusions[slot], [r.item_id for r in prepared.recent[slot]])
         result.recommendations.append(
-            Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at)
+            Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at,
+                           list_id_for(user_id, trigger.event_id, items.version),
+                           None if experiment is None else experiment.name, None if variant is None else variant.name)
         )
     return result

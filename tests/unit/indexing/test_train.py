@@ -62,3 +62,19 @@ def test_trained_vectors_predict_the_next_item_on_a_ring():
     hits = np.mean(nxt == (np.arange(n) + 1) % n)
     assert hits > 0.9
     assert summary["items"] == 30 and summary["events"] == 1800
+
+
+def test_impressions_are_not_training_data():
+    from indexing.train import interactions_from_events
+    from indexing.trainer import EventWindow
+    from streamrec.contract import Event
+
+    actions = [Event(f"e{n}", f"u{n % 3}", f"i{n % 5}", "view", float(n)) for n in range(12)]
+    shown = [Event(f"s{n}", "u0", "i9", "impression", float(n), list_id="L") for n in range(4)]
+    with_shown = interactions_from_events(actions[:6] + shown + actions[6:])
+    alone = interactions_from_events(actions)
+    assert with_shown.item_ids == alone.item_ids and np.array_equal(with_shown.items, alone.items)
+    window = EventWindow(100)
+    for event in actions + shown:
+        window.append(event)
+    assert len(window) == len(actions)

@@ -13,6 +13,8 @@ from streamrec.contract import (
     Event,
     InvalidEvent,
     Recommendation,
+    event_from_dict,
+    list_id_for,
     ScoredItem,
     decode_dead_letter,
     decode_event,
@@ -55,6 +57,11 @@ def test_round_trip_and_schema_agree():
         ({"price": -3}, "bad_price"),
         ({"colour": "red"}, "unknown_field"),
         ({"event_id": None}, "missing_field"),
+        ({"quantity": 0}, "bad_quantity"),
+        ({"quantity": 1.5}, "wrong_type"),
+        ({"quantity": True}, "wrong_type"),
+        ({"list_id": 7}, "wrong_type"),
+        ({"type": "impresion"}, "unknown_type"),
     ],
 )
 def test_invalid_events_have_machine_readable_reasons(change, reason):
@@ -96,10 +103,24 @@ def test_nan_timestamp_is_rejected_when_parsed_as_float():
 
 
 def test_recommendation_round_trip_matches_schema():
-    rec = Recommendation("u1", (ScoredItem("a", 0.5), ScoredItem("b", 0.25)), "v000001", "e9", 1.7e9, 1.7e9 + 0.01)
+    rec = Recommendation("u1", (ScoredItem("a", 0.5), ScoredItem("b", 0.25)), "v000001", "e9", 1.7e9, 1.7e9 + 0.01,
+                         list_id_for("u1", "e9", "v000001"))
     raw = encode_recommendation(rec)
     jsonschema.validate(orjson.loads(raw), schema("recommendation"))
     assert decode_recommendation(raw) == rec
+    stamped = Recommendation("u1", rec.items, "v000001", "e9", 1.7e9, 1.7e9, "abc", experiment="ab-1", variant="control")
+    raw = encode_recommendation(stamped)
+    jsonschema.validate(orjson.loads(raw), schema("recommendation"))
+    assert decode_recommendation(raw) == stamped
+
+
+def test_attribution_fields_and_impressions_round_trip_and_match_schema():
+    for event in (Event("e1", "u1", "sku-1", "purchase", 1.7e9, price=9.5, list_id="0123abcd", quantity=3),
+                  Event("e2", "u1", "sku-1", "impression", 1.7e9, list_id="0123abcd")):
+        raw = encode_event(event)
+        jsonschema.validate(orjson.loads(raw), schema("event"))
+        assert decode_event(raw, now=NOW) == event
+        assert event_from_dict(orjson.loads(raw), now=NOW) == event  # the slow path agrees
 
 
 def test_dead_letter_keeps_original_bytes():

@@ -251,3 +251,26 @@ def test_event_loop_probe_sees_a_blocked_loop() -> None:
             assert lag["p50"] < 50.0
 
     asyncio.run(run())
+
+
+def test_an_answer_follows_the_users_experiment_variant_like_the_workers_list() -> None:
+    from streamrec.core.experiments import experiment_from_dict
+
+    experiment = experiment_from_dict({"name": "ab", "salt": "serve", "variants": [
+        {"name": "trending", "kind": "trending"}, {"name": "model", "kind": "model"},
+        {"name": "buyers", "kind": "params", "event_weights": {"view": 0.2, "purchase": 8.0}}]})
+    items = tiny_items()
+    events = some_events(n_users=12)
+    messages = [Message(e.user_id.encode(), encode_event(e), 0, n) for n, e in enumerate(events)]
+    result = process_batch(messages, lambda user_id, _: None, items, InterestParams(), experiment=experiment)
+    lists = {rec.user_id: rec for rec in result.recommendations}
+    variants = set()
+    for user_id, (state, _) in result.states.items():
+        answer = recommend(items, user_id, state, k=K, experiment=experiment)
+        worker = lists[user_id]
+        variants.add(answer["variant"])
+        assert (answer["experiment"], answer["variant"]) == ("ab", worker.variant)
+        assert [i["item_id"] for i in answer["items"]] == [i.item_id for i in worker.items]
+        assert [i["source"] for i in answer["items"]] == [i.source for i in worker.items]
+    assert variants == {"trending", "model", "buyers"}
+    assert recommend(items, "nobody", None, k=K)["variant"] is None

@@ -67,6 +67,9 @@ def test_recommendations_and_events_carry_their_user() -> None:
     rendered = render("recommendations", b"u1", encode_recommendation(rec), as_json=False, now=1.7e9 + 1)
     assert (rendered.user_id, rendered.line) == ("u1", "u1: a (0.500)  [model v1, event e1, 20 ms after the event]")
     assert render(None, b"u1", encode_recommendation(rec), as_json=True).kind == "recommendations"
+    stamped = Recommendation("u1", rec.items, "v1", "e1", 1.7e9, 1.7e9 + 0.02, "abc", "ab-1", "control")
+    assert render("recommendations", b"u1", encode_recommendation(stamped), as_json=False, now=1.7e9 + 1).line == \
+        "u1: a (0.500)  [model v1, event e1, 20 ms after the event, ab-1/control]"
     event = Event("e1", "u7", "sku-1", "view", 1_700_000_000.0)
     rendered = render(None, b"u7", encode_event(event), as_json=False)
     assert (rendered.kind, rendered.user_id) == ("events", "u7")

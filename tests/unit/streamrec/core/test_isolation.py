@@ -11,7 +11,7 @@ def test_the_core_imports_without_kafka_faust_or_the_packages_above_it():
         "import sys\n"
         f"for name in {BLOCKED!r}: sys.modules[name] = None  # any import of these fails\n"
         "import streamrec.core.batch, streamrec.core.items, streamrec.core.interest, streamrec.core.search, "
-        "streamrec.core.state\n"
+        "streamrec.core.state, streamrec.core.experiments, streamrec.core.attribution, streamrec.core.abtest\n"
         "print('ok')\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
