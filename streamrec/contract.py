@@ -36,7 +36,7 @@ DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_FUTURE_SKEW_S = 24 * 3600.0
 
 REQUIRED_FIELDS = ("event_id", "user_id", "item_id", "type", "ts")
-OPTIONAL_FIELDS = ("session_id", "price", "category", "query")
+OPTIONAL_FIELDS = ("session_id", "price", "category", "query", "quantity")
 _ALL_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
 
 
@@ -51,7 +51,8 @@ class InvalidEvent(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing a shopper did. ``ts`` is event time in Unix seconds."""
+    """One thing a shopper did. ``ts`` is event time in Unix seconds; ``quantity`` is the number
+    of units (a purchase line of 12 mugs is one event with ``quantity`` 12; absent means one)."""
 
     event_id: str
     user_id: str
@@ -62,6 +63,7 @@ class Event:
     price: float | None = None
     category: str | None = None
     query: str | None = None
+    quantity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -178,6 +180,11 @@ def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
         price = _number(price, "price")
         if price < 0:
             raise InvalidEvent("bad_price", f"price must be >= 0, got {price!r}")
+    quantity = payload.get("quantity")
+    if quantity is not None:
+        quantity = _number(quantity, "quantity")
+        if quantity <= 0:
+            raise InvalidEvent("bad_quantity", f"quantity must be > 0, got {quantity!r}")
     return Event(
         event_id=event_id,  # type: ignore[arg-type]
         user_id=user_id,  # type: ignore[arg-type]
@@ -188,6 +195,7 @@ def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
         price=price,
         category=_string(payload, "category", required=False),
         query=_string(payload, "query", required=False),
+        quantity=quantity,
     )
 
 
@@ -209,6 +217,7 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     price: Annotated[float, msgspec.Meta(ge=0)] | None = None
     category: _Text | None = None
     query: _Text | None = None
+    quantity: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 _fast_decoder = msgspec.json.Decoder(_WireEvent)
@@ -224,7 +233,7 @@ def _fast_decode(raw: bytes, now: float | None) -> Event | None:
     if not (wire.event_id.strip() and wire.user_id.strip() and wire.item_id.strip()):
         return None
     return Event(wire.event_id, wire.user_id, wire.item_id, wire.type, wire.ts,
-                 wire.session_id, wire.price, wire.category, wire.query)
+                 wire.session_id, wire.price, wire.category, wire.query, wire.quantity)
 
 
 def decode_event(raw: bytes | None, *, now: float | None = None) -> Event:
