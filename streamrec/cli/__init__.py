@@ -24,6 +24,7 @@ def _register() -> None:
     from streamrec.cli.dashboard import dashboard
     from streamrec.cli.demo import demo
     from streamrec.cli.evaluate import evaluate
+    from streamrec.cli.forecast import forecast
     from streamrec.cli.kafka import kafka
     from streamrec.cli.models import model, trainer
     from streamrec.cli.produce import produce
@@ -31,7 +32,8 @@ def _register() -> None:
     from streamrec.cli.train import train
     from streamrec.cli.worker import consume, worker
 
-    for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard):
+    for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard,
+                    forecast):
         main.add_command(command)
 
 

@@ -1,0 +1,104 @@
+"""``streamrec forecast``: demand forecasting: ``backtest`` on a log, ``run`` the live service."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from producers.readers import FORMATS, read_events, read_online_retail
+
+logger = logging.getLogger(__name__)
+
+
+@click.group()
+def forecast() -> None:
+    """Daily demand forecasts in units per item, category and shop."""
+
+
+def _load_counts(dataset: str, events_path: Path | None, fmt: str | None, timezone: str | None) -> tuple[Any, str]:
+    from streamrec.config import get_settings
+    from streamrec.forecasting.demand import DemandCounts
+
+    if dataset == "online-retail":
+        path = events_path or get_settings().datasets_dir / "online-retail" / "online-retail.csv.gz"
+        if not path.is_file():
+            raise click.BadParameter(f"Online Retail is not at {path}; give --events or set STREAMREC_DATASETS_DIR",
+                                     param_hint="--events")
+        return DemandCounts(timezone or "Europe/London").add_all(read_online_retail(path, guests=True)), str(path)
+    if events_path is None or fmt is None:
+        raise click.BadParameter("--dataset file needs --events PATH and --format", param_hint="--events")
+    return DemandCounts(timezone or "UTC").add_all(read_events(events_path, fmt, sort_by_time=False)), str(events_path)
+
+
+@forecast.command()
+@click.option("--dataset", type=click.Choice(["online-retail", "file"]), default="online-retail", show_default=True,
+              help="online-retail: the UCI log in the shared datasets (guest sales included, UK time, UK bank "
+                   "holidays known in advance); file: any log given by --events and --format.")
+@click.option("--events", "events_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The log to read (default for online-retail: <datasets>/online-retail/online-retail.csv.gz).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="The log's format (--dataset file).")
+@click.option("--timezone", default=None, help="The shop's time zone, where its days begin (IANA name).")
+@click.option("--top-items", default=200, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--categories/--no-categories", default=False, show_default=True, help="Also forecast each category.")
+@click.option("--test-weeks", default=8, show_default=True, type=click.IntRange(1, 52))
+@click.option("--validation-weeks", default=8, show_default=True, type=click.IntRange(1, 52))
+@click.option("--horizon", default=7, show_default=True, type=click.IntRange(1, 7), help="Days forecast at each origin.")
+@click.option("--plot", "plot_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write forecast-vs-actual PNGs (forecast-<level>.png) into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def backtest(dataset: str, events_path: Path | None, fmt: str | None, timezone: str | None, top_items: int,
+             categories: bool, test_weeks: int, validation_weeks: int, horizon: int, plot_dir: Path | None,
+             as_json: bool) -> None:
+    """Rolling-origin backtest: WAPE and MASE of the models against seasonal-naive on the last weeks of a log."""
+    from rich.console import Console
+
+    from streamrec.forecasting.backtest import backtest_shop, report
+    from streamrec.forecasting.demand import UK_BANK_HOLIDAYS
+
+    console = Console(stderr=True)
+    started = time.monotonic()
+    counts, source = _load_counts(dataset, events_path, fmt, timezone)
+    holidays = UK_BANK_HOLIDAYS if dataset == "online-retail" else frozenset()
+    try:
+        with console.status("backtesting") as status:
+            results = backtest_shop(counts, top_items=top_items, test_weeks=test_weeks,
+                                    validation_weeks=validation_weeks, horizon=horizon, holidays=holidays,
+                                    categories=categories, progress=lambda text: status.update(text))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = report(results)
+    if plot_dir is not None:
+        from streamrec.forecasting.plots import plot_forecasts
+
+        for key, result in results.items():
+            path = plot_forecasts(result, plot_dir / f"forecast-{key}.png",
+                                  f"{Path(source).name}: {result.level}, test window")
+            console.log(f"wrote {path}")
+    if as_json:
+        click.echo(json.dumps({"source": source, "seconds": round(time.monotonic() - started, 1), "levels": rows},
+                              indent=2))
+        return
+    _print_table(rows, source)
+
+
+def _print_table(rows: list[dict[str, Any]], source: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    for row in rows:
+        table = Table(title=f"{Path(source).name} · {row['level']} · test {row['test_days'][0]} … {row['test_days'][1]}"
+                            f" · chosen on validation: {row['chosen']}")
+        for column in ("model", "validation WAPE", "test WAPE", "test MASE"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for name, score in row["test"].items():
+            mark = " ← chosen" if name == row["chosen"] else ""
+            table.add_row(name + mark, f"{row['validation_wape'][name]:.4f}", f"{score['wape']:.4f}",
+                          f"{score['mase']:.3f}")
+        Console().print(table)
+        click.echo(f"{row['level']}: {row['chosen']} WAPE is {row['wape_gain_vs_seasonal_naive_7']:.1%} lower "
+                   f"than seasonal-naive-7")
