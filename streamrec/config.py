@@ -65,6 +65,8 @@ class KafkaSettings(BaseModel):
     items_topic: str = "items"
     #: Model versions, distributed to every worker: a compacted topic (indexing.distribute).
     models_topic: str = "models"
+    #: Demand forecasts per series: a compacted topic keyed by series (streamrec.forecasting.service).
+    forecasts_topic: str = "forecasts"
     partitions: int = Field(4, ge=1)
 
 

@@ -102,3 +102,49 @@ def _print_table(rows: list[dict[str, Any]], source: str) -> None:
         Console().print(table)
         click.echo(f"{row['level']}: {row['chosen']} WAPE is {row['wape_gain_vs_seasonal_naive_7']:.1%} lower "
                    f"than seasonal-naive-7")
+
+
+@forecast.command()
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default: the settings').")
+@click.option("--events-topic", default=None, help="The events topic (default: the settings').")
+@click.option("--forecasts-topic", default=None, help="The compacted forecasts topic (default: the settings').")
+@click.option("--dlq-topic", default="forecasts-dlq", show_default=True,
+              help="Where events that break the contract go, with their reason.")
+@click.option("--horizon", default=7, show_default=True, type=click.IntRange(1, 366), help="Days forecast.")
+@click.option("--timezone", default="UTC", show_default=True, help="The shop's time zone, where its days begin.")
+@click.option("--model", default="ets+arima+seasonal-naive", show_default=True,
+              help="Model of the shop and category series (the backtest's choice on Online Retail).")
+@click.option("--item-model", default="window-28", show_default=True, help="Model of the item series.")
+@click.option("--top-items", default=200, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="How many best-selling items get a forecast.")
+@click.option("--refit-interval", "refit_interval_s", default=3600.0, show_default=True,
+              type=click.FloatRange(min=0), help="Seconds between two rounds of forecasts.")
+@click.option("--rounds", default=None, type=click.IntRange(min=1), help="Stop after this many rounds (default: never).")
+def run(bootstrap: str | None, events_topic: str | None, forecasts_topic: str | None, dlq_topic: str, horizon: int,
+        timezone: str, model: str, item_model: str, top_items: int, refit_interval_s: float, rounds: int | None) -> None:
+    """The live forecaster: read the events topic, publish daily forecasts per series to the forecasts topic."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from streamrec.config import get_settings
+    from streamrec.forecasting.service import ForecasterConfig, run_forecaster
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"{timezone!r} is not a time zone name like Europe/London", param_hint="--timezone") from None
+    kafka = get_settings().kafka
+    try:
+        config = ForecasterConfig(bootstrap=bootstrap or kafka.bootstrap, events_topic=events_topic or kafka.events_topic,
+                                  forecasts_topic=forecasts_topic or kafka.forecasts_topic, dlq_topic=dlq_topic,
+                                  horizon=horizon, timezone=timezone, model=model, item_model=item_model,
+                                  top_items=top_items, refit_interval_s=refit_interval_s)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        stats = run_forecaster(config, max_rounds=rounds)
+    except KeyboardInterrupt:
+        return
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"events": stats.events, "rejected": stats.rejected, "rounds": stats.rounds,
+                           "published": stats.published}))
