@@ -28,12 +28,13 @@ def _register() -> None:
     from streamrec.cli.kafka import kafka
     from streamrec.cli.models import model, trainer
     from streamrec.cli.produce import produce
+    from streamrec.cli.report import report
     from streamrec.cli.serve import serve
     from streamrec.cli.train import train
     from streamrec.cli.worker import consume, worker
 
     for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard,
-                    forecast):
+                    forecast, report):
         main.add_command(command)
 
 
