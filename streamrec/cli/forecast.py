@@ -20,6 +20,18 @@ def forecast() -> None:
     """Daily demand forecasts in units per item, category and shop."""
 
 
+def _models(value: str | None) -> tuple[str, ...] | None:
+    from streamrec.forecasting.models import MODELS
+
+    if value is None:
+        return None
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODELS)}")
+    return names
+
+
 def _load_counts(dataset: str, events_path: Path | None, fmt: str | None, timezone: str | None) -> tuple[Any, str]:
     from streamrec.config import get_settings
     from streamrec.forecasting.demand import DemandCounts
@@ -48,16 +60,21 @@ def _load_counts(dataset: str, events_path: Path | None, fmt: str | None, timezo
 @click.option("--test-weeks", default=8, show_default=True, type=click.IntRange(1, 52))
 @click.option("--validation-weeks", default=8, show_default=True, type=click.IntRange(1, 52))
 @click.option("--horizon", default=7, show_default=True, type=click.IntRange(1, 7), help="Days forecast at each origin.")
+@click.option("--shop-models", default=None, callback=lambda c, p, v: _models(v),
+              help="Comma-separated candidates for the shop and categories (default: all of backtest.SHOP_CANDIDATES).")
+@click.option("--item-models", default=None, callback=lambda c, p, v: _models(v),
+              help="Comma-separated candidates for the items (default: all of backtest.ITEM_CANDIDATES).")
 @click.option("--plot", "plot_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write forecast-vs-actual PNGs (forecast-<level>.png) into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def backtest(dataset: str, events_path: Path | None, fmt: str | None, timezone: str | None, top_items: int,
-             categories: bool, test_weeks: int, validation_weeks: int, horizon: int, plot_dir: Path | None,
+             categories: bool, test_weeks: int, validation_weeks: int, horizon: int,
+             shop_models: tuple[str, ...] | None, item_models: tuple[str, ...] | None, plot_dir: Path | None,
              as_json: bool) -> None:
     """Rolling-origin backtest: WAPE and MASE of the models against seasonal-naive on the last weeks of a log."""
     from rich.console import Console
 
-    from streamrec.forecasting.backtest import backtest_shop, report
+    from streamrec.forecasting.backtest import ITEM_CANDIDATES, SHOP_CANDIDATES, backtest_shop, report
     from streamrec.forecasting.demand import UK_BANK_HOLIDAYS
 
     console = Console(stderr=True)
@@ -68,7 +85,9 @@ def backtest(dataset: str, events_path: Path | None, fmt: str | None, timezone: 
         with console.status("backtesting") as status:
             results = backtest_shop(counts, top_items=top_items, test_weeks=test_weeks,
                                     validation_weeks=validation_weeks, horizon=horizon, holidays=holidays,
-                                    categories=categories, progress=lambda text: status.update(text))
+                                    categories=categories, shop_candidates=shop_models or SHOP_CANDIDATES,
+                                    item_candidates=item_models or ITEM_CANDIDATES,
+                                    progress=lambda text: status.update(text))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     rows = report(results)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -120,3 +122,61 @@ def test_the_cli_asks_for_a_log_in_a_sentence():
     result = CliRunner().invoke(forecast_command, ["backtest", "--dataset", "file"])
     assert result.exit_code == 2
     assert "--dataset file needs --events PATH and --format" in result.output
+
+
+def test_the_backtest_command_on_a_log_file(tmp_path):
+    # 20 weeks of a steady weekly pattern in two categories, written as JSON lines.
+    rng = np.random.default_rng(5)
+    lines = []
+    for k in range(7 * 20):
+        day = MONDAY + timedelta(days=k)
+        for item, category, base in (("a", "mugs", 30), ("b", "cards", 12)):
+            if day.weekday() != 5:
+                units = int(base * (1.5 if day.weekday() == 3 else 1) + rng.integers(-3, 4))
+                lines.append(Event(f"{item}{k}", "u", item, "purchase", ts(day, 12), category=category,
+                                   quantity=units).to_dict())
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    result = CliRunner().invoke(forecast_command, [
+        "backtest", "--dataset", "file", "--events", str(path), "--format", "jsonl", "--categories", "--top-items", "2",
+        "--test-weeks", "4", "--validation-weeks", "4", "--shop-models", "seasonal-naive,seasonal-window-4",
+        "--item-models", "seasonal-window-4", "--plot", str(tmp_path / "img"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    levels = {row["key"]: row for row in report["levels"]}
+    assert set(levels) == {"shop", "items", "categories"} and levels["categories"]["series"] == 2
+    assert levels["shop"]["test_days"] == [(MONDAY + timedelta(days=7 * 16)).isoformat(),
+                                           (MONDAY + timedelta(days=7 * 20 - 1)).isoformat()]
+    for row in levels.values():  # noise of +-3 units around 12 to 45: well under a fifth of the units
+        assert row["test"][row["chosen"]]["wape"] < 0.2
+    assert (tmp_path / "img" / "forecast-shop.png").stat().st_size > 10_000
+    bad = CliRunner().invoke(forecast_command, ["backtest", "--shop-models", "prophet"])
+    assert bad.exit_code == 2 and "unknown model(s) prophet" in bad.output
+
+
+@pytest.mark.datasets
+def test_online_retail_seasonal_naive_wape_matches_an_independent_pandas_computation():
+    import pandas as pd
+
+    from producers.readers import read_online_retail
+    from streamrec.config import get_settings
+    from streamrec.forecasting.backtest import evaluate_level
+
+    path = get_settings().datasets_dir / "online-retail" / "online-retail.csv.gz"
+    if not path.is_file():
+        pytest.skip(f"Online Retail is not at {path}: the shared datasets are absent (see ../shared/datasets/README.md)")
+    # Independent: pandas on the raw CSV, whose InvoiceDate is already the UK day.
+    raw = pd.read_csv(path)
+    sales = raw[~raw.InvoiceNo.astype(str).str.startswith("C") & (raw.Quantity > 0) & (raw.UnitPrice >= 0)]
+    daily = sales.groupby(pd.to_datetime(sales.InvoiceDate).dt.normalize()).Quantity.sum()
+    daily = daily.reindex(pd.date_range(daily.index.min(), daily.index.max()), fill_value=0).to_numpy(float)
+    actual, last_week = daily[-56:], daily[-63:-7]
+    expected = np.abs(actual - last_week).sum() / actual.sum()
+
+    counts = DemandCounts("Europe/London").add_all(read_online_retail(path, guests=True))
+    first, last = counts.days()
+    shop = counts.matrix([SHOP], first, last)[0]
+    assert shop.tolist() == daily.tolist()
+    result = evaluate_level("shop", shop[None, :], first, shop, ("seasonal-naive",))
+    assert result.test["seasonal-naive-7"].wape == pytest.approx(expected, rel=1e-9)
+    assert result.test_days[0] == date(2011, 8, 20) and result.test_days[-1] == date(2011, 10, 14)
