@@ -159,10 +159,17 @@ def run(bootstrap: str | None, events_topic: str | None, forecasts_topic: str | 
                                   top_items=top_items, refit_interval_s=refit_interval_s)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    import signal
+
+    stop = {"now": False}
+
+    def request_stop(_signum: int, _frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
-        stats = run_forecaster(config, max_rounds=rounds)
-    except KeyboardInterrupt:
-        return
+        stats = run_forecaster(config, max_rounds=rounds, should_stop=lambda: stop["now"])
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"events": stats.events, "rejected": stats.rejected, "rounds": stats.rounds,

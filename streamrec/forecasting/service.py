@@ -3,7 +3,7 @@
 At start it reads the events topic from the beginning (every partition assigned directly, no
 consumer group), so its counts are rebuilt from the log: no local store to lose or to keep in
 step, at the cost of one read of the topic per start (the topic's retention bounds the history
-it can see). It then keeps consuming; whenever it has caught up with the topic and
+it can see). It then keeps consuming; once it has first caught up with the topic, whenever
 ``refit_interval_s`` has passed since the last round, it refits and publishes one record per
 series, keyed by the series (``shop``, ``category:<c>``, ``item:<id>``), so the compacted topic
 holds the latest forecast of each. An event that breaks the contract goes to the dead-letter
@@ -118,6 +118,7 @@ def run_forecaster(config: ForecasterConfig, *, should_stop: Callable[[], bool] 
         partitions = sorted(metadata.topics[config.events_topic].partitions)
         consumer.assign([TopicPartition(config.events_topic, p, OFFSET_BEGINNING) for p in partitions])
         at_end: set[int] = set()
+        caught_up = False
         last_round = -float("inf")
         while not should_stop():
             for message in consumer.consume(1000, timeout=0.5):
@@ -139,7 +140,8 @@ def run_forecaster(config: ForecasterConfig, *, should_stop: Callable[[], bool] 
                     continue
                 counts.add(event)
                 stats.events += 1
-            caught_up = len(at_end) == len(partitions)
+            # After the first catch-up, a busy topic (never at its end on every partition at once) does not hold rounds back.
+            caught_up = caught_up or len(at_end) == len(partitions)
             if caught_up and clock() - last_round >= config.refit_interval_s:
                 last_round = clock()
                 records = forecast_records(counts, config, made_at=last_round)
