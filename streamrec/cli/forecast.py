@@ -74,7 +74,13 @@ def backtest(dataset: str, events_path: Path | None, fmt: str | None, timezone: 
     """Rolling-origin backtest: WAPE and MASE of the models against seasonal-naive on the last weeks of a log."""
     from rich.console import Console
 
-    from streamrec.forecasting.backtest import ITEM_CANDIDATES, SHOP_CANDIDATES, backtest_shop, report
+    from streamrec.forecasting.backtest import (
+        ITEM_CANDIDATES,
+        SHOP_CANDIDATES,
+        backtest_shop,
+        hourly_backtest,
+        report,
+    )
     from streamrec.forecasting.demand import UK_BANK_HOLIDAYS
 
     console = Console(stderr=True)
@@ -90,7 +96,7 @@ def backtest(dataset: str, events_path: Path | None, fmt: str | None, timezone: 
                                     progress=lambda text: status.update(text))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    rows = report(results)
+    rows = report(results, hourly_backtest(counts, results["shop"]))
     if plot_dir is not None:
         from streamrec.forecasting.plots import plot_forecasts
 
@@ -121,6 +127,10 @@ def _print_table(rows: list[dict[str, Any]], source: str) -> None:
         Console().print(table)
         click.echo(f"{row['level']}: {row['chosen']} WAPE is {row['wape_gain_vs_seasonal_naive_7']:.1%} lower "
                    f"than seasonal-naive-7")
+        if "hourly_test_wape" in row:
+            hourly = row["hourly_test_wape"]
+            click.echo(f"{row['level']} by hour: {hourly['model']:.4f} WAPE (daily forecast × hourly shares) against "
+                       f"{hourly['seasonal-naive-7-hourly']:.4f} (the same hour a week before)")
 
 
 @forecast.command()

@@ -164,7 +164,7 @@ def backtest_shop(counts: DemandCounts, *, top_items: int = 200, test_weeks: int
     return results
 
 
-def report(results: dict[str, LevelResult]) -> list[dict[str, object]]:
+def report(results: dict[str, LevelResult], hourly: dict[str, float] | None = None) -> list[dict[str, object]]:
     """One row per level: the chosen model's and the baselines' test scores, and the gain over seasonal-naive-7."""
     rows = []
     for key, result in results.items():
@@ -177,4 +177,33 @@ def report(results: dict[str, LevelResult]) -> list[dict[str, object]]:
             "test_days": [d.isoformat() for d in (result.test_days[0], result.test_days[-1])],
             "key": key,
         })
+        if key == "shop" and hourly is not None:
+            rows[-1]["hourly_test_wape"] = hourly
     return rows
+
+
+#: Days of history whose hourly shares split a daily forecast into hours.
+HOURLY_SHARE_DAYS = 28
+
+
+def hourly_backtest(counts: DemandCounts, shop: LevelResult) -> dict[str, float]:
+    """WAPE of the shop's hour-by-hour forecast in the test window: the chosen model's daily
+    forecast split by the hourly shares of the 28 days before its origin, against the same hour a
+    week before (seasonal-naive over hours). Over the hours of days the shop traded."""
+    first, _ = counts.days() or (None, None)
+    if first is None or not shop.test_days:
+        raise ValueError("no test window to score")
+    days = shop.test_days
+    hours = counts.hourly_matrix(first, days[-1])
+    offset = (days[0] - first).days
+    actual = hours[offset:]
+    last_week = hours[offset - 7:len(hours) - 7]
+    daily = shop.test_forecasts[shop.chosen][0]
+    predicted = np.zeros_like(actual)
+    for k in range(len(days)):
+        origin = offset + 7 * (k // 7)
+        window = hours[max(0, origin - HOURLY_SHARE_DAYS):origin].sum(axis=0)
+        shares = window / window.sum() if window.sum() > 0 else np.full(24, 1 / 24)
+        predicted[k] = daily[k] * shares
+    return {"model": wape(actual, predicted), "seasonal-naive-7-hourly": wape(actual, last_week),
+            "daily_split_by_hourly_shares": shop.chosen}

@@ -125,6 +125,18 @@ class DemandCounts:
                 totals[hour] += value
         return totals / totals.sum() if totals.sum() > 0 else np.full(24, 1 / 24)
 
+    def hourly_matrix(self, start: date, end: date) -> np.ndarray:
+        """The shop's units per day (rows, ``start`` to ``end`` inclusive) and hour of the day (24 columns)."""
+        n_days = (end - start).days + 1
+        if n_days <= 0:
+            raise ValueError(f"end {end} is before start {start}")
+        out = np.zeros((n_days, 24))
+        for (day, hour), value in self._hourly.get(SHOP, {}).items():
+            row = (day - start).days
+            if 0 <= row < n_days:
+                out[row, hour] += value
+        return out
+
     def top_items(self, n: int, before: date | None = None) -> list[str]:
         """The ``n`` item series with the most units (before ``before``), most first; ties by name."""
         totals = [(sum(v for d, v in counts.items() if before is None or d < before), name)

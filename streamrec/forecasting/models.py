@@ -22,6 +22,7 @@ says which model runs on which view of a series:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from streamrec.forecasting.demand import TradingCalendar, learn_calendar
+
+logger = logging.getLogger(__name__)
 
 #: How many trading weeks the weekday profile averages over.
 PROFILE_WEEKS = 8
@@ -153,7 +156,8 @@ def _one(model_factory: Callable[[int], Any], season: int, y: np.ndarray, h: int
     model = model_factory(season)
     try:
         return np.asarray(model.forecast(y=y, h=h)["mean"], dtype=float)
-    except Exception:  # noqa: BLE001 - a fit that fails on one odd series falls back, never stops the rest
+    except Exception as exc:  # noqa: BLE001 - a fit that fails on one odd series falls back, never stops the rest
+        logger.warning("%s failed on a series of %d days (%s); its recent mean stands in", type(model).__name__, len(y), exc)
         return np.full(h, float(y[-7 * season:].mean()) if len(y) else 0.0)
 
 

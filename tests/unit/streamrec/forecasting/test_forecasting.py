@@ -150,6 +150,10 @@ def test_the_backtest_command_on_a_log_file(tmp_path):
     for row in levels.values():  # noise of +-3 units around 12 to 45: well under a fifth of the units
         assert row["test"][row["chosen"]]["wape"] < 0.2
     assert (tmp_path / "img" / "forecast-shop.png").stat().st_size > 10_000
+    # Every sale was at noon: by hour, each model errs exactly as it does by day.
+    shop = levels["shop"]
+    assert shop["hourly_test_wape"]["model"] == pytest.approx(shop["test"][shop["chosen"]]["wape"])
+    assert shop["hourly_test_wape"]["seasonal-naive-7-hourly"] == pytest.approx(shop["test"]["seasonal-naive-7"]["wape"])
     bad = CliRunner().invoke(forecast_command, ["backtest", "--shop-models", "prophet"])
     assert bad.exit_code == 2 and "unknown model(s) prophet" in bad.output
 
