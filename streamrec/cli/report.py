@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from producers.readers import FORMATS, read_events
+from producers.readers import FORMATS, ReadStats, read_events
 from streamrec.contract import Event
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -41,7 +41,7 @@ def read_events_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> t
     import time
     import uuid
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     from streamrec.contract import InvalidEvent, decode_event
 
@@ -74,7 +74,7 @@ def read_events_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> t
                     events.append(decode_event(message.value()))
                 except InvalidEvent as exc:
                     rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-    except KafkaError as exc:  # pragma: no cover - raised by list_topics when the broker is away
+    except KafkaException as exc:  # raised by list_topics when the broker cannot be reached
         raise click.ClickException(f"could not read {topic!r} on Kafka at {bootstrap}: {exc}") from None
     finally:
         consumer.close()
@@ -127,7 +127,10 @@ def behaviour(bootstrap: str | None, events_topic: str | None, events_path: Path
     if events_path is not None:
         if fmt is None:
             raise click.BadParameter("--events needs --format", param_hint="--format")
-        events = list(read_events(events_path, fmt, skip_bad=True))
+        stats = ReadStats()
+        events = list(read_events(events_path, fmt, skip_bad=True, stats=stats))
+        if stats.skipped:
+            rejected["bad_line"] = stats.skipped
         source = str(events_path)
     else:
         from streamrec.config import get_settings

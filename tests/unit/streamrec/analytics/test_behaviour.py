@@ -86,3 +86,26 @@ def test_sessions_are_cut_after_30_quiet_minutes():
     assert result.depth == {"mean": pytest.approx(5 / 3), "p50": 1.0, "p90": pytest.approx(2.6), "max": 3.0}
     assert result.length_s["max"] == 2400.0 and result.length_s["p50"] == 0.0
     assert result.single_event_share == pytest.approx(2 / 3)
+
+
+def test_the_report_command_on_a_file_and_its_refusals(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from streamrec.cli.report import report
+
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join(json.dumps(e.to_dict()) for e in FUNNEL_LOG) + "\nnot json\n")
+    result = CliRunner().invoke(report, ["behaviour", "--events", str(path), "--format", "jsonl", "--last", "30m",
+                                         "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    # The last 30 minutes before the newest event (hour 1, +50 s): only the hats events.
+    assert out["events"] == 5 and out["rejected"] == {"bad_line": 1}
+    assert [r["category"] for r in out["funnel"] if r["hour"] == "*"] == ["hats", "*"]
+    assert out["funnel"][-1]["drop_out"] == {"view→click": 0.0}
+    text = CliRunner().invoke(report, ["behaviour", "--events", str(path), "--format", "jsonl", "--last", "all"])
+    assert text.exit_code == 0 and "shoes" in text.output and "sessions (30-minute gap): " in text.output
+    bad = CliRunner().invoke(report, ["behaviour", "--events", str(path), "--format", "jsonl", "--timezone", "Mars/Base"])
+    assert bad.exit_code == 2 and "is not a time zone name" in bad.output
