@@ -15,6 +15,14 @@ from producers.readers import FORMATS, read_events, read_online_retail
 logger = logging.getLogger(__name__)
 
 
+#: ``--dataset synthetic``: a seeded synthetic shop with 20 categories, 400,000 events over 26 weeks from
+#: Monday 2024-01-01 UTC (stationary: no week, no trend; it shows the per-category path, not real demand).
+SYNTHETIC_SHOP = {"items": 2000, "users": 5000, "seed": 7}
+SYNTHETIC_EVENTS = 400_000
+SYNTHETIC_WEEKS = 26
+SYNTHETIC_START_TS = 1_704_067_200.0
+
+
 @click.group()
 def forecast() -> None:
     """Daily demand forecasts in units per item, category and shop."""
@@ -42,15 +50,24 @@ def _load_counts(dataset: str, events_path: Path | None, fmt: str | None, timezo
             raise click.BadParameter(f"Online Retail is not at {path}; give --events or set STREAMREC_DATASETS_DIR",
                                      param_hint="--events")
         return DemandCounts(timezone or "Europe/London").add_all(read_online_retail(path, guests=True)), str(path)
+    if dataset == "synthetic":
+        from producers.synthetic import SyntheticShop
+
+        shop = SyntheticShop(**SYNTHETIC_SHOP)
+        events = shop.events(SYNTHETIC_EVENTS, start_ts=SYNTHETIC_START_TS,
+                             rate=SYNTHETIC_EVENTS / (SYNTHETIC_WEEKS * 7 * 86400))
+        return DemandCounts(timezone or "UTC").add_all(events), "synthetic shop"
     if events_path is None or fmt is None:
         raise click.BadParameter("--dataset file needs --events PATH and --format", param_hint="--events")
     return DemandCounts(timezone or "UTC").add_all(read_events(events_path, fmt, sort_by_time=False)), str(events_path)
 
 
 @forecast.command()
-@click.option("--dataset", type=click.Choice(["online-retail", "file"]), default="online-retail", show_default=True,
+@click.option("--dataset", type=click.Choice(["online-retail", "synthetic", "file"]), default="online-retail",
+              show_default=True,
               help="online-retail: the UCI log in the shared datasets (guest sales included, UK time, UK bank "
-                   "holidays known in advance); file: any log given by --events and --format.")
+                   "holidays known in advance); synthetic: the seeded synthetic shop (20 categories, 26 weeks); "
+                   "file: any log given by --events and --format.")
 @click.option("--events", "events_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="The log to read (default for online-retail: <datasets>/online-retail/online-retail.csv.gz).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="The log's format (--dataset file).")
