@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import orjson
 import pytest
@@ -66,6 +68,9 @@ def test_forecaster_publishes_the_constant_and_the_weekly_pattern(bootstrap: str
     records = {key.decode(): orjson.loads(value) for key, value in messages}
     assert set(records) == {"shop", "category:mugs", "category:cards", "item:steady", "item:weekly"}
     assert topic_config(bootstrap, forecasts_topic)["cleanup.policy"] == "compact"
+    schema = json.loads((ROOT / "docs" / "schemas" / "forecast.schema.json").read_text())
+    for record in records.values():
+        jsonschema.validate(record, schema)
 
     first_day = today.date()
     days = [first_day + timedelta(days=k) for k in range(7)]
