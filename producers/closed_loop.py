@@ -21,6 +21,7 @@ from producers.publisher import EventPublisher
 from producers.simulator import Shoppers
 from streamrec.contract import Event, Recommendation, decode_recommendation
 from streamrec.kafka.admin import ensure_topics, watermarks
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class _ListReader:
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"simulate-{uuid.uuid4().hex[:8]}",
+        self.consumer = Consumer({**client_config(bootstrap), "group.id": f"simulate-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False, "log_level": 4})
         meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
         deadline = time.monotonic() + 30.0

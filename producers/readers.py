@@ -470,16 +470,21 @@ def _read_csv_rows(
 
 
 def read_online_retail(
-    path: str | Path, *, limit: int | None = None, skip_bad: bool = False, stats: ReadStats | None = None
+    path: str | Path, *, limit: int | None = None, skip_bad: bool = False, stats: ReadStats | None = None,
+    guests: bool = False,
 ) -> Iterator[Event]:
     """UCI Online Retail (gzip) CSV: ``InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country``.
 
     One ``purchase`` per line of a known customer: ``user_id`` is ``CustomerID`` without the
     file's trailing ``.0``, ``item_id`` the ``StockCode`` exactly as written, ``price`` the
-    ``UnitPrice``, ``ts`` the ``InvoiceDate`` read as UK local time (Europe/London, so summer
-    time is honoured). Guest lines (no ``CustomerID``) and cancellations (``InvoiceNo``
-    starting with ``C``) are not events: they are counted in ``stats.dropped`` (``guest``,
-    ``cancellation``). Descriptions may hold quoted commas, so the line is read as CSV.
+    ``UnitPrice``, ``quantity`` the ``Quantity``, ``ts`` the ``InvoiceDate`` read as UK local
+    time (Europe/London, so summer time is honoured). Guest lines (no ``CustomerID``),
+    cancellations (``InvoiceNo`` starting with ``C``) and stock adjustments (a ``Quantity`` of
+    zero or less on another invoice) are not events: they are counted in ``stats.dropped``
+    (``guest``, ``cancellation``, ``adjustment``; with ``guests`` also the two ``A`` invoices
+    "Adjust bad debt" of a negative price). With ``guests`` a guest line is a purchase
+    too, by the user ``guest:<InvoiceNo>`` (demand counts every sale; a recommender has no
+    use for a one-invoice user). Descriptions may hold quoted commas, so the line is read as CSV.
     """
     path = Path(path)
     _check_limit(limit)
@@ -505,24 +510,39 @@ def read_online_retail(
         if len(fields) != len(ONLINE_RETAIL_HEADER):
             raise _LineError(f"expected {len(ONLINE_RETAIL_HEADER)} comma-separated fields "
                              f"({','.join(ONLINE_RETAIL_HEADER)}), got {len(fields)}")
-        invoice, stock_code, _description, _quantity, date, unit_price, customer, _country = fields
+        invoice, stock_code, _description, quantity_text, date, unit_price, customer, _country = fields
         if invoice.startswith("C"):
             stats.dropped["cancellation"] = stats.dropped.get("cancellation", 0) + 1
             return None
         customer = customer.strip()
-        if not customer:
+        if not customer and not guests:
             stats.dropped["guest"] = stats.dropped.get("guest", 0) + 1
             return None
-        if customer.endswith(".0"):
+        try:
+            quantity = float(quantity_text)
+        except ValueError:
+            raise _LineError(f"Quantity {quantity_text!r} is not a number") from None
+        if not math.isfinite(quantity):
+            raise _LineError(f"Quantity {quantity_text!r} must be a finite number")
+        if quantity <= 0:
+            stats.dropped["adjustment"] = stats.dropped.get("adjustment", 0) + 1
+            return None
+        if not customer:
+            customer = f"guest:{invoice}"
+        elif customer.endswith(".0"):
             customer = customer[:-2]
         _require(stock_code, "StockCode")
         try:
             price = float(unit_price)
         except ValueError:
             raise _LineError(f"UnitPrice {unit_price!r} is not a number") from None
+        if guests and invoice.startswith("A") and price < 0:  # "Adjust bad debt": bookkeeping, not a sale
+            stats.dropped["adjustment"] = stats.dropped.get("adjustment", 0) + 1
+            return None
         if not 0.0 <= price < math.inf:
             raise _LineError(f"UnitPrice {unit_price!r} must be a finite number >= 0")
-        return Event(f"{prefix}:{line_number}", customer, stock_code, "purchase", timestamp(date), None, price)
+        return Event(f"{prefix}:{line_number}", customer, stock_code, "purchase", timestamp(date), None, price,
+                     quantity=quantity)
 
     def check_header(header: list[str]) -> None:
         if tuple(name.strip() for name in header) != ONLINE_RETAIL_HEADER:
@@ -567,7 +587,7 @@ def read_jsonl(
 
 
 _CSV_FIELDS = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
-_CSV_NUMBERS = frozenset({"ts", "price"})
+_CSV_NUMBERS = frozenset({"ts", "price", "quantity"})
 
 
 def _csv_header(path: Path, header: list[str]) -> list[str]:

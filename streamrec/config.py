@@ -71,6 +71,8 @@ class KafkaSettings(BaseModel):
     erasures_topic: str = "erasures"
     #: Attribution aggregates, published by ``streamrec attribute`` (docs/business.md).
     attribution_topic: str = "attribution"
+    #: Demand forecasts per series: a compacted topic keyed by series (streamrec.forecasting.service).
+    forecasts_topic: str = "forecasts"
     partitions: int = Field(4, ge=1)
     #: Extra topic settings for every compacted topic streamrec creates (the catalog, the
     #: changelog, the erasures), e.g. ``{"max.compaction.lag.ms": "3600000"}``: how soon an

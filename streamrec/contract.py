@@ -61,7 +61,8 @@ class InvalidEvent(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing a shopper did. ``ts`` is event time in Unix seconds."""
+    """One thing a shopper did. ``ts`` is event time in Unix seconds; ``quantity`` is the number
+    of units (a purchase line of 12 mugs is one event with ``quantity`` 12; absent means one)."""
 
     event_id: str
     user_id: str
@@ -74,8 +75,8 @@ class Event:
     query: str | None = None
     #: The recommendation list the shopper acted from (``Recommendation.list_id``), when the shop knows it.
     list_id: str | None = None
-    #: Units bought or added (revenue is ``price * quantity``; 1 when absent).
-    quantity: int | None = None
+    #: Units bought or added (a number, for goods sold by measure; revenue is ``price * quantity``; 1 when absent).
+    quantity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -215,10 +216,9 @@ def event_from_dict(payload: Any, *, now: float | None = None) -> Event:
             raise InvalidEvent("bad_price", f"price must be >= 0, got {price!r}")
     quantity = payload.get("quantity")
     if quantity is not None:
-        if isinstance(quantity, bool) or not isinstance(quantity, int):
-            raise InvalidEvent("wrong_type", f"field 'quantity' must be an integer, got {type(quantity).__name__}")
-        if not 1 <= quantity <= MAX_QUANTITY:
-            raise InvalidEvent("bad_quantity", f"field 'quantity' must be between 1 and {MAX_QUANTITY}, got {quantity!r}")
+        quantity = _number(quantity, "quantity")
+        if not 0 < quantity <= MAX_QUANTITY:
+            raise InvalidEvent("bad_quantity", f"field 'quantity' must be > 0 and at most {MAX_QUANTITY}, got {quantity!r}")
     return Event(
         event_id=event_id,  # type: ignore[arg-type]
         user_id=user_id,  # type: ignore[arg-type]
@@ -253,7 +253,7 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     category: _Text | None = None
     query: _Text | None = None
     list_id: _Text | None = None
-    quantity: Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)] | None = None
+    quantity: Annotated[float, msgspec.Meta(gt=0, le=MAX_QUANTITY)] | None = None
 
 
 _fast_decoder = msgspec.json.Decoder(_WireEvent)

@@ -28,12 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Producer,
+    TopicPartition,
+)
 
 from streamrec.config import Settings
 from streamrec.contract import InvalidEvent, decode_event, decode_recommendation
 from streamrec.core.attribution import Attributor, arm_record, bucket_record
 from streamrec.kafka.admin import ensure_topics, watermarks
+from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ class JobStats:
 
 
 def _reader(bootstrap: str, topic: str) -> tuple[Consumer, list[int]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"attribution-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**client_config(bootstrap), "group.id": f"attribution-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 4})
     deadline = time.monotonic() + 30.0
     while True:
@@ -152,7 +159,7 @@ class AttributionJob:
         ensure_topics(self.bootstrap, {self.events_topic: partitions, self.recommendations_topic: partitions})
         ensure_topics(self.bootstrap, {self.attribution_topic: 1},
                       configs={self.attribution_topic: {"cleanup.policy": "compact"}})
-        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 20, "log_level": 4})
+        producer = Producer({**client_config(self.bootstrap), "acks": "all", "linger.ms": 20, "log_level": 4})
         events, event_partitions = _reader(self.bootstrap, self.events_topic)
         lists, list_partitions = _reader(self.bootstrap, self.recommendations_topic)
         stop = stop or threading.Event()

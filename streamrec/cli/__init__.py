@@ -25,6 +25,7 @@ def _register() -> None:
     from streamrec.cli.dashboard import dashboard
     from streamrec.cli.demo import demo
     from streamrec.cli.evaluate import evaluate
+    from streamrec.cli.forecast import forecast
     from streamrec.cli.kafka import kafka
     from streamrec.cli.models import model, trainer
     from streamrec.cli.privacy import forget, pseudonym
@@ -36,7 +37,7 @@ def _register() -> None:
     from streamrec.cli.worker import consume, worker
 
     for command in (kafka, produce, train, trainer, model, worker, consume, serve, evaluate, bench, demo, dashboard,
-                    pseudonym, forget, attribute, report, simulate):
+                    pseudonym, forget, attribute, report, simulate, forecast):
         main.add_command(command)
 
 

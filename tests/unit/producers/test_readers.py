@@ -23,6 +23,7 @@ from producers.readers import (
     read_csv,
     read_events,
     read_jsonl,
+    read_online_retail,
     read_retailrocket,
     read_sequences,
     read_taobao,
@@ -404,16 +405,32 @@ def test_online_retail_purchases_of_known_customers_in_uk_time(tmp_path: Path) -
     stats = ReadStats()
     events = list(read_events(path, "online-retail", stats=stats))
     assert_contract(events)
-    assert [(e.event_id, e.user_id, e.item_id, e.type, e.price) for e in events] == [
-        ("online-retail:online-retail.csv.gz:2", "17850", "85123A", "purchase", 2.55),
-        ("online-retail:online-retail.csv.gz:3", "15311", "82567", "purchase", 2.1),
-        ("online-retail:online-retail.csv.gz:6", "16210", "22041", "purchase", 2.1),
+    assert [(e.event_id, e.user_id, e.item_id, e.type, e.price, e.quantity) for e in events] == [
+        ("online-retail:online-retail.csv.gz:2", "17850", "85123A", "purchase", 2.55, 6),
+        ("online-retail:online-retail.csv.gz:3", "15311", "82567", "purchase", 2.1, 2),
+        ("online-retail:online-retail.csv.gz:6", "16210", "22041", "purchase", 2.1, 48),
     ]
     # December is GMT (UTC+0); July is BST (UTC+1): 12:27 in London is 11:27 UTC.
     assert events[0].ts == 1291191960.0  # 2010-12-01 08:26:00 UTC
     assert events[2].ts == 1309519620.0  # 2011-07-01 11:27:00 UTC
     assert stats.events == 3 and stats.dropped == {"guest": 1, "cancellation": 1} and stats.skipped == 0
     assert [e.event_id for e in read_events(path, "online-retail", limit=2)] == [e.event_id for e in events[:2]]
+    # For demand, guest lines count too, each invoice its own guest.
+    with_guests = list(read_online_retail(path, guests=True))
+    assert_contract(with_guests)
+    assert [(e.user_id, e.item_id, e.quantity) for e in with_guests] == [
+        ("17850", "85123A", 6), ("15311", "82567", 2), ("guest:536414", "22139", 56), ("16210", "22041", 48)]
+
+
+def test_online_retail_stock_adjustments_are_not_sales(tmp_path: Path) -> None:
+    path = write(tmp_path, "or.csv", ONLINE_RETAIL.splitlines()[0] + "\n"
+                 "1,A,damaged,-5,2011-01-01 10:00:00,0,,UK\n1,B,x,0,2011-01-01 10:00:00,0,12.0,UK\n"
+                 "1,C,x,3,2011-01-01 10:00:00,1,12.0,UK\n1,D,x,three,2011-01-01 10:00:00,1,12.0,UK\n")
+    stats = ReadStats()
+    events = list(read_online_retail(path, guests=True, skip_bad=True, stats=stats))
+    assert [(e.item_id, e.quantity) for e in events] == [("C", 3)]
+    assert stats.dropped == {"adjustment": 2} and stats.skipped == 1
+    assert "Quantity 'three' is not a number" in stats.errors[0]
 
 
 def test_online_retail_bad_header_and_bad_lines(tmp_path: Path) -> None:
@@ -439,3 +456,8 @@ def test_online_retail_real_file_counts() -> None:
     stats = ReadStats()
     n = sum(1 for _ in read_events(path, "online-retail", stats=stats))
     assert n == 289_158 and stats.dropped == {"cancellation": 7_416, "guest": 102_293} and stats.skipped == 0
+    # With guests: every line that is neither a cancellation nor a stock adjustment is a sale.
+    stats = ReadStats()
+    units = sum(e.quantity for e in read_online_retail(path, guests=True, stats=stats))
+    assert stats.events == 390_356 and stats.dropped == {"cancellation": 7_416, "adjustment": 1_095}
+    assert units == 4_237_636  # pandas: Quantity summed over non-C lines with Quantity > 0 and UnitPrice >= 0

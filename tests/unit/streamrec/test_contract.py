@@ -36,7 +36,8 @@ GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "sku-1", "type": "view", "
 
 
 def test_round_trip_and_schema_agree():
-    event = Event("e1", "u1", "sku-1", "add_to_cart", 1.7e9, session_id="s", price=9.5, category="c", query="q")
+    event = Event("e1", "u1", "sku-1", "add_to_cart", 1.7e9, session_id="s", price=9.5, category="c", query="q",
+                  quantity=12)
     raw = encode_event(event)
     jsonschema.validate(orjson.loads(raw), schema("event"))
     assert decode_event(raw, now=NOW) == event
@@ -55,10 +56,13 @@ def test_round_trip_and_schema_agree():
         ({"user_id": "   "}, "empty_string"),
         ({"item_id": "x" * 300}, "string_too_long"),
         ({"price": -3}, "bad_price"),
+        ({"quantity": 0}, "bad_quantity"),
+        ({"quantity": -2}, "bad_quantity"),
+        ({"quantity": "12"}, "wrong_type"),
         ({"colour": "red"}, "unknown_field"),
         ({"event_id": None}, "missing_field"),
         ({"quantity": 0}, "bad_quantity"),
-        ({"quantity": 1.5}, "wrong_type"),
+        ({"quantity": 2_000_000}, "bad_quantity"),
         ({"quantity": True}, "wrong_type"),
         ({"list_id": 7}, "wrong_type"),
         ({"type": "impresion"}, "unknown_type"),
@@ -152,7 +156,7 @@ def test_arbitrary_bytes_never_raise_anything_but_invalid_event(raw):
 
 from streamrec.contract import _decode_slowly, _fast_decode  # noqa: E402
 
-fields = st.sampled_from(["event_id", "user_id", "item_id", "type", "ts", "session_id", "price", "category", "query", "x"])
+fields = st.sampled_from(["event_id", "user_id", "item_id", "type", "ts", "session_id", "price", "category", "query", "quantity", "x"])
 values = st.one_of(
     st.none(), st.booleans(), st.integers(-10, 10**12), st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=5), st.text(min_size=250, max_size=260), st.sampled_from(["view", "purchase", " ", "\u00a0", "sku-1"]),

@@ -1,0 +1,1 @@
+"""Shopper-behaviour analytics over events: the funnel, interest across categories, trends, sessions."""
