@@ -152,14 +152,16 @@ class _OutsideOr:
 
 
 def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], recent: Sequence[RecentEvent],
-            only: np.ndarray | None, user_id: str, trigger: _Trigger) -> list[dict[str, Any]]:
+            only: np.ndarray | None, user_id: str, trigger: _Trigger,
+            params: InterestParams | None = None) -> list[dict[str, Any]]:
     """Search and finish one list as :func:`finish_batch` does for the worker."""
     view = items.view(only)
     queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
     rows, scores = view.search(queries, k, [excluded])
     finish_excluded = excluded if only is None else _OutsideOr(only, excluded)
+    repeat = (0.0, 0.7) if params is None else (params.repeat_weight, params.repeat_decay)  # similar(): no repeats
     prepared = PreparedBatch(BatchResult(), [user_id], queries, [finish_excluded], [trigger],  # type: ignore[list-item]
-                             items, k, [list(recent)], view)
+                             items, k, [list(recent)], view, *repeat)
     (rec,) = finish_batch(prepared, rows, scores).recommendations
     return [{"item_id": i.item_id, "score": float(i.score), "source": i.source} for i in rec.items]
 
@@ -195,7 +197,7 @@ def recommend(items: LiveItems, user_id: str, state: UserState | None, *, k: int
     excluded |= _rows(items, exclude)
     event_id = state.recent[-1].event_id if state is not None and state.recent else None
     trigger = _Trigger(event_id or "", (state.last_ts or 0.0) if state is not None else 0.0)
-    answer = _answer(items, vector, k, excluded, recent, only, user_id, trigger)
+    answer = _answer(items, vector, k, excluded, recent, only, user_id, trigger, params)
     return {"user_id": user_id, "items": answer, "model_version": items.version, "state_event_id": event_id}
 
 

@@ -28,6 +28,7 @@ from streamrec.contract import (
 )
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
+from streamrec.core.repeat import with_repeats
 from streamrec.core.state import RecentEvent, UserState
 
 #: How many of a user's newest events name the categories their backfill comes from.
@@ -137,6 +138,9 @@ class PreparedBatch:
     #: Each user's newest events, newest last (their items' categories lead the backfill).
     recent: list[list[RecentEvent]] = field(default_factory=list)
     view: SearchView | None = None
+    #: The repeat step's ``InterestParams.repeat_weight`` and ``repeat_decay`` (weight 0: off).
+    repeat_weight: float = 0.0
+    repeat_decay: float = 0.7
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
@@ -378,7 +382,7 @@ def new_states(
     items.observe(rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
     return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
-                         recent_events, items.view())
+                         recent_events, items.view(), params.repeat_weight, params.repeat_decay)
 
 
 def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
@@ -386,6 +390,7 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     after the item side's rules (:meth:`streamrec.core.items.LiveItems.finish_list`)."""
     result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
+    rows, scores = repeat_step(prepared, rows, scores)
     item_ids = items.item_ids
     # Lists the rules must finish: short ones, and those holding an item blocked since the
     # search (one vectorised check for the whole batch).
@@ -404,3 +409,23 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
             Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at)
         )
     return result
+
+
+def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's search result re-ranked with their recent items (:mod:`streamrec.core.repeat`);
+    excluded and blocked items are never added. Unchanged when the step is off or the model
+    version has no repeat propensities."""
+    items = prepared.items
+    if prepared.repeat_weight <= 0 or not items.has_repeat or not len(rows):
+        return rows, scores
+    view = prepared.view or items.view()
+    rows, scores = rows.copy(), scores.copy()
+    row_of = items.row_of
+    for slot in range(len(prepared.users)):
+        recent = [row_of.get(event.item_id, -1) for event in prepared.recent[slot] if isinstance(event, RecentEvent)]
+        excluded = prepared.exclusions[slot]
+        skip = {row for row in recent if row < 0 or row in excluded or items.blocked(row)}
+        rows[slot], scores[slot] = with_repeats(
+            rows[slot], scores[slot], prepared.k, prepared.vectors[slot], recent,
+            lambda r: items.targets(r, view), items.propensity, prepared.repeat_weight, prepared.repeat_decay, skip)
+    return rows, scores
