@@ -89,10 +89,13 @@ def run_leave_one_out(
 class _Exclusions:
     """Items each user purchased so far (what the worker never recommends)."""
 
-    def __init__(self, n_users: int) -> None:
+    def __init__(self, n_users: int, *, enabled: bool = True) -> None:
         self.items: list[list[int]] = [[] for _ in range(n_users)]
+        self.enabled = enabled
 
     def add(self, log: EventLog) -> None:
+        if not self.enabled:
+            return
         for n in np.flatnonzero(log.types == PURCHASE):
             items = self.items[log.users[n]]
             item = int(log.items[n])
@@ -111,8 +114,12 @@ def run_prequential(
     retrain_every: int,
     ks: tuple[int, ...] = KS,
     progress: Progress | None = None,
+    exclude_purchased: bool = True,
 ) -> Outcome:
-    """Test-then-learn over ``log`` from event ``pretrain`` on (see the module doc)."""
+    """Test-then-learn over ``log`` from event ``pretrain`` on (see the module doc).
+
+    ``exclude_purchased=False``: repeat purchases allowed (a shop whose every category is a
+    repeat-purchase one, ``rules.repeat_purchase_categories``): nothing is excluded."""
     if not 0 < pretrain < len(log):
         raise ValueError(f"pretrain must be between 1 and {len(log) - 1} events, got {pretrain}")
     if retrain_every < 1:
@@ -126,7 +133,7 @@ def run_prequential(
     known = np.zeros(log.n_users, dtype=bool)
     known[log.users[:pretrain]] = True
     seen = set((log.users[:pretrain] * log.n_items + log.items[:pretrain]).tolist())
-    exclusions = _Exclusions(log.n_users)
+    exclusions = _Exclusions(log.n_users, enabled=exclude_purchased)
     exclusions.add(log.take(slice(0, pretrain)))
     positions = np.full(len(log), -1, dtype=np.int64)
     new_item = np.zeros(len(log), dtype=bool)
@@ -160,7 +167,8 @@ def run_prequential(
         metrics=summarise(positions[scored], ks), cases=len(scored),
         users=int(len(np.unique(log.users[scored]))), seconds=time.perf_counter() - started,
         fit_seconds=fit_seconds, positions=positions[scored], event_index=scored, new_item=new_item[scored],
-        details={**model.describe(), "pretrain_events": pretrain, "retrain_every": retrain_every},
+        details={**model.describe(), "pretrain_events": pretrain, "retrain_every": retrain_every,
+                 "exclude_purchased": exclude_purchased},
     )
 
 
