@@ -325,7 +325,8 @@ def _print_table(results: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metrics = [k for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20") if any(k in r for r in results)]
+    metrics = [k for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "coverage@10", "ILD@10",
+                           "novelty@10") if any(k in r for r in results)]
     table = Table(title=f"{results[0]['dataset']} · {results[0]['protocol']}" if results else "no results")
     for column in ["model", *metrics, "users", "seconds"]:
         table.add_column(column, justify="left" if column == "model" else "right")
