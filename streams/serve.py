@@ -36,7 +36,6 @@ from aiohttp import web
 
 from streamrec.contract import MAX_STRING_LENGTH
 from streamrec.core.batch import (
-    RECENT_CATEGORY_EVENTS,
     BatchResult,
     Message,
     PreparedBatch,
@@ -45,6 +44,7 @@ from streamrec.core.batch import (
     rebuild_state,
 )
 from streamrec.core.interest import InterestParams
+from streamrec.core.repeat import REPEAT_EVENTS
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.state import RecentEvent, StateDecodeError, UserState, decode_state
 
@@ -193,7 +193,7 @@ def recommend(items: LiveItems, user_id: str, state: UserState | None, *, k: int
     else:
         vector = state.vector
         excluded = items.exclusions(state.purchased)
-        recent = state.recent[-RECENT_CATEGORY_EVENTS:]
+        recent = state.recent[-REPEAT_EVENTS:]
     excluded |= _rows(items, exclude)
     event_id = state.recent[-1].event_id if state is not None and state.recent else None
     trigger = _Trigger(event_id or "", (state.last_ts or 0.0) if state is not None else 0.0)

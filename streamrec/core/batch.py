@@ -28,7 +28,7 @@ from streamrec.contract import (
 )
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
-from streamrec.core.repeat import with_repeats
+from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
 from streamrec.core.state import RecentEvent, UserState
 
 #: How many of a user's newest events name the categories their backfill comes from.
@@ -135,7 +135,8 @@ class PreparedBatch:
     triggers: list[Event]
     items: LiveItems
     k: int
-    #: Each user's newest events, newest last (their items' categories lead the backfill).
+    #: Each user's newest events (up to REPEAT_EVENTS), newest last: the repeat step's recent
+    #: items; the last RECENT_CATEGORY_EVENTS' categories lead the backfill.
     recent: list[list[RecentEvent]] = field(default_factory=list)
     view: SearchView | None = None
     #: The repeat step's ``InterestParams.repeat_weight`` and ``repeat_decay`` (weight 0: off).
@@ -378,7 +379,7 @@ def new_states(
         kept_slots.append(slot)
         triggers.append(trigger)
         exclusions.append(items.exclusions(purchased))
-        recent_events.append(recent[-RECENT_CATEGORY_EVENTS:])
+        recent_events.append(recent[-REPEAT_EVENTS:])
     items.observe(rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
     return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
@@ -404,7 +405,8 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
         else:
             n_found = k - found.count(-1)  # -1 pads the end of a short list
             chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
-                                       prepared.exclusions[slot], [r.item_id for r in prepared.recent[slot]])
+                                       prepared.exclusions[slot],
+                                       [r.item_id for r in prepared.recent[slot][-RECENT_CATEGORY_EVENTS:]])
         result.recommendations.append(
             Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at)
         )

@@ -27,8 +27,8 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-#: A user's last events that can bring their items back (the newest of the state's ``recent``).
-REPEAT_EVENTS = 10
+#: A user's last events that can bring their items back (the state's ``recent`` holds 32).
+REPEAT_EVENTS = 32
 
 
 def recency(recent_rows: Sequence[int], decay: float) -> tuple[np.ndarray, np.ndarray]:

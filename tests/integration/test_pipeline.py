@@ -109,9 +109,9 @@ def test_every_user_gets_exact_recommendations_and_bad_events_are_dead_lettered(
         np.testing.assert_allclose(state.vector, expected, rtol=1e-5, atol=1e-5)
         assert state.last_ts == last_ts and state.n_events == len(history)
         scores = target @ expected
-        # The repeat step, written out: the items of the user's last 10 events get
+        # The repeat step, written out: the items of the user's last 32 events get
         # repeat_weight * propensity * repeat_decay ** age (age 0 = the newest event).
-        for age, event in enumerate(reversed(per_user_events[user_id][-10:])):
+        for age, event in enumerate(reversed(per_user_events[user_id][-32:])):
             row = model.row_of[event.item_id]
             scores[row] += params.repeat_weight * model.extras["repeat"][row] * params.repeat_decay**age
         for item in {e.item_id for e in per_user_events[user_id] if e.type == "purchase"}:

@@ -170,9 +170,9 @@ def test_a_swap_under_load_loses_nothing_and_mixes_nothing(engine, rate, bootstr
         for item in rec.items:
             if item.source == "model" and item.item_id in row_of:
                 row = row_of[item.item_id]
-                # the repeat step's bonus for items of the user's last 10 events (age 0 = newest)
+                # the repeat step's bonus for items of the user's last 32 events (age 0 = newest)
                 bonus = sum(params.repeat_weight * float(repeat[row]) * params.repeat_decay**age
-                            for age, event in enumerate(reversed(state.recent[-10:])) if event.item_id == item.item_id)
+                            for age, event in enumerate(reversed(state.recent[-32:])) if event.item_id == item.item_id)
                 expected = float(targets[rec.model_version][row] @ state.vector) + bonus
                 scored += 1
                 off_scores += not np.isclose(item.score, expected, rtol=1e-4, atol=1e-4)
