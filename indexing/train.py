@@ -34,7 +34,7 @@ from scipy.sparse.linalg import svds
 
 from streamrec.contract import EVENT_TYPE_CODES, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
-from streamrec.core.repeat import repeat_propensity
+from streamrec.core.repeat import repeat_rates
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class TrainParams:
     #: With regression targets: the last dimension of every context vector is a constant,
     #: so the regression learns a per-item intercept (a learnt popularity prior).
     item_bias: bool = True
-    #: Pseudo events shrinking each item's repeat propensity towards the shop's rate
-    #: (:func:`streamrec.core.repeat.repeat_propensity`).
+    #: Pseudo events shrinking each item's repeat lift towards 1
+    #: (:func:`streamrec.core.repeat.repeat_rates`).
     repeat_prior: float = 10.0
 
     def __post_init__(self) -> None:
@@ -296,8 +296,8 @@ class TrainedModel:
     fold_in: np.ndarray | None
     #: Training events per item.
     popularity: np.ndarray
-    #: Per item, how often an event on it was followed by another on it soon after
-    #: (:func:`streamrec.core.repeat.repeat_propensity`); the shop's rate is ``summary["repeat_rate"]``.
+    #: Per item, its repeat lift (:func:`streamrec.core.repeat.repeat_rates`); the re-visit share
+    #: by age is ``summary["repeat_by_age"]``.
     repeat: np.ndarray | None = None
 
     def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
@@ -338,7 +338,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     solve = None
     if params.targets == "regression":
         target, solve = fit_targets_and_solve(data, context, params, interest)
-    repeat, repeat_rate = repeat_propensity(data.user_of_event(), data.items, data.n_items, prior=params.repeat_prior)
+    repeat, repeat_by_age = repeat_rates(data.user_of_event(), data.items, data.n_items, prior=params.repeat_prior)
     summary = {
         "users": len(data.user_ids),
         "items": data.n_items,
@@ -347,7 +347,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         "ts_range": [float(data.ts.min()), float(data.ts.max())] if len(data.ts) else None,
         "nonzeros": int(matrix.nnz),
         "params": {k: v for k, v in params.__dict__.items()},
-        "repeat_rate": repeat_rate,
+        "repeat_by_age": [round(float(x), 8) for x in repeat_by_age],
         "seconds": round(time.perf_counter() - started, 3),
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])

@@ -159,9 +159,9 @@ def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], rec
     queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
     rows, scores = view.search(queries, k, [excluded])
     finish_excluded = excluded if only is None else _OutsideOr(only, excluded)
-    repeat = (0.0, 0.7) if params is None else (params.repeat_weight, params.repeat_decay)  # similar(): no repeats
+    repeat_weight = 0.0 if params is None else params.repeat_weight  # similar(): no repeats
     prepared = PreparedBatch(BatchResult(), [user_id], queries, [finish_excluded], [trigger],  # type: ignore[list-item]
-                             items, k, [list(recent)], view, *repeat)
+                             items, k, [list(recent)], view, repeat_weight)
     (rec,) = finish_batch(prepared, rows, scores).recommendations
     return [{"item_id": i.item_id, "score": float(i.score), "source": i.source} for i in rec.items]
 

@@ -139,9 +139,8 @@ class PreparedBatch:
     #: items; the last RECENT_CATEGORY_EVENTS' categories lead the backfill.
     recent: list[list[RecentEvent]] = field(default_factory=list)
     view: SearchView | None = None
-    #: The repeat step's ``InterestParams.repeat_weight`` and ``repeat_decay`` (weight 0: off).
+    #: The repeat step's ``InterestParams.repeat_weight`` (0: off).
     repeat_weight: float = 0.0
-    repeat_decay: float = 0.7
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
@@ -383,7 +382,7 @@ def new_states(
     items.observe(rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
     return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
-                         recent_events, items.view(), params.repeat_weight, params.repeat_decay)
+                         recent_events, items.view(), params.repeat_weight)
 
 
 def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
@@ -429,5 +428,5 @@ def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -
         skip = {row for row in recent if row < 0 or row in excluded or items.blocked(row)}
         rows[slot], scores[slot] = with_repeats(
             rows[slot], scores[slot], prepared.k, prepared.vectors[slot], recent,
-            lambda r: items.targets(r, view), items.propensity, prepared.repeat_weight, prepared.repeat_decay, skip)
+            lambda r: items.targets(r, view), items.repeat_lift, prepared.repeat_weight, items.model.repeat_by_age, skip)
     return rows, scores

@@ -53,10 +53,9 @@ class InterestParams:
     max_exclusions: int = 256
     #: Most recent events kept per user, to rebuild the vector when item vectors change.
     history_size: int = 32
-    #: Repeat step (:mod:`streamrec.core.repeat`): weight of ``propensity * recency`` added to a
-    #: recent item's score (0: off), and the per-event decay of its recency.
+    #: Repeat step (:mod:`streamrec.core.repeat`): weight of ``lift * recency`` added to a recent
+    #: item's score (0: off).
     repeat_weight: float = 1.0
-    repeat_decay: float = 0.7
 
     def __post_init__(self) -> None:
         unknown = set(self.event_weights) - set(EVENT_TYPES)
@@ -70,8 +69,6 @@ class InterestParams:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if not self.repeat_weight >= 0:
             raise ValueError(f"repeat_weight must be >= 0, got {self.repeat_weight}")
-        if not 0.0 < self.repeat_decay <= 1.0:
-            raise ValueError(f"repeat_decay must be in (0, 1], got {self.repeat_decay}")
 
     def weight_table(self) -> np.ndarray:
         """Weights indexed by event-type code (the order of ``EVENT_TYPES``)."""

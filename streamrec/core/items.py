@@ -104,9 +104,9 @@ class ItemsModel:
     popularity_beta: float = 0.3
     #: Training events per item, the trending prior before live events arrive.
     popularity: np.ndarray | None = None
-    #: Each item's repeat propensity and the shop's rate, for new items (:mod:`streamrec.core.repeat`).
+    #: Each item's repeat lift and the re-visit share by age (:mod:`streamrec.core.repeat`).
     repeat: np.ndarray | None = None
-    repeat_rate: float = 0.0
+    repeat_by_age: np.ndarray | None = None
 
     @classmethod
     def from_artifact(cls, model: ArtifactLike) -> ItemsModel:
@@ -114,7 +114,8 @@ class ItemsModel:
         params = training.get("params", {})
         return cls(model.version, model.item_ids, model.context, model.extras.get("target"), model.index,
                    model.extras.get("fold_in"), float(params.get("popularity_beta", 0.3)), model.extras.get("popularity"),
-                   model.extras.get("repeat"), float(training.get("repeat_rate", 0.0)))
+                   model.extras.get("repeat"),
+                   None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64))
 
 
 def item_features(item: CatalogItem) -> list[tuple[str, str]]:
@@ -577,7 +578,7 @@ class LiveItems:
     @property
     def has_repeat(self) -> bool:
         """Whether this version can re-rank with the repeat step (it has targets and propensities)."""
-        return self.model.target is not None and self.model.repeat is not None
+        return self.model.target is not None and self.model.repeat is not None and self.model.repeat_by_age is not None
 
     def targets(self, rows: np.ndarray, view: SearchView) -> np.ndarray:
         """Target vectors of ``rows`` as ``view`` searches them (new items from its snapshot)."""
@@ -589,9 +590,9 @@ class LiveItems:
         out[np.flatnonzero(~model_rows)[known]] = view.new_target[new_rows[known]]
         return out
 
-    def propensity(self, rows: np.ndarray) -> np.ndarray:
-        """Repeat propensity of ``rows``; the shop's rate for new items."""
-        out = np.full(len(rows), self.model.repeat_rate, np.float64)
+    def repeat_lift(self, rows: np.ndarray) -> np.ndarray:
+        """Repeat lift of ``rows``; 1 (the shop's average) for new items."""
+        out = np.ones(len(rows), np.float64)
         model_rows = rows < self.n_model
         if self.model.repeat is not None:
             out[model_rows] = self.model.repeat[rows[model_rows]]

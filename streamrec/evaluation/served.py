@@ -148,6 +148,9 @@ class ServedModel(Recommender):
         repeat = getattr(self.trained, "repeat", None)
         if p.repeat_weight <= 0 or repeat is None:
             return rows
+        by_age = np.asarray(self.summary.get("repeat_by_age", []), np.float64)
+        if not len(by_age):
+            return rows
         rows = rows.copy()
         for slot, user in enumerate(users.tolist()):
             recent = [int(self.model_row[item]) for item, _, _ in list(self.recent[user])[-REPEAT_EVENTS:]]
@@ -157,7 +160,7 @@ class ServedModel(Recommender):
             skip = {row for row in recent if row in banned[slot]}
             rows[slot], _ = with_repeats(rows[slot], scores[slot], k, self.vectors[user], recent,
                                          self.target.__getitem__, repeat.__getitem__, p.repeat_weight,
-                                         p.repeat_decay, skip)
+                                         by_age, skip)
         return rows
 
     def user_vector(self, user: int) -> np.ndarray:

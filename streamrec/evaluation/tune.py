@@ -21,7 +21,7 @@ import numpy as np
 from streamrec.evaluation.data import EventLog, user_sequences
 
 #: The settings searched, in the order ties are broken (the first is the step switched off).
-GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0, 3.0), "repeat_decay": (0.5, 0.7, 0.9)}
+GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0, 3.0)}
 
 
 def without_last_events(log: EventLog) -> EventLog:

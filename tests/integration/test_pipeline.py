@@ -110,10 +110,11 @@ def test_every_user_gets_exact_recommendations_and_bad_events_are_dead_lettered(
         assert state.last_ts == last_ts and state.n_events == len(history)
         scores = target @ expected
         # The repeat step, written out: the items of the user's last 32 events get
-        # repeat_weight * propensity * repeat_decay ** age (age 0 = the newest event).
+        # repeat_weight * lift * by_age[age] (age 0 = the newest event).
         for age, event in enumerate(reversed(per_user_events[user_id][-32:])):
             row = model.row_of[event.item_id]
-            scores[row] += params.repeat_weight * model.extras["repeat"][row] * params.repeat_decay**age
+            by_age = model.meta["training"]["repeat_by_age"]
+            scores[row] += params.repeat_weight * model.extras["repeat"][row] * by_age[age]
         for item in {e.item_id for e in per_user_events[user_id] if e.type == "purchase"}:
             scores[model.row_of[item]] = -np.inf
         top = np.argsort(-scores, kind="stable")[: params.k]

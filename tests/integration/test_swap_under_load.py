@@ -171,7 +171,8 @@ def test_a_swap_under_load_loses_nothing_and_mixes_nothing(engine, rate, bootstr
             if item.source == "model" and item.item_id in row_of:
                 row = row_of[item.item_id]
                 # the repeat step's bonus for items of the user's last 32 events (age 0 = newest)
-                bonus = sum(params.repeat_weight * float(repeat[row]) * params.repeat_decay**age
+                by_age = models[rec.model_version].meta["training"]["repeat_by_age"]
+                bonus = sum(params.repeat_weight * float(repeat[row]) * by_age[age]
                             for age, event in enumerate(reversed(state.recent[-32:])) if event.item_id == item.item_id)
                 expected = float(targets[rec.model_version][row] @ state.vector) + bonus
                 scored += 1

@@ -1,4 +1,4 @@
-"""The repeat step: recent items come back by propensity and recency, never excluded or blocked ones."""
+"""The repeat step: recent items come back by lift and learnt recency, never excluded or blocked ones."""
 
 import numpy as np
 import pytest
@@ -8,15 +8,15 @@ from streamrec.contract import CatalogItem, Event, encode_event
 from streamrec.core.batch import Message, process_batch
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import ItemsModel, LiveItems
-from streamrec.core.repeat import REPEAT_EVENTS, recency, repeat_propensity, with_repeats
+from streamrec.core.repeat import REPEAT_EVENTS, recency, repeat_rates, with_repeats
 
 
-def brute_force(vector, target, propensity, recent, weight, decay, skip, k):
+def brute_force(vector, target, lift, recent, weight, by_age, skip, k):
     """Score every item of the catalog with the bonus written out, top k."""
     scores = target @ vector
     for age, row in enumerate(reversed(recent[-REPEAT_EVENTS:])):
         if row not in skip:
-            scores[row] += weight * propensity[row] * decay**age
+            scores[row] += weight * lift[row] * by_age[age]
     allowed = [r for r in range(len(target)) if r not in skip]
     return sorted(allowed, key=lambda r: -scores[r])[:k]
 
@@ -26,14 +26,15 @@ def test_the_union_of_search_and_recent_items_is_the_catalog_wide_top_k(seed):
     rng = np.random.default_rng(seed)
     n, d, k = 40, 5, 6
     target, vector = rng.standard_normal((n, d)), rng.standard_normal(d)
-    propensity = rng.uniform(0, 1, n)
-    recent = rng.integers(0, n, rng.integers(1, 15)).tolist()
+    lift = rng.uniform(0, 3, n)
+    by_age = rng.uniform(0, 0.5, REPEAT_EVENTS)
+    recent = rng.integers(0, n, rng.integers(1, 40)).tolist()
     skip = set(rng.choice(n, 3, replace=False).tolist())
     scores = target @ vector
     allowed = np.array([r for r in np.argsort(-scores) if r not in skip])[:k]
-    rows, _ = with_repeats(allowed, scores[allowed], k, vector, recent, target.__getitem__, propensity.__getitem__,
-                           weight=2.0, decay=0.7, skip=skip)
-    assert rows.tolist() == brute_force(vector, target, propensity, recent, 2.0, 0.7, skip, k)
+    rows, _ = with_repeats(allowed, scores[allowed], k, vector, recent, target.__getitem__, lift.__getitem__,
+                           weight=2.0, by_age=by_age, skip=skip)
+    assert rows.tolist() == brute_force(vector, target, lift, recent, 2.0, by_age, skip, k)
 
 
 def test_weight_zero_and_no_recent_items_leave_the_list_unchanged():
@@ -41,38 +42,45 @@ def test_weight_zero_and_no_recent_items_leave_the_list_unchanged():
     target = np.eye(4)
     for weight, recent in ((0.0, [2]), (1.0, [])):
         out, out_scores = with_repeats(rows, scores, 3, np.ones(4), recent, target.__getitem__,
-                                       lambda r: np.ones(len(r)), weight, 0.5)
+                                       lambda r: np.ones(len(r)), weight, np.array([0.5]))
         assert out is rows and out_scores is scores
 
 
 def test_a_short_list_is_filled_with_recent_items_and_padded():
     target = np.zeros((5, 2))
     rows, scores = with_repeats(np.array([0, -1, -1, -1]), np.array([1.0, -np.inf, -np.inf, -np.inf]), 4,
-                                np.ones(2), [4, 3], target.__getitem__, lambda r: np.full(len(r), 0.9), 1.0, 0.5)
+                                np.ones(2), [4, 3], target.__getitem__, lambda r: np.full(len(r), 0.9), 1.0,
+                                np.array([1.0, 0.5]))
     assert rows.tolist() == [0, 3, 4, -1]  # the search's 0 (1.0), then 3 (newest: 0.9), 4 (0.45)
     assert scores.tolist()[:3] == pytest.approx([1.0, 0.9, 0.45]) and scores[3] == -np.inf
 
 
-def test_recency_sums_the_decayed_occurrences_of_the_last_events_only():
+def test_recency_sums_the_learnt_weights_of_the_last_events_only():
     recent = [9] + [1] * REPEAT_EVENTS  # 9 is one event too old
-    rows, weights = recency(recent, 0.5)
+    by_age = 0.5 ** np.arange(REPEAT_EVENTS)
+    rows, weights = recency(recent, by_age)
     assert rows.tolist() == [1]
-    assert weights[0] == pytest.approx(sum(0.5**a for a in range(REPEAT_EVENTS)))
+    assert weights[0] == pytest.approx(by_age.sum())
 
 
-def test_propensity_is_the_shrunk_share_of_events_followed_by_a_revisit():
+def test_lift_and_by_age_are_the_shares_written_out():
     rng = np.random.default_rng(3)
     users = np.sort(rng.integers(0, 30, 400))
     items = rng.integers(0, 12, 400)
-    propensity, rate = repeat_propensity(users, items, 12, prior=5.0, window=4)
+    lift, by_age = repeat_rates(users, items, 12, prior=5.0, window=4)
     hits, totals = np.zeros(12), np.zeros(12)
+    same, pairs = np.zeros(4), np.zeros(4)
     for n in range(400):
         later = [m for m in range(n + 1, min(n + 5, 400)) if users[m] == users[n]]
         if n + 1 < 400 and users[n + 1] == users[n]:
             totals[items[n]] += 1
             hits[items[n]] += any(items[m] == items[n] for m in later)
-    assert rate == pytest.approx(hits.sum() / totals.sum())
-    np.testing.assert_allclose(propensity, (hits + 5.0 * rate) / (totals + 5.0), rtol=1e-6)
+        for m in later:
+            pairs[m - n - 1] += 1
+            same[m - n - 1] += items[m] == items[n]
+    rate = hits.sum() / totals.sum()
+    np.testing.assert_allclose(by_age, same / pairs)
+    np.testing.assert_allclose(lift, (hits + 5.0 * rate) / (totals + 5.0) / rate, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- in the worker's core
@@ -89,7 +97,8 @@ def model(tmp_path):
     target = np.eye(10, dtype=np.float32) * np.linspace(1.0, 0.5, 10)[:, None]
     target[9] = 0.0
     repeat = np.full(10, 0.5, np.float32)
-    save_artifact(tmp_path / "m", ids, context, target, extras={"repeat": repeat}, training={"repeat_rate": 0.2})
+    by_age = [0.7**a for a in range(REPEAT_EVENTS)]
+    save_artifact(tmp_path / "m", ids, context, target, extras={"repeat": repeat}, training={"repeat_by_age": by_age})
     return load_artifact(tmp_path / "m", use_gpu=False)
 
 
@@ -117,7 +126,7 @@ def test_purchased_and_unavailable_items_never_come_back(model):
     assert listed[0] == "sku-2"
 
 
-def test_a_new_item_gets_the_shops_rate(model):
+def test_a_new_item_gets_the_shops_average_lift(model):
     items = LiveItems(ItemsModel.from_artifact(model))
     row = items.row("brand-new")
-    assert items.propensity(np.array([0, row])).tolist() == pytest.approx([0.5, 0.2])
+    assert items.repeat_lift(np.array([0, row])).tolist() == pytest.approx([0.5, 1.0])

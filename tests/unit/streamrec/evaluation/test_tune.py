@@ -26,16 +26,16 @@ def test_the_validation_split_never_holds_a_test_event(toy_log):
 
 
 def test_tune_takes_the_best_hr_and_the_earlier_point_on_ties():
-    scores = {("0.0", "0.5"): 0.1, ("1.0", "0.5"): 0.3, ("1.0", "0.9"): 0.3, ("3.0", "0.5"): 0.2}
+    scores = {("0.0", "0.5"): 0.1, ("1.0", "0.5"): 0.3, ("1.0", "0.9"): 0.3, ("3.0", "0.5"): 0.2}  # (weight, x)
     seen = []
 
     def run(point):
         seen.append(point)
-        hr = scores.get((point["repeat_weight"], point["repeat_decay"]), 0.0)
+        hr = scores.get((point["repeat_weight"], point["x"]), 0.0)
         return {"HR@10": hr, "NDCG@10": hr / 2}
 
-    result = tune(run, {"repeat_weight": (0.0, 1.0, 3.0), "repeat_decay": (0.5, 0.9)})
-    assert result.chosen == {"repeat_weight": 1.0, "repeat_decay": 0.5}
+    result = tune(run, {"repeat_weight": (0.0, 1.0, 3.0), "x": (0.5, 0.9)})
+    assert result.chosen == {"repeat_weight": 1.0, "x": 0.5}
     assert len(seen) == 5  # with the step off the decay is not searched twice
 
 
@@ -53,13 +53,13 @@ def test_cli_tune_prints_the_grid_and_the_choice(beauty_like):
                                            "--tune", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    points = 1 + (len(GRID["repeat_weight"]) - 1) * len(GRID["repeat_decay"])
+    points = len(GRID["repeat_weight"])
     log = load_log(beauty_like, "amazon-seq")
     assert len(report["grid"]) == points and report["validation_events"] == len(log) - log.n_users
     # Leave-one-out masks the whole history: recent items can never be listed, so every point
     # scores the same and the first one (the step off) is chosen.
     assert len({row["HR@10"] for row in report["grid"]}) == 1
-    assert report["chosen"] == {"repeat_weight": 0.0, "repeat_decay": 0.5}
+    assert report["chosen"] == {"repeat_weight": 0.0}
 
 
 def rebuyers() -> EventLog:
