@@ -55,7 +55,7 @@ class InterestParams:
     history_size: int = 32
     #: Repeat step (:mod:`streamrec.core.repeat`): weight of ``lift * recency`` added to a recent
     #: item's score (0: off).
-    repeat_weight: float = 1.0
+    repeat_weight: float = 0.3
 
     def __post_init__(self) -> None:
         unknown = set(self.event_weights) - set(EVENT_TYPES)
