@@ -44,6 +44,7 @@ from streamrec.core.batch import (
     rebuild_state,
 )
 from streamrec.core.interest import InterestParams
+from streamrec.core.diversity import POOL
 from streamrec.core.repeat import REPEAT_EVENTS
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.state import RecentEvent, StateDecodeError, UserState, decode_state
@@ -157,11 +158,12 @@ def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], rec
     """Search and finish one list as :func:`finish_batch` does for the worker."""
     view = items.view(only)
     queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
-    rows, scores = view.search(queries, k, [excluded])
+    diversity = 0.0 if params is None else params.diversity
+    rows, scores = view.search(queries, k * POOL if diversity > 0 else k, [excluded])
     finish_excluded = excluded if only is None else _OutsideOr(only, excluded)
     repeat_weight = 0.0 if params is None else params.repeat_weight  # similar(): no repeats
     prepared = PreparedBatch(BatchResult(), [user_id], queries, [finish_excluded], [trigger],  # type: ignore[list-item]
-                             items, k, [list(recent)], view, repeat_weight)
+                             items, k, [list(recent)], view, repeat_weight, diversity)
     (rec,) = finish_batch(prepared, rows, scores).recommendations
     return [{"item_id": i.item_id, "score": float(i.score), "source": i.source} for i in rec.items]
 

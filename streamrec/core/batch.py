@@ -28,6 +28,7 @@ from streamrec.contract import (
 )
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
+from streamrec.core.diversity import POOL, mmr
 from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
 from streamrec.core.state import RecentEvent, UserState
 
@@ -141,12 +142,19 @@ class PreparedBatch:
     view: SearchView | None = None
     #: The repeat step's ``InterestParams.repeat_weight`` (0: off).
     repeat_weight: float = 0.0
+    #: The diversity step's ``InterestParams.diversity`` (0: off; else POOL * k candidates are searched).
+    diversity: float = 0.0
+
+    @property
+    def fetch(self) -> int:
+        """Candidates the search returns per user."""
+        return self.k * POOL if self.diversity > 0 else self.k
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
         runs; the item side's snapshot was taken when the batch was prepared)."""
         view = self.view or self.items.view()
-        return view.search(self.vectors, self.k, self.exclusions)
+        return view.search(self.vectors, self.fetch, self.exclusions)
 
 
 def process_batch(
@@ -382,7 +390,7 @@ def new_states(
     items.observe(rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
     return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
-                         recent_events, items.view(), params.repeat_weight)
+                         recent_events, items.view(), params.repeat_weight, params.diversity)
 
 
 def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
@@ -391,6 +399,7 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
     rows, scores = repeat_step(prepared, rows, scores)
+    rows, scores = diversity_step(prepared, rows, scores)
     item_ids = items.item_ids
     # Lists the rules must finish: short ones, and those holding an item blocked since the
     # search (one vectorised check for the whole batch).
@@ -427,6 +436,21 @@ def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -
         excluded = prepared.exclusions[slot]
         skip = {row for row in recent if row < 0 or row in excluded or items.blocked(row)}
         rows[slot], scores[slot] = with_repeats(
-            rows[slot], scores[slot], prepared.k, prepared.vectors[slot], recent,
+            rows[slot], scores[slot], rows.shape[1], prepared.vectors[slot], recent,
             lambda r: items.targets(r, view), items.repeat_lift, prepared.repeat_weight, items.model.repeat_by_age, skip)
     return rows, scores
+
+
+def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's k items chosen from the candidates by MMR (:mod:`streamrec.core.diversity`);
+    the first k candidates when the step is off."""
+    items, k = prepared.items, prepared.k
+    if prepared.diversity <= 0 or not len(rows) or items.model.target is None:
+        return rows[:, :k], scores[:, :k]
+    view = prepared.view or items.view()
+    out_rows = np.full((len(rows), k), -1, np.int64)
+    out_scores = np.full((len(rows), k), -np.inf, dtype=scores.dtype)
+    for slot in range(len(rows)):
+        out_rows[slot], out_scores[slot] = mmr(rows[slot], scores[slot], k, lambda r: items.targets(r, view),
+                                               prepared.diversity)
+    return out_rows, out_scores
