@@ -44,6 +44,7 @@ from streamrec.core.batch import (
     rebuild_state,
 )
 from streamrec.core.interest import InterestParams
+from streams.shell import interest_params
 from streamrec.core.diversity import POOL
 from streamrec.core.repeat import REPEAT_EVENTS
 from streamrec.core.items import ItemsModel, LiveItems
@@ -244,7 +245,7 @@ class Replica:
 
     def __init__(self, settings, params: InterestParams | None = None) -> None:  # noqa: ANN001 - Settings
         self.settings = settings
-        self.params = params or InterestParams()
+        self.params = params or interest_params(settings)
         self.changelog = _changelog_topic(settings)
         self.lock = threading.Lock()
         self.states: dict[str, bytes] = {}
