@@ -12,6 +12,7 @@ Layout of a models folder::
         target.npy           # optional extras, loaded into ``ModelArtifact.extras``: the target
         fold_in.npy          # vectors, the regression's (Z^T Z + r I)^-1 and the training
         popularity.npy       # events per item (new items' priors and fold-in, trending prior)
+        repeat.npy           # and each item's repeat lift (streamrec.core.repeat)
 
 A version folder is complete once ``meta.json`` exists; ``LATEST`` only ever names complete
 versions, so a worker polling it never loads half a model.
@@ -38,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 _VERSION_RE = re.compile(r"^v(\d{6})$")
 #: Optional arrays of a version: the target vectors, the target regression's solve matrix and
-#: the training events per item (see streamrec.core.items).
-EXTRAS = ("target", "fold_in", "popularity")
+#: the training events per item (see streamrec.core.items), the items' repeat lifts
+#: (streamrec.core.repeat).
+EXTRAS = ("target", "fold_in", "popularity", "repeat")
 
 
 class ArtifactError(RuntimeError):

@@ -34,6 +34,7 @@ from scipy.sparse.linalg import svds
 
 from streamrec.contract import EVENT_TYPE_CODES, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
+from streamrec.core.repeat import repeat_rates
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class TrainParams:
     #: With regression targets: the last dimension of every context vector is a constant,
     #: so the regression learns a per-item intercept (a learnt popularity prior).
     item_bias: bool = True
+    #: Pseudo events shrinking each item's repeat lift towards 1
+    #: (:func:`streamrec.core.repeat.repeat_rates`).
+    repeat_prior: float = 10.0
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.window < 1:
@@ -294,6 +298,9 @@ class TrainedModel:
     fold_in: np.ndarray | None
     #: Training events per item.
     popularity: np.ndarray
+    #: Per item, its repeat lift (:func:`streamrec.core.repeat.repeat_rates`); the re-visit share
+    #: by age is ``summary["repeat_by_age"]``.
+    repeat: np.ndarray | None = None
 
     def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
              extra_meta: dict[str, Any] | None = None) -> Path:
@@ -302,6 +309,8 @@ class TrainedModel:
 
         summary = self.summary if source is None else {**self.summary, "source": source}
         extras = {"popularity": self.popularity}
+        if self.repeat is not None:
+            extras["repeat"] = self.repeat
         if self.fold_in is not None:
             extras["fold_in"] = self.fold_in
         return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
@@ -331,6 +340,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     solve = None
     if params.targets == "regression":
         target, solve = fit_targets_and_solve(data, context, params, interest)
+    repeat, repeat_by_age = repeat_rates(data.user_of_event(), data.items, data.n_items, prior=params.repeat_prior)
     summary = {
         "users": len(data.user_ids),
         "items": data.n_items,
@@ -339,8 +349,9 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         "ts_range": [float(data.ts.min()), float(data.ts.max())] if len(data.ts) else None,
         "nonzeros": int(matrix.nnz),
         "params": {k: v for k, v in params.__dict__.items()},
+        "repeat_by_age": [round(float(x), 8) for x in repeat_by_age],
         "seconds": round(time.perf_counter() - started, 3),
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])
     popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
-    return TrainedModel(data.item_ids, context, target, summary, solve, popularity)
+    return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat)

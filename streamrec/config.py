@@ -158,6 +158,11 @@ class RulesSettings(BaseModel):
     #: How many events of users on a new item weigh as much as its catalog prior: its vector
     #: moves from the prior to what its users say as they accumulate (docs/model.md).
     new_item_prior_events: float = Field(1.0, gt=0)
+    #: Weight of the repeat step that brings back items of the user's recent events (0: off;
+    #: docs/model.md, chosen on validation in docs/quality.md).
+    repeat_weight: float = Field(0.3, ge=0)
+    #: Strength λ of the optional diversity step, MMR over 3k candidates (0: off).
+    diversity: float = Field(0.0, ge=0, le=1)
 
 
 class WorkerSettings(BaseModel):

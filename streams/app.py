@@ -17,6 +17,7 @@ import faust
 
 from streamrec.config import Settings
 from streamrec.core.interest import InterestParams
+from streams.shell import interest_params
 from streamrec.kafka.clients import faust_app_options
 from streams.model import ModelHolder
 from streams.tables import USER_STATES_TABLE
@@ -47,7 +48,7 @@ def create_app(
     ``register`` adds the agents: :func:`streams.agents.register_agents` for the worker; the
     benchmark's naive baseline passes its own, so both run on the very same app.
     """
-    params = params or InterestParams()
+    params = params or interest_params(settings)
     faiss.omp_set_num_threads(settings.index.search_threads)
     model = ModelHolder.from_settings(settings)
     kafka = settings.kafka

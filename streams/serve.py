@@ -39,7 +39,6 @@ from aiohttp import web
 
 from streamrec.contract import MAX_STRING_LENGTH
 from streamrec.core.batch import (
-    RECENT_CATEGORY_EVENTS,
     BatchResult,
     Message,
     PreparedBatch,
@@ -50,6 +49,9 @@ from streamrec.core.batch import (
 )
 from streamrec.core.experiments import Experiment, assign, experiment_from_dict
 from streamrec.core.interest import InterestParams
+from streams.shell import interest_params
+from streamrec.core.diversity import POOL
+from streamrec.core.repeat import REPEAT_EVENTS
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.state import RecentEvent, StateDecodeError, UserState, decode_state
 from streamrec.kafka.security import client_config
@@ -161,14 +163,17 @@ class _OutsideOr:
 
 def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], recent: Sequence[RecentEvent],
             only: np.ndarray | None, user_id: str, trigger: _Trigger,
-            experiment: Experiment | None = None) -> list[dict[str, Any]]:
+            experiment: Experiment | None = None, params: InterestParams | None = None) -> list[dict[str, Any]]:
     """Search and finish one list as :func:`finish_batch` does for the worker."""
     view = items.view(only)
     queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
-    rows, scores = view.search(queries, k, [excluded])
+    diversity = 0.0 if params is None else params.diversity
+    rows, scores = view.search(queries, k * POOL if diversity > 0 else k, [excluded])
     finish_excluded = excluded if only is None else _OutsideOr(only, excluded)
+    repeat_weight = 0.0 if params is None else params.repeat_weight  # similar(): no repeats
     prepared = PreparedBatch(BatchResult(), [user_id], queries, [finish_excluded], [trigger],  # type: ignore[list-item]
-                             items, k, [list(recent)], view, experiment)
+                             items, k, [list(recent)], view, experiment=experiment, repeat_weight=repeat_weight,
+                             diversity=diversity)
     (rec,) = finish_batch(prepared, rows, scores).recommendations
     return [{"item_id": i.item_id, "score": float(i.score), "source": i.source} for i in rec.items]
 
@@ -201,14 +206,14 @@ def recommend(items: LiveItems, user_id: str, state: UserState | None, *, k: int
     else:
         vector = state.vector
         excluded = items.exclusions(state.purchased)
-        recent = state.recent[-RECENT_CATEGORY_EVENTS:]
+        recent = state.recent[-REPEAT_EVENTS:]
     excluded |= _rows(items, exclude)
     variant = assign(experiment, user_id) if experiment is not None else None
     if variant is not None and variant.kind == "params" and variant.params is not None and state is not None:
         vector = variant_query(items, state.recent, variant.params)
     event_id = state.recent[-1].event_id if state is not None and state.recent else None
     trigger = _Trigger(event_id or "", (state.last_ts or 0.0) if state is not None else 0.0)
-    answer = _answer(items, vector, k, excluded, recent, only, user_id, trigger, experiment)
+    answer = _answer(items, vector, k, excluded, recent, only, user_id, trigger, experiment, params)
     return {"user_id": user_id, "items": answer, "model_version": items.version, "state_event_id": event_id,
             "experiment": None if experiment is None else experiment.name,
             "variant": None if variant is None else variant.name}
@@ -256,7 +261,7 @@ class Replica:
 
     def __init__(self, settings, params: InterestParams | None = None) -> None:  # noqa: ANN001 - Settings
         self.settings = settings
-        self.params = params or InterestParams()
+        self.params = params or interest_params(settings)
         experiments = getattr(settings, "experiments", ())
         #: The running experiment: answers follow the user's variant, as the worker's lists do.
         self.experiment = experiment_from_dict(experiments[0].model_dump()) if experiments else None

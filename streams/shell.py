@@ -53,6 +53,11 @@ GAUGES_EVERY_S = 1.0
 CATALOG_COUNT_EVERY_S = 5.0
 
 
+
+def interest_params(settings: Settings) -> InterestParams:
+    """The worker's ``InterestParams``: the defaults with the list rules' repeat and diversity settings."""
+    return InterestParams(repeat_weight=settings.rules.repeat_weight, diversity=settings.rules.diversity)
+
 class WorkerStats:
     """Counters the worker logs (and tests read): processed, recommended, rejected by reason."""
 
@@ -88,7 +93,7 @@ class WorkerShell:
 
     def __init__(self, settings: Settings, params: InterestParams | None = None, *, model: ModelHolder | None = None) -> None:
         self.settings = settings
-        self.params = params or InterestParams()
+        self.params = params or interest_params(settings)
         #: The running experiment (its variant is stamped on every list), or None.
         self.experiment = experiment_from_dict(settings.experiments[0].model_dump()) if settings.experiments else None
         self.model = model or ModelHolder.from_settings(settings)

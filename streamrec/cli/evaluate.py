@@ -91,12 +91,22 @@ def _overrides(_ctx: click.Context, _param: click.Parameter, value: tuple[str, .
               help="New-items: ItemRules.new_item_prior_events [default: the rule's default].")
 @click.option("--variants", default="frozen,fold-in,catalog,prior-only", show_default=True,
               help="New-items: comma-separated variants to run.")
+@click.option("--repeat-purchases", is_flag=True,
+              help="Prequential: purchased items may be recommended again (a shop whose every category is a "
+                   "repeat-purchase one); by default they are excluded, as the worker does.")
+@click.option("--tune", is_flag=True,
+              help="Choose the served model's repeat-step settings on the validation split (leave-one-out: the "
+                   "second-to-last item; prequential: the first --tune-share of the stream) and print the choice; "
+                   "no test numbers are computed.")
+@click.option("--tune-share", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="--tune with prequential: the share of the stream the validation run replays.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
 def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: int | None, seed: int,
              dim: int | None, served_param: dict[str, str], pretrain: float, retrain_every: int, recent_window: int, window: int,
              csv_path: Path | None, plot_path: Path | None, through_kafka: bool, bootstrap: str | None,
              catalog_path: Path | None, train_fraction: float, end_fraction: float, batch_size: int, limit: int | None,
-             prior_events: float | None, variants: str, as_json: bool) -> None:
+             prior_events: float | None, variants: str, repeat_purchases: bool, tune: bool, tune_share: float,
+             as_json: bool) -> None:
     """Measure recommendation quality: the served model and the baselines, one protocol.
 
     \b
@@ -118,6 +128,11 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
         raise click.BadParameter("--through-kafka replays the leave-one-out protocol only", param_hint="--protocol")
     if (csv_path or plot_path) and protocol != "prequential":
         raise click.BadParameter("--csv and --plot are for the prequential protocol", param_hint="--protocol")
+    if repeat_purchases and protocol != "prequential":
+        raise click.BadParameter("--repeat-purchases is for the prequential protocol", param_hint="--protocol")
+    if tune and (protocol == "new-items" or through_kafka):
+        raise click.BadParameter("--tune chooses settings under leave-one-out or prequential, without --through-kafka",
+                                 param_hint="--tune")
 
     console = _console()
     started = time.perf_counter()
@@ -134,6 +149,10 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
     console.log(f"{dataset.name}: {len(log):,} events, {log.n_users:,} users, {log.n_items:,} items "
                 f"(read in {time.perf_counter() - started:.1f} s)")
     name = dataset.stem
+    if tune:
+        _tune(log, name, protocol, dim, served_param, pretrain, retrain_every, repeat_purchases, tune_share, as_json,
+              console)
+        return
     results: list[dict[str, Any]] = []
     outcomes = []
     for model in build_models(names, dim=dim, recent_window=recent_window, served_overrides=served_param):
@@ -142,7 +161,7 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
             outcome = run_leave_one_out(model, log)
         else:
             outcome = run_prequential(model, log, pretrain=max(1, int(pretrain * len(log))),
-                                      retrain_every=retrain_every)
+                                      retrain_every=retrain_every, exclude_purchased=not repeat_purchases)
         outcomes.append(outcome)
         results.append(record(outcome, name))
         console.log(f"{model.name}: HR@10 {outcome.metrics['HR@10']:.4f}, NDCG@10 {outcome.metrics['NDCG@10']:.4f} "
@@ -163,6 +182,39 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
         click.echo(json.dumps(results))
     else:
         _print_table(results)
+
+
+def _tune(log, name: str, protocol: str, dim: int | None, overrides: dict[str, str], pretrain: float,  # noqa: ANN001
+          retrain_every: int, repeat_purchases: bool, share: float, as_json: bool, console) -> None:  # noqa: ANN001
+    from streamrec.evaluation.models import build_models
+    from streamrec.evaluation.protocols import run_leave_one_out, run_prequential
+    from streamrec.evaluation.tune import GRID, tune, validation_log
+
+    validation = validation_log(log, protocol, share)
+    console.log(f"validation split: {len(validation):,} events ({protocol})")
+
+    def run(point: dict[str, str]) -> dict[str, float]:
+        (model,) = build_models(["served"], dim=dim, served_overrides={**overrides, **point})
+        if protocol == "leave-one-out":
+            return run_leave_one_out(model, validation).metrics
+        return run_prequential(model, validation, pretrain=max(1, int(pretrain * len(validation))),
+                               retrain_every=retrain_every, exclude_purchased=not repeat_purchases).metrics
+
+    result = tune(run, GRID, progress=console.log)
+    if as_json:
+        click.echo(json.dumps({"dataset": name, "protocol": protocol, "validation_events": len(validation),
+                               "grid": result.rows, "chosen": result.chosen}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{name} · {protocol} · validation split ({len(validation):,} events)")
+    for column in [*GRID, "HR@10", "NDCG@10"]:
+        table.add_column(column, justify="right")
+    for row in result.rows:
+        table.add_row(*(f"{row[c]:g}" if c in GRID else f"{row[c]:.4f}" for c in [*GRID, "HR@10", "NDCG@10"]))
+    Console().print(table)
+    click.echo("chosen: " + " ".join(f"--served-param {k}={v:g}" for k, v in result.chosen.items()))
 
 
 def _new_items(dataset: Path, fmt: str, n_users: int | None, seed: int, dim: int | None, catalog_path: Path | None,
@@ -273,7 +325,8 @@ def _print_table(results: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metrics = [k for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20") if any(k in r for r in results)]
+    metrics = [k for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "coverage@10", "ILD@10",
+                           "novelty@10") if any(k in r for r in results)]
     table = Table(title=f"{results[0]['dataset']} · {results[0]['protocol']}" if results else "no results")
     for column in ["model", *metrics, "users", "seconds"]:
         table.add_column(column, justify="left" if column == "model" else "right")

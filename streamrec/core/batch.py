@@ -36,6 +36,8 @@ from streamrec.contract import (
 from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
+from streamrec.core.diversity import POOL, mmr
+from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
 from streamrec.core.state import RecentEvent, UserState
 
 #: How many of a user's newest events name the categories their backfill comes from.
@@ -161,17 +163,27 @@ class PreparedBatch:
     triggers: list[Event]
     items: LiveItems
     k: int
-    #: Each user's newest events, newest last (their items' categories lead the backfill).
+    #: Each user's newest events (up to REPEAT_EVENTS), newest last: the repeat step's recent
+    #: items; the last RECENT_CATEGORY_EVENTS' categories lead the backfill.
     recent: list[list[RecentEvent]] = field(default_factory=list)
     view: SearchView | None = None
     #: The running experiment (None: none); every list is stamped with the user's variant.
     experiment: Experiment | None = None
+    #: The repeat step's ``InterestParams.repeat_weight`` (0: off).
+    repeat_weight: float = 0.0
+    #: The diversity step's ``InterestParams.diversity`` (0: off; else POOL * k candidates are searched).
+    diversity: float = 0.0
+
+    @property
+    def fetch(self) -> int:
+        """Candidates the search returns per user."""
+        return self.k * POOL if self.diversity > 0 else self.k
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
         runs; the item side's snapshot was taken when the batch was prepared)."""
         view = self.view or self.items.view()
-        return view.search(self.vectors, self.k, self.exclusions)
+        return view.search(self.vectors, self.fetch, self.exclusions)
 
 
 def process_batch(
@@ -460,11 +472,12 @@ def new_states(
         kept_slots.append(slot)
         triggers.append(trigger)
         exclusions.append(items.exclusions(purchased))
-        recent_events.append(recent[-RECENT_CATEGORY_EVENTS:])
+        recent_events.append(recent[-REPEAT_EVENTS:])
     items.observe(rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
     return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
-                         recent_events, items.view())
+                         recent_events, items.view(), repeat_weight=params.repeat_weight,
+                         diversity=params.diversity)
 
 
 def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
@@ -472,6 +485,8 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     after the item side's rules (:meth:`streamrec.core.items.LiveItems.finish_list`)."""
     result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
+    rows, scores = repeat_step(prepared, rows, scores)
+    rows, scores = diversity_step(prepared, rows, scores)
     item_ids = items.item_ids
     # Lists the rules must finish: short ones, and those holding an item blocked since the
     # search (one vectorised check for the whole batch).
@@ -489,10 +504,46 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
         else:
             n_found = k - found.count(-1)  # -1 pads the end of a short list
             chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
-                                       prepared.exclusions[slot], [r.item_id for r in prepared.recent[slot]])
+                                       prepared.exclusions[slot],
+                                       [r.item_id for r in prepared.recent[slot][-RECENT_CATEGORY_EVENTS:]])
         result.recommendations.append(
             Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at,
                            list_id_for(user_id, trigger.event_id, items.version),
                            None if experiment is None else experiment.name, None if variant is None else variant.name)
         )
     return result
+
+
+def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's search result re-ranked with their recent items (:mod:`streamrec.core.repeat`);
+    excluded and blocked items are never added. Unchanged when the step is off or the model
+    version has no repeat propensities."""
+    items = prepared.items
+    if prepared.repeat_weight <= 0 or not items.has_repeat or not len(rows):
+        return rows, scores
+    view = prepared.view or items.view()
+    rows, scores = rows.copy(), scores.copy()
+    row_of = items.row_of
+    for slot in range(len(prepared.users)):
+        recent = [row_of.get(event.item_id, -1) for event in prepared.recent[slot] if isinstance(event, RecentEvent)]
+        excluded = prepared.exclusions[slot]
+        skip = {row for row in recent if row < 0 or row in excluded or items.blocked(row)}
+        rows[slot], scores[slot] = with_repeats(
+            rows[slot], scores[slot], rows.shape[1], prepared.vectors[slot], recent,
+            lambda r: items.targets(r, view), items.repeat_lift, prepared.repeat_weight, items.model.repeat_by_age, skip)
+    return rows, scores
+
+
+def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's k items chosen from the candidates by MMR (:mod:`streamrec.core.diversity`);
+    the first k candidates when the step is off."""
+    items, k = prepared.items, prepared.k
+    if prepared.diversity <= 0 or not len(rows) or items.model.target is None:
+        return rows[:, :k], scores[:, :k]
+    view = prepared.view or items.view()
+    out_rows = np.full((len(rows), k), -1, np.int64)
+    out_scores = np.full((len(rows), k), -np.inf, dtype=scores.dtype)
+    for slot in range(len(rows)):
+        out_rows[slot], out_scores[slot] = mmr(rows[slot], scores[slot], k, lambda r: items.targets(r, view),
+                                               prepared.diversity)
+    return out_rows, out_scores

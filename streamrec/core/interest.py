@@ -53,6 +53,11 @@ class InterestParams:
     max_exclusions: int = 256
     #: Most recent events kept per user, to rebuild the vector when item vectors change.
     history_size: int = 32
+    #: Repeat step (:mod:`streamrec.core.repeat`): weight of ``lift * recency`` added to a recent
+    #: item's score (0: off).
+    repeat_weight: float = 0.3
+    #: Diversity step (:mod:`streamrec.core.diversity`): MMR strength λ over the candidates (0: off).
+    diversity: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.event_weights) - set(EVENT_TYPES)
@@ -64,6 +69,10 @@ class InterestParams:
             raise ValueError(f"half_life_s must be > 0, got {self.half_life_s}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
+        if not self.repeat_weight >= 0:
+            raise ValueError(f"repeat_weight must be >= 0, got {self.repeat_weight}")
 
     def weight_table(self) -> np.ndarray:
         """Weights indexed by event-type code (the order of ``EVENT_TYPES``)."""

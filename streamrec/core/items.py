@@ -104,12 +104,18 @@ class ItemsModel:
     popularity_beta: float = 0.3
     #: Training events per item, the trending prior before live events arrive.
     popularity: np.ndarray | None = None
+    #: Each item's repeat lift and the re-visit share by age (:mod:`streamrec.core.repeat`).
+    repeat: np.ndarray | None = None
+    repeat_by_age: np.ndarray | None = None
 
     @classmethod
     def from_artifact(cls, model: ArtifactLike) -> ItemsModel:
-        params = model.meta.get("training", {}).get("params", {})
+        training = model.meta.get("training", {})
+        params = training.get("params", {})
         return cls(model.version, model.item_ids, model.context, model.extras.get("target"), model.index,
-                   model.extras.get("fold_in"), float(params.get("popularity_beta", 0.3)), model.extras.get("popularity"))
+                   model.extras.get("fold_in"), float(params.get("popularity_beta", 0.3)), model.extras.get("popularity"),
+                   model.extras.get("repeat"),
+                   None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64))
 
 
 def item_features(item: CatalogItem) -> list[tuple[str, str]]:
@@ -568,6 +574,29 @@ class LiveItems:
         if self._trend_ref is None or self._trend_newest is None:
             return value
         return value * 2.0 ** (-(self._trend_newest - self._trend_ref) / self.rules.trending_half_life_s)
+
+    @property
+    def has_repeat(self) -> bool:
+        """Whether this version can re-rank with the repeat step (it has targets and propensities)."""
+        return self.model.target is not None and self.model.repeat is not None and self.model.repeat_by_age is not None
+
+    def targets(self, rows: np.ndarray, view: SearchView) -> np.ndarray:
+        """Target vectors of ``rows`` as ``view`` searches them (new items from its snapshot)."""
+        out = np.zeros((len(rows), self.dim), np.float32)
+        model_rows = rows < self.n_model
+        out[model_rows] = self.model.target[rows[model_rows]]
+        new_rows = rows[~model_rows] - self.n_model
+        known = new_rows < len(view.new_target)
+        out[np.flatnonzero(~model_rows)[known]] = view.new_target[new_rows[known]]
+        return out
+
+    def repeat_lift(self, rows: np.ndarray) -> np.ndarray:
+        """Repeat lift of ``rows``; 1 (the shop's average) for new items."""
+        out = np.ones(len(rows), np.float64)
+        model_rows = rows < self.n_model
+        if self.model.repeat is not None:
+            out[model_rows] = self.model.repeat[rows[model_rows]]
+        return out
 
     def exclusions(self, purchased: Iterable[str]) -> set[int]:
         """Rows a user must not be shown: purchased items, except repeat-purchase categories."""

@@ -35,7 +35,7 @@ import numpy as np
 from streamrec.core.interest import rank_within_groups
 from streamrec.evaluation.base import Recommender
 from streamrec.evaluation.data import PURCHASE, EventLog, LeaveOneOut, leave_one_out
-from streamrec.evaluation.metrics import KS, hit_positions, summarise
+from streamrec.evaluation.metrics import KS, beyond_accuracy, hit_positions, summarise
 
 Progress = Callable[[int, int], None]
 
@@ -59,6 +59,8 @@ class Outcome:
     event_index: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
     new_item: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
     details: dict[str, object] = field(default_factory=dict)
+    #: Catalog coverage, intra-list diversity and novelty of the top-10 lists (metrics.beyond_accuracy).
+    beyond: dict[str, float] = field(default_factory=dict)
 
 
 def run_leave_one_out(
@@ -73,26 +75,32 @@ def run_leave_one_out(
     fit_seconds = time.perf_counter() - started
     depth = max(ks)
     positions = np.empty(len(split.users), dtype=np.int64)
+    lists = np.full((len(split.users), 10), -1, dtype=np.int64)
     for start in range(0, len(split.users), block):
         end = min(start + block, len(split.users))
         top = model.recommend(split.users[start:end], depth, split.histories[start:end])
         positions[start:end] = hit_positions(top, split.test_items[start:end])
+        lists[start:end, : min(10, top.shape[1])] = top[:, :10]
         if progress is not None:
             progress(end, len(split.users))
     return Outcome(
         name=model.name, served=model.served, protocol="leave-one-out", metrics=summarise(positions, ks),
         cases=len(positions), users=len(positions), seconds=time.perf_counter() - started,
         fit_seconds=fit_seconds, positions=positions, details=model.describe(),
+        beyond=beyond_accuracy(lists, log.users[split.train], log.items[split.train], log.n_users, log.n_items),
     )
 
 
 class _Exclusions:
     """Items each user purchased so far (what the worker never recommends)."""
 
-    def __init__(self, n_users: int) -> None:
+    def __init__(self, n_users: int, *, enabled: bool = True) -> None:
         self.items: list[list[int]] = [[] for _ in range(n_users)]
+        self.enabled = enabled
 
     def add(self, log: EventLog) -> None:
+        if not self.enabled:
+            return
         for n in np.flatnonzero(log.types == PURCHASE):
             items = self.items[log.users[n]]
             item = int(log.items[n])
@@ -111,8 +119,12 @@ def run_prequential(
     retrain_every: int,
     ks: tuple[int, ...] = KS,
     progress: Progress | None = None,
+    exclude_purchased: bool = True,
 ) -> Outcome:
-    """Test-then-learn over ``log`` from event ``pretrain`` on (see the module doc)."""
+    """Test-then-learn over ``log`` from event ``pretrain`` on (see the module doc).
+
+    ``exclude_purchased=False``: repeat purchases allowed (a shop whose every category is a
+    repeat-purchase one, ``rules.repeat_purchase_categories``): nothing is excluded."""
     if not 0 < pretrain < len(log):
         raise ValueError(f"pretrain must be between 1 and {len(log) - 1} events, got {pretrain}")
     if retrain_every < 1:
@@ -126,9 +138,10 @@ def run_prequential(
     known = np.zeros(log.n_users, dtype=bool)
     known[log.users[:pretrain]] = True
     seen = set((log.users[:pretrain] * log.n_items + log.items[:pretrain]).tolist())
-    exclusions = _Exclusions(log.n_users)
+    exclusions = _Exclusions(log.n_users, enabled=exclude_purchased)
     exclusions.add(log.take(slice(0, pretrain)))
     positions = np.full(len(log), -1, dtype=np.int64)
+    lists = np.full((len(log), 10), -1, dtype=np.int64)
     new_item = np.zeros(len(log), dtype=bool)
 
     bounds = list(range(pretrain, len(log), retrain_every)) + [len(log)]
@@ -144,6 +157,7 @@ def run_prequential(
             if len(scored):
                 top = model.recommend(log.users[scored], depth, exclusions.of(log.users[scored]))
                 positions[scored] = hit_positions(top, log.items[scored])
+                lists[scored, : min(10, top.shape[1])] = top[:, :10]
             events = log.take(index)
             model.observe(events)
             exclusions.add(events)
@@ -160,7 +174,9 @@ def run_prequential(
         metrics=summarise(positions[scored], ks), cases=len(scored),
         users=int(len(np.unique(log.users[scored]))), seconds=time.perf_counter() - started,
         fit_seconds=fit_seconds, positions=positions[scored], event_index=scored, new_item=new_item[scored],
-        details={**model.describe(), "pretrain_events": pretrain, "retrain_every": retrain_every},
+        details={**model.describe(), "pretrain_events": pretrain, "retrain_every": retrain_every,
+                 "exclude_purchased": exclude_purchased},
+        beyond=beyond_accuracy(lists[scored], log.users, log.items, log.n_users, log.n_items),
     )
 
 

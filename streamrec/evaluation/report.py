@@ -31,6 +31,7 @@ def record(outcome: Outcome, dataset: str) -> dict[str, Any]:
         new = outcome.new_item
         out["HR@10_new_items"] = round(float(np.mean(outcome.positions[new] < 10)), 4) if new.any() else 0.0
         out["new_item_events"] = int(new.sum())
+    out.update(outcome.beyond)
     out["params"] = outcome.details
     return out
 

@@ -26,6 +26,8 @@ from indexing.index import build_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.interest import InterestParams, fold_events, update_batch
+from streamrec.core.diversity import POOL, mmr
+from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
 from streamrec.core.search import search
 from streamrec.evaluation.base import Recommender
 from streamrec.evaluation.data import EventLog
@@ -134,9 +136,38 @@ class ServedModel(Recommender):
             for items in exclude[start : start + 4096]:
                 rows = self.model_row[np.asarray(items, dtype=np.int64)]
                 banned.append(set(rows[rows >= 0].tolist()))
-            rows, _ = search(self.index, self.vectors[block], k, banned)
+            diversity = self.interest_params.diversity
+            fetch = k * POOL if diversity > 0 else k
+            rows, scores = search(self.index, self.vectors[block], fetch, banned)
+            rows, scores = self._repeats(block, rows, scores, fetch, banned)
+            if diversity > 0:  # as streamrec.core.batch.diversity_step
+                picked = [mmr(r, s, k, self.target.__getitem__, diversity) for r, s in zip(rows, scores)]
+                rows = np.array([r for r, _ in picked], np.int64).reshape(len(block), k)
             out[start : start + len(block)] = np.where(rows >= 0, self.log_row[np.maximum(rows, 0)], -1)
         return out
+
+    def _repeats(self, users: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int,
+                 banned: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The worker's repeat step (:func:`streamrec.core.batch.repeat_step`) over the users' last
+        events, as model rows (events on items the model does not know are not in ``recent``)."""
+        p = self.interest_params
+        repeat = getattr(self.trained, "repeat", None)
+        if p.repeat_weight <= 0 or repeat is None:
+            return rows, scores
+        by_age = np.asarray(self.summary.get("repeat_by_age", []), np.float64)
+        if not len(by_age):
+            return rows, scores
+        rows, scores = rows.copy(), scores.copy()
+        for slot, user in enumerate(users.tolist()):
+            recent = [int(self.model_row[item]) for item, _, _ in list(self.recent[user])[-REPEAT_EVENTS:]]
+            recent = [row for row in recent if row >= 0]
+            if not recent:
+                continue
+            skip = {row for row in recent if row in banned[slot]}
+            rows[slot], scores[slot] = with_repeats(rows[slot], scores[slot], k, self.vectors[user], recent,
+                                         self.target.__getitem__, repeat.__getitem__, p.repeat_weight,
+                                         by_age, skip)
+        return rows, scores
 
     def user_vector(self, user: int) -> np.ndarray:
         return self.vectors[user]

@@ -109,6 +109,12 @@ def test_every_user_gets_exact_recommendations_and_bad_events_are_dead_lettered(
         np.testing.assert_allclose(state.vector, expected, rtol=1e-5, atol=1e-5)
         assert state.last_ts == last_ts and state.n_events == len(history)
         scores = target @ expected
+        # The repeat step, written out: the items of the user's last 32 events get
+        # repeat_weight * lift * by_age[age] (age 0 = the newest event).
+        for age, event in enumerate(reversed(per_user_events[user_id][-32:])):
+            row = model.row_of[event.item_id]
+            by_age = model.meta["training"]["repeat_by_age"]
+            scores[row] += params.repeat_weight * model.extras["repeat"][row] * by_age[age]
         for item in {e.item_id for e in per_user_events[user_id] if e.type == "purchase"}:
             scores[model.row_of[item]] = -np.inf
         top = np.argsort(-scores, kind="stable")[: params.k]

@@ -165,9 +165,16 @@ def test_a_swap_under_load_loses_nothing_and_mixes_nothing(engine, rate, bootstr
             off_scores += 1
             continue
         row_of = models[rec.model_version].row_of
+        repeat = models[rec.model_version].extras["repeat"]
+        params = InterestParams()
         for item in rec.items:
             if item.source == "model" and item.item_id in row_of:
-                expected = float(targets[rec.model_version][row_of[item.item_id]] @ state.vector)
+                row = row_of[item.item_id]
+                # the repeat step's bonus for items of the user's last 32 events (age 0 = newest)
+                by_age = models[rec.model_version].meta["training"]["repeat_by_age"]
+                bonus = sum(params.repeat_weight * float(repeat[row]) * by_age[age]
+                            for age, event in enumerate(reversed(state.recent[-32:])) if event.item_id == item.item_id)
+                expected = float(targets[rec.model_version][row] @ state.vector) + bonus
                 scored += 1
                 off_scores += not np.isclose(item.score, expected, rtol=1e-4, atol=1e-4)
     mixed = foreign + unversioned + v2_early + v1_late + backwards + off_scores

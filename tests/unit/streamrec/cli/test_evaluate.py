@@ -26,10 +26,14 @@ def test_json_lists_every_model_with_the_named_keys(beauty_like):
     assert [r["name"] for r in records] == list(MODEL_NAMES)
     for record in records:
         for key in ("name", "served", "dataset", "protocol", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20",
-                    "users", "seconds"):
+                    "users", "seconds", "coverage@10", "ILD@10", "novelty@10"):
             assert key in record
+        assert 0 < record["coverage@10"] <= 1 and 0 <= record["ILD@10"] <= 1 and record["novelty@10"] > 0
         assert record["served"] == (record["name"] == "served")
         assert record["dataset"] == "Toy" and record["protocol"] == "leave-one-out" and record["users"] == 300
+    # Popularity lists the same items to everyone but for masked histories: the least coverage.
+    coverage = {r["name"]: r["coverage@10"] for r in records}
+    assert coverage["popularity"] == min(coverage.values())
 
 
 def test_prequential_writes_the_moving_window_csv_and_plot(beauty_like, tmp_path):

@@ -51,7 +51,8 @@ def worker_run(store: Store, log: EventLog, model, params: InterestParams, batch
 
 
 def artifact(tmp_path, served: ServedModel):
-    save_artifact(tmp_path, served.model_item_ids, served.context, served.target, training=served.summary)
+    save_artifact(tmp_path, served.model_item_ids, served.context, served.target, training=served.summary,
+                  extras={"repeat": served.trained.repeat})
     return load_artifact(tmp_path, use_gpu=False)
 
 

@@ -1,0 +1,132 @@
+"""The repeat step: recent items come back by lift and learnt recency, never excluded or blocked ones."""
+
+import numpy as np
+import pytest
+
+from indexing.artifact import load_artifact, save_artifact
+from streamrec.contract import CatalogItem, Event, encode_event
+from streamrec.core.batch import Message, process_batch
+from streamrec.core.interest import InterestParams
+from streamrec.core.items import ItemsModel, LiveItems
+from streamrec.core.repeat import REPEAT_EVENTS, recency, repeat_rates, with_repeats
+
+
+def brute_force(vector, target, lift, recent, weight, by_age, skip, k):
+    """Score every item of the catalog with the bonus written out, top k."""
+    scores = target @ vector
+    for age, row in enumerate(reversed(recent[-REPEAT_EVENTS:])):
+        if row not in skip:
+            scores[row] += weight * lift[row] * by_age[age]
+    allowed = [r for r in range(len(target)) if r not in skip]
+    return sorted(allowed, key=lambda r: -scores[r])[:k]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_union_of_search_and_recent_items_is_the_catalog_wide_top_k(seed):
+    rng = np.random.default_rng(seed)
+    n, d, k = 40, 5, 6
+    target, vector = rng.standard_normal((n, d)), rng.standard_normal(d)
+    lift = rng.uniform(0, 3, n)
+    by_age = rng.uniform(0, 0.5, REPEAT_EVENTS)
+    recent = rng.integers(0, n, rng.integers(1, 40)).tolist()
+    skip = set(rng.choice(n, 3, replace=False).tolist())
+    scores = target @ vector
+    allowed = np.array([r for r in np.argsort(-scores) if r not in skip])[:k]
+    rows, _ = with_repeats(allowed, scores[allowed], k, vector, recent, target.__getitem__, lift.__getitem__,
+                           weight=2.0, by_age=by_age, skip=skip)
+    assert rows.tolist() == brute_force(vector, target, lift, recent, 2.0, by_age, skip, k)
+
+
+def test_weight_zero_and_no_recent_items_leave_the_list_unchanged():
+    rows, scores = np.array([3, 1, -1]), np.array([0.5, 0.2, -np.inf])
+    target = np.eye(4)
+    for weight, recent in ((0.0, [2]), (1.0, [])):
+        out, out_scores = with_repeats(rows, scores, 3, np.ones(4), recent, target.__getitem__,
+                                       lambda r: np.ones(len(r)), weight, np.array([0.5]))
+        assert out is rows and out_scores is scores
+
+
+def test_a_short_list_is_filled_with_recent_items_and_padded():
+    target = np.zeros((5, 2))
+    rows, scores = with_repeats(np.array([0, -1, -1, -1]), np.array([1.0, -np.inf, -np.inf, -np.inf]), 4,
+                                np.ones(2), [4, 3], target.__getitem__, lambda r: np.full(len(r), 0.9), 1.0,
+                                np.array([1.0, 0.5]))
+    assert rows.tolist() == [0, 3, 4, -1]  # the search's 0 (1.0), then 3 (newest: 0.9), 4 (0.45)
+    assert scores.tolist()[:3] == pytest.approx([1.0, 0.9, 0.45]) and scores[3] == -np.inf
+
+
+def test_recency_sums_the_learnt_weights_of_the_last_events_only():
+    recent = [9] + [1] * REPEAT_EVENTS  # 9 is one event too old
+    by_age = 0.5 ** np.arange(REPEAT_EVENTS)
+    rows, weights = recency(recent, by_age)
+    assert rows.tolist() == [1]
+    assert weights[0] == pytest.approx(by_age.sum())
+
+
+def test_lift_and_by_age_are_the_shares_written_out():
+    rng = np.random.default_rng(3)
+    users = np.sort(rng.integers(0, 30, 400))
+    items = rng.integers(0, 12, 400)
+    lift, by_age = repeat_rates(users, items, 12, prior=5.0, window=4)
+    hits, totals = np.zeros(12), np.zeros(12)
+    same, pairs = np.zeros(4), np.zeros(4)
+    for n in range(400):
+        later = [m for m in range(n + 1, min(n + 5, 400)) if users[m] == users[n]]
+        if n + 1 < 400 and users[n + 1] == users[n]:
+            totals[items[n]] += 1
+            hits[items[n]] += any(items[m] == items[n] for m in later)
+        for m in later:
+            pairs[m - n - 1] += 1
+            same[m - n - 1] += items[m] == items[n]
+    rate = hits.sum() / totals.sum()
+    np.testing.assert_allclose(by_age, same / pairs)
+    np.testing.assert_allclose(lift, (hits + 5.0 * rate) / (totals + 5.0) / rate, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- in the worker's core
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def model(tmp_path):
+    """Items 0-9 on a line of their own: item i's target only answers context i; sku-9 is never
+    an answer of the inner product (its target is zero), so only the repeat step can list it."""
+    ids = [f"sku-{i}" for i in range(10)]
+    context = np.eye(10, dtype=np.float32)
+    target = np.eye(10, dtype=np.float32) * np.linspace(1.0, 0.5, 10)[:, None]
+    target[9] = 0.0
+    repeat = np.full(10, 0.5, np.float32)
+    by_age = [0.7**a for a in range(REPEAT_EVENTS)]
+    save_artifact(tmp_path / "m", ids, context, target, extras={"repeat": repeat}, training={"repeat_by_age": by_age})
+    return load_artifact(tmp_path / "m", use_gpu=False)
+
+
+def last_list(events, model, params):
+    messages = [Message(e.user_id.encode(), encode_event(e), 0, n) for n, e in enumerate(events)]
+    result = process_batch(messages, lambda user_id, position: None, model, params, now=NOW)
+    return [i.item_id for i in result.recommendations[-1].items]
+
+
+def test_the_worker_brings_back_a_recently_viewed_item_the_inner_product_never_lists(model):
+    events = [Event("e0", "u", "sku-9", "view", 100.0), Event("e1", "u", "sku-2", "view", 101.0)]
+    on = last_list(events, model, InterestParams(k=3, repeat_weight=1.0))
+    off = last_list(events, model, InterestParams(k=3, repeat_weight=0.0))
+    assert "sku-9" in on and "sku-9" not in off
+    assert on[0] == "sku-2"  # its own score 0.89 + 0.5 bonus
+
+
+def test_purchased_and_unavailable_items_never_come_back(model):
+    events = [Event("e0", "u", "sku-9", "purchase", 100.0), Event("e1", "u", "sku-8", "view", 101.0),
+              Event("e2", "u", "sku-2", "view", 102.0)]
+    items = LiveItems(ItemsModel.from_artifact(model))
+    items.apply_catalog("sku-8", CatalogItem("sku-8", available=False))
+    listed = last_list(events, items, InterestParams(k=5, repeat_weight=5.0))
+    assert "sku-9" not in listed and "sku-8" not in listed
+    assert listed[0] == "sku-2"
+
+
+def test_a_new_item_gets_the_shops_average_lift(model):
+    items = LiveItems(ItemsModel.from_artifact(model))
+    row = items.row("brand-new")
+    assert items.repeat_lift(np.array([0, row])).tolist() == pytest.approx([0.5, 1.0])

@@ -1,0 +1,25 @@
+"""The worker's InterestParams come from the rules settings (repeat and diversity steps)."""
+
+import pytest
+from pydantic import ValidationError
+
+from streamrec.config import Settings
+from streams.shell import interest_params
+
+
+def test_defaults_are_the_repeat_step_on_and_the_diversity_step_off():
+    params = interest_params(Settings())
+    assert (params.repeat_weight, params.diversity) == (0.3, 0.0)
+
+
+def test_environment_variables_set_both_steps(monkeypatch):
+    monkeypatch.setenv("STREAMREC_RULES__REPEAT_WEIGHT", "0")
+    monkeypatch.setenv("STREAMREC_RULES__DIVERSITY", "0.2")
+    params = interest_params(Settings())
+    assert (params.repeat_weight, params.diversity) == (0.0, 0.2)
+
+
+def test_a_diversity_outside_0_to_1_is_refused(monkeypatch):
+    monkeypatch.setenv("STREAMREC_RULES__DIVERSITY", "1.5")
+    with pytest.raises(ValidationError, match="diversity"):
+        Settings()
