@@ -1,0 +1,206 @@
+"""The business panels of the operations page, rendered by a real headless Chromium, show what
+the test published: conversion by experiment variant (against the test's own Wilson intervals,
+lift and two-proportion test), forecasts against the units the test sold, and the funnel
+(against the test's own distinct users per stage).
+
+The attribution records are built by the attribution job's own record builder
+(:func:`streamrec.core.attribution.arm_record`), the forecast records follow
+``docs/schemas/forecast.schema.json`` (validated here), the events go through the real
+:class:`~producers.publisher.EventPublisher`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from producers.publisher import EventPublisher
+from streamrec.contract import Event
+from streamrec.core.attribution import ArmCounts, arm_record
+from streamrec.kafka.admin import ensure_topics
+from streamrec.kafka.security import client_config
+from tests.integration.conftest import free_port
+from tests.integration.test_dashboard import Shown, chromium, get, headless, number
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Where ``STREAMREC_DASHBOARD_SCREENSHOT=1`` saves the panels (the picture in docs/business.md).
+DOCS_SCREENSHOT = ROOT / "docs" / "img" / "dashboard-business.png"
+EXPERIMENT = "panel-exp"
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    centre = (k + Z95**2 / 2) / (n + Z95**2)
+    half = Z95 / (n + Z95**2) * math.sqrt(k * (n - k) / n + Z95**2 / 4)
+    return centre - half, centre + half
+
+
+def two_proportion(k1: int, n1: int, k0: int, n0: int) -> tuple[float, float, float, float]:
+    """Lift, its 95 % interval (log relative risk), and the pooled two-sided z-test p-value."""
+    rr = (k1 / n1) / (k0 / n0)
+    se = math.sqrt(1 / k1 - 1 / n1 + 1 / k0 - 1 / n0)
+    pooled = (k1 + k0) / (n1 + n0)
+    z = (k1 / n1 - k0 / n0) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+    return rr - 1, rr * math.exp(-Z95 * se) - 1, rr * math.exp(Z95 * se) - 1, math.erfc(abs(z) / math.sqrt(2))
+
+
+def pct(text: str) -> float:
+    return float(text.strip().rstrip("%")) / 100
+
+
+def arm(users: int, converted: int, prefix: str) -> ArmCounts:
+    counts = ArmCounts(users={f"{prefix}{i}" for i in range(users)}, converted={f"{prefix}{i}" for i in range(converted)})
+    counts.clicked, counts.buyers, counts.lists = set(counts.converted), set(counts.converted), users
+    return counts
+
+
+def test_the_panels_show_what_was_published(bootstrap, tmp_path):
+    browser = chromium()
+    run = os.urandom(4).hex()
+    events_topic, attribution_topic, forecasts_topic = f"events-{run}", f"attribution-{run}", f"forecasts-{run}"
+    ensure_topics(bootstrap, {events_topic: 2})
+    ensure_topics(bootstrap, {attribution_topic: 1, forecasts_topic: 1},
+                  configs={attribution_topic: {"cleanup.policy": "compact"}, forecasts_topic: {"cleanup.policy": "compact"}})
+
+    # Attribution: the variants' totals (an older value first: the newest of a key counts) and an hourly record.
+    arms = {"control": (400, 20), "personal": (410, 37)}
+    producer = Producer({**client_config(bootstrap), "acks": "all"})
+    for key, value in [arm_record((EXPERIMENT, "control"), arm(100, 1, "c")),
+                       *(arm_record((EXPERIMENT, v), arm(n, k, v)) for v, (n, k) in arms.items()),
+                       ("hourly|x", {"kind": "hourly", "experiment": EXPERIMENT, "variant": "control", "shown": 5})]:
+        producer.produce(attribution_topic, orjson.dumps(value), key.encode())
+
+    # Forecasts: the shop (an older round first) and seven items; today is the first forecast day.
+    now = time.time()
+    today = datetime.fromtimestamp(now, UTC).date()
+    schema = json.loads((ROOT / "docs" / "schemas" / "forecast.schema.json").read_text())
+
+    def forecast(series: str, units: list[float], made_at: float) -> dict:
+        record = {"series": series, "model": "window-28", "made_at": made_at,
+                  "history_start": (today - timedelta(days=60)).isoformat(),
+                  "history_end": (today - timedelta(days=1)).isoformat(),
+                  "days": [{"date": (today + timedelta(days=k)).isoformat(), "units": u} for k, u in enumerate(units)]}
+        jsonschema.validate(record, schema)
+        return record
+
+    shop_units = [40.0, 42.5, 38.0, 45.0, 50.5, 30.0, 28.0]
+    items = {f"item:i{j}": [float(j + 1)] * 3 + [0.5 * (j + 1)] * 4 for j in range(7)}
+    for record in [forecast("shop", [1.0] * 7, now - 3600), forecast("shop", shop_units, now),
+                   *(forecast(s, u, now) for s, u in items.items())]:
+        producer.produce(forecasts_topic, orjson.dumps(record), record["series"].encode())
+    assert producer.flush(30) == 0
+
+    # Events of today: a funnel with known distinct users per stage, purchases with quantities.
+    rng = random.Random(7)
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()
+    low = max(midnight, now - 3000)
+    events: list[Event] = []
+    for u in range(80):
+        user, item = f"shopper-{u}", f"i{rng.randrange(7)}"
+        stages = ["view"] + ["click"] * (u % 4 != 0) + ["add_to_cart"] * (u % 3 == 0 and u % 4 != 0) + \
+            ["purchase"] * (u % 6 == 0 and u % 4 != 0)
+        for n, kind in enumerate(stages * rng.randint(1, 2)):
+            events.append(Event(f"e-{u}-{n}", user, item, kind, rng.uniform(low, now - 1), category=f"cat{u % 3}",
+                                quantity=float(rng.randint(1, 4)) if kind == "purchase" else None))
+    with EventPublisher(bootstrap, events_topic) as publisher:
+        for event in events:
+            publisher.publish(event)
+        publisher.publish_raw(b"bad", b"{not json")
+
+    # The independent expectations.
+    reached = {stage: {e.user_id for e in events if e.type == stage} for stage in ("view", "click", "add_to_cart", "purchase")}
+    sold: dict[str, float] = {"shop": 0.0}
+    for e in events:
+        if e.type == "purchase":
+            sold["shop"] += e.quantity
+            sold[f"item:{e.item_id}"] = sold.get(f"item:{e.item_id}", 0.0) + e.quantity
+    top = ["shop", *sorted(items, key=lambda s: (-sum(items[s]), s))[:5]]
+
+    port = free_port()
+    page = f"http://127.0.0.1:{port}/"
+    experiment = [{"name": EXPERIMENT, "salt": "s", "variants": [{"name": "control"}, {"name": "personal"}]}]
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "streamrec.cli", "dashboard", "--port", str(port),
+         "--metrics", f"http://127.0.0.1:{free_port()}/metrics", "--bootstrap", bootstrap, "--dlq-topic", f"dlq-{run}",
+         "--attribution-topic", attribution_topic, "--forecasts-topic", forecasts_topic, "--events-topic", events_topic],
+        env={**os.environ, "STREAMREC_EXPERIMENTS": json.dumps(experiment)},
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dashboard.log", "w"),  # noqa: SIM115
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # up, and every topic read to what the test published
+            try:
+                state = json.loads(get(page + "api/state"))
+                arms_shown = {a["variant"]: a["users"] for a in state["conversion"]["experiments"][0].get("arms", [])}
+                if state.get("ready") and state["funnel"].get("events") == len(events) \
+                        and arms_shown == {v: n for v, (n, _) in arms.items()} and len(state["forecasts"]["series"]) == 6 \
+                        and state["forecasts"]["series"][0]["days"][0]["forecast"] == shop_units[0]:
+                    break
+            except (OSError, KeyError, IndexError):
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "dashboard.log").read_text()
+            time.sleep(0.3)
+        assert state["funnel"]["skipped"] == {"malformed_json": 1}
+
+        shown = Shown()
+        shown.feed(headless(browser, tmp_path / "profile-dom", "--dump-dom", page).stdout)
+        values = {key: texts[0] for key, texts in shown.values.items()}
+
+        # Conversion: users, converted, rate and its interval; lift, its interval and p against the control.
+        (n0, k0), (n1, k1) = arms["control"], arms["personal"]
+        for variant, (n, k) in arms.items():
+            key = f"{EXPERIMENT}:{variant}"
+            assert number(values[f"conv_users:{key}"]) == n and number(values[f"conv_converted:{key}"]) == k
+            assert abs(pct(values[f"conv_rate:{key}"]) - k / n) <= 0.00005
+            shown_low, shown_high = (pct(p) for p in values[f"conv_ci:{key}"].strip("[]").split(","))
+            low, high = wilson(k, n)
+            assert abs(shown_low - low) <= 0.00005 and abs(shown_high - high) <= 0.00005
+        lift, lift_low, lift_high = (pct(values[f"conv_lift:{EXPERIMENT}:personal"]),
+                                     *(pct(p) for p in values[f"conv_lift_ci:{EXPERIMENT}:personal"].strip("[]").split(",")))
+        want_lift, want_low, want_high, want_p = two_proportion(k1, n1, k0, n0)
+        assert abs(lift - want_lift) <= 0.0005 and abs(lift_low - want_low) <= 0.0005 and abs(lift_high - want_high) <= 0.0005
+        assert abs(number(values[f"conv_p:{EXPERIMENT}:personal"]) - want_p) <= 0.00005
+        assert values[f"conv_lift:{EXPERIMENT}:control"] == "–"
+
+        # Forecasts: the shop and the five items with the most forecast units; today's forecast and units sold.
+        assert [texts for texts in shown.values["fc_series"]] == top
+        for series in top:
+            units = shop_units if series == "shop" else items[series]
+            assert values[f"fc_day:{series}"] == today.isoformat()
+            assert number(values[f"fc_first:{series}"]) == pytest.approx(units[0], abs=0.05)
+            assert number(values[f"fc_total:{series}"]) == pytest.approx(sum(units), abs=0.05)
+            assert number(values[f"act_first:{series}"]) == sold.get(series, 0.0)
+        assert sold["shop"] > 0
+
+        # The funnel: distinct users per stage, drop-out to the next, events per type.
+        stages = ["view", "click", "add_to_cart", "purchase"]
+        assert {s: number(values[f"funnel_users:{s}"]) for s in stages} == {s: len(reached[s]) for s in stages}
+        for a, b in zip(stages, stages[1:]):
+            assert abs(pct(values[f"funnel_drop:{a}:{b}"]) - (1 - len(reached[b]) / len(reached[a]))) <= 0.0005
+        assert {s: number(values[f"funnel_events:{s}"]) for s in stages} == {s: sum(e.type == s for e in events) for s in stages}
+        assert number(values["funnel_events"]) == len(events)
+
+        shot = tmp_path / "panels.png"
+        headless(browser, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,900",
+                 "--hide-scrollbars", page + "?only=business")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("STREAMREC_DASHBOARD_SCREENSHOT"):
+            shutil.copyfile(shot, DOCS_SCREENSHOT)
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)
