@@ -7,7 +7,8 @@ counter differences into rates and histogram buckets into quantiles
 (:func:`bucket_quantile`), and tails the dead-letter topic for the latest letters
 (:class:`DeadLetterTail`, read with the contract's ``decode_dead_letter``). The page
 (``/``) is plain HTML with a small script that polls ``/api/state`` every second: no build
-step, nothing fetched from elsewhere.
+step, nothing fetched from elsewhere. The business panels (conversion, forecasts, funnel) come
+from :mod:`streams.panels`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ its topic does not exist:
   ago: the events of the last ``window_s`` of event time (at most ``max_events``) for the funnel,
   and the purchased units per series and day of the last ``actual_days`` days for the actuals.
   Memory is bounded by ``max_events`` and by the series sold in ``actual_days``. Events that break
-  the contract are counted by reason and skipped (the worker dead-letters them).
+  the contract are counted by reason and skipped (the worker dead-letters them). The funnel is
+  recomputed when new events came, at most every ``FUNNEL_PACE`` times its last duration.
 
 What the page shows is computed by the functions the reports use: :func:`conversion_state` with
 :func:`streamrec.core.abtest.analyse_arm_records` (as ``streamrec report experiment``) and
@@ -43,6 +44,9 @@ from streamrec.forecasting.demand import SHOP, category_series, item_series
 from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
+
+#: The funnel waits this many times its last computation's duration before the next one.
+FUNNEL_PACE = 5.0
 
 
 def _clean(value: Any) -> Any:
@@ -273,6 +277,7 @@ class BusinessPanels:
         self.events = EventWindow(bootstrap, events_topic, window_s=window_s, max_events=max_events,
                                   actual_days=actual_days, timezone=timezone)
         self._funnel_cache: tuple[int, dict[str, Any]] = (-1, {})
+        self._funnel_next = -math.inf
 
     def start(self) -> BusinessPanels:
         for follower in (self.attribution, self.forecasts, self.events):
@@ -285,8 +290,12 @@ class BusinessPanels:
 
     def state(self) -> dict[str, Any]:
         events, units, newest_day, version = self.events.snapshot()
-        if version != self._funnel_cache[0]:  # the funnel is recomputed only when new events came
+        # The funnel is recomputed when new events came, and at most every FUNNEL_PACE times its
+        # last computation's duration (so that a large window costs a bounded share of a core).
+        now = time.monotonic()
+        if version != self._funnel_cache[0] and now >= self._funnel_next:
             self._funnel_cache = (version, funnel_state(events, self.timezone))
+            self._funnel_next = now + FUNNEL_PACE * (time.monotonic() - now)
         return {
             "conversion": {"topic": self.attribution.topic, "error": self.attribution.error,
                            "experiments": conversion_state(self.attribution.values(), self.experiments)},
