@@ -204,7 +204,10 @@ class EventWindow(TopicFollower):
         """The window's events, the units by day and series, the newest event's day, and the version."""
         with self.lock:
             newest = datetime.fromtimestamp(self.newest_ts, self.zone).date() if self.events else None
-            return list(self.events), {d: dict(s) for d, s in self.units.items()}, newest, self.version
+            # Partitions interleave: an older event may sit behind newer ones, so the window is applied again.
+            since = self.newest_ts - self.window_s
+            events = [e for e in self.events if e.ts >= since]
+            return events, {d: dict(s) for d, s in self.units.items()}, newest, self.version
 
 
 def conversion_state(arm_records: Sequence[Mapping[str, Any]], experiments: Sequence[Experiment],

@@ -4,9 +4,9 @@ lift and two-proportion test), forecasts against the units the test sold, and th
 (against the test's own distinct users per stage).
 
 The attribution records are built by the attribution job's own record builder
-(:func:`streamrec.core.attribution.arm_record`), the forecast records follow
-``docs/schemas/forecast.schema.json`` (validated here), the events go through the real
-:class:`~producers.publisher.EventPublisher`.
+(:func:`streamrec.core.attribution.arm_record`), the forecasts by one round of the real
+``streamrec forecast run`` over the events (validated against ``docs/schemas/forecast.schema.json``),
+the events go through the real :class:`~producers.publisher.EventPublisher`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from confluent_kafka import Producer
 from producers.publisher import EventPublisher
 from streamrec.contract import Event
 from streamrec.core.attribution import ArmCounts, arm_record
+from streamrec.harness.topics import read_topic
 from streamrec.kafka.admin import ensure_topics
 from streamrec.kafka.security import client_config
 from tests.integration.conftest import free_port
@@ -84,30 +85,16 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
                        *(arm_record((EXPERIMENT, v), arm(n, k, v)) for v, (n, k) in arms.items()),
                        ("hourly|x", {"kind": "hourly", "experiment": EXPERIMENT, "variant": "control", "shown": 5})]:
         producer.produce(attribution_topic, orjson.dumps(value), key.encode())
-
-    # Forecasts: the shop (an older round first) and seven items; today is the first forecast day.
-    now = time.time()
-    today = datetime.fromtimestamp(now, UTC).date()
-    schema = json.loads((ROOT / "docs" / "schemas" / "forecast.schema.json").read_text())
-
-    def forecast(series: str, units: list[float], made_at: float) -> dict:
-        record = {"series": series, "model": "window-28", "made_at": made_at,
-                  "history_start": (today - timedelta(days=60)).isoformat(),
-                  "history_end": (today - timedelta(days=1)).isoformat(),
-                  "days": [{"date": (today + timedelta(days=k)).isoformat(), "units": u} for k, u in enumerate(units)]}
-        jsonschema.validate(record, schema)
-        return record
-
-    shop_units = [40.0, 42.5, 38.0, 45.0, 50.5, 30.0, 28.0]
-    items = {f"item:i{j}": [float(j + 1)] * 3 + [0.5 * (j + 1)] * 4 for j in range(7)}
-    for record in [forecast("shop", [1.0] * 7, now - 3600), forecast("shop", shop_units, now),
-                   *(forecast(s, u, now) for s, u in items.items())]:
-        producer.produce(forecasts_topic, orjson.dumps(record), record["series"].encode())
     assert producer.flush(30) == 0
 
-    # Events of today: a funnel with known distinct users per stage, purchases with quantities.
-    rng = random.Random(7)
+    # Events: 5 weeks of item sales up to the day before yesterday (the forecaster's history), then
+    # today's funnel with known distinct users per stage, and purchases with quantities.
+    now = time.time()
+    today = datetime.fromtimestamp(now, UTC).date()
     midnight = datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()
+    history = [Event(f"h-{d}-{j}", f"buyer-{j}", f"i{j}", "purchase", midnight - d * 86400 + 12 * 3600 + j,
+                     category="hist", quantity=float(j + 1 + d % 3)) for d in range(2, 37) for j in range(7)]
+    rng = random.Random(7)
     low = max(midnight, now - 3000)
     events: list[Event] = []
     for u in range(80):
@@ -118,18 +105,44 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
             events.append(Event(f"e-{u}-{n}", user, item, kind, rng.uniform(low, now - 1), category=f"cat{u % 3}",
                                 quantity=float(rng.randint(1, 4)) if kind == "purchase" else None))
     with EventPublisher(bootstrap, events_topic) as publisher:
-        for event in events:
+        for event in history + events:
             publisher.publish(event)
         publisher.publish_raw(b"bad", b"{not json")
 
+    # Forecasts: a stale shop record (the newest of a key counts), then one round of the real forecaster.
+    schema = json.loads((ROOT / "docs" / "schemas" / "forecast.schema.json").read_text())
+    stale = {"series": "shop", "model": "window-28", "made_at": now - 3600, "history_start": "2020-01-01",
+             "history_end": (today - timedelta(days=1)).isoformat(),
+             "days": [{"date": (today + timedelta(days=k)).isoformat(), "units": 1.0} for k in range(7)]}
+    jsonschema.validate(stale, schema)
+    producer.produce(forecasts_topic, orjson.dumps(stale), b"shop")
+    assert producer.flush(30) == 0
+    forecaster = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", "forecast", "run", "--bootstrap", bootstrap, "--events-topic", events_topic,
+         "--forecasts-topic", forecasts_topic, "--dlq-topic", f"forecasts-dlq-{run}", "--model", "window-28",
+         "--item-model", "window-28", "--top-items", "10", "--rounds", "1", "--refit-interval", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert forecaster.returncode == 0, forecaster.stderr[-3000:]
+    # After the stale record: the shop, the categories sold in and the 7 items.
+    series = {"shop", *(f"category:{e.category}" for e in history + events if e.type == "purchase"),
+              *(f"item:i{j}" for j in range(7))}
+    records = {key.decode(): orjson.loads(value)
+               for key, value in read_topic(bootstrap, forecasts_topic, done=lambda m: len(m) >= 1 + len(series), timeout=60)}
+    assert set(records) == series
+    for record in records.values():
+        jsonschema.validate(record, schema)
+    assert records["shop"]["made_at"] > now - 60 and records["shop"]["days"][0]["date"] == today.isoformat()
+
     # The independent expectations.
-    reached = {stage: {e.user_id for e in events if e.type == stage} for stage in ("view", "click", "add_to_cart", "purchase")}
-    sold: dict[str, float] = {"shop": 0.0}
+    window = [e for e in history + events if e.ts >= max(e.ts for e in events) - 24 * 3600]
+    reached = {stage: {e.user_id for e in window if e.type == stage} for stage in ("view", "click", "add_to_cart", "purchase")}
+    sold: dict[str, float] = {}
     for e in events:
         if e.type == "purchase":
-            sold["shop"] += e.quantity
-            sold[f"item:{e.item_id}"] = sold.get(f"item:{e.item_id}", 0.0) + e.quantity
-    top = ["shop", *sorted(items, key=lambda s: (-sum(items[s]), s))[:5]]
+            for series in ("shop", f"item:{e.item_id}", f"category:{e.category}"):
+                sold[series] = sold.get(series, 0.0) + e.quantity
+    forecast_units = {series: [d["units"] for d in r["days"]] for series, r in records.items()}
+    top = ["shop", *sorted((s for s in forecast_units if s != "shop"), key=lambda s: (-sum(forecast_units[s]), s))[:5]]
 
     port = free_port()
     page = f"http://127.0.0.1:{port}/"
@@ -147,15 +160,16 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
             try:
                 state = json.loads(get(page + "api/state"))
                 arms_shown = {a["variant"]: a["users"] for a in state["conversion"]["experiments"][0].get("arms", [])}
-                if state.get("ready") and state["funnel"].get("events") == len(events) \
+                if state.get("ready") and state["funnel"].get("events") == len(window) \
                         and arms_shown == {v: n for v, (n, _) in arms.items()} and len(state["forecasts"]["series"]) == 6 \
-                        and state["forecasts"]["series"][0]["days"][0]["forecast"] == shop_units[0]:
+                        and state["forecasts"]["series"][0]["made_at"] == records["shop"]["made_at"]:
                     break
             except (OSError, KeyError, IndexError):
                 pass
             assert time.monotonic() < deadline, (tmp_path / "dashboard.log").read_text()
             time.sleep(0.3)
         assert state["funnel"]["skipped"] == {"malformed_json": 1}
+        assert state["funnel"]["events"] == len(window) and state["forecasts"]["newest_day"] == today.isoformat()
 
         shown = Shown()
         shown.feed(headless(browser, tmp_path / "profile-dom", "--dump-dom", page).stdout)
@@ -180,20 +194,20 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
         # Forecasts: the shop and the five items with the most forecast units; today's forecast and units sold.
         assert [texts for texts in shown.values["fc_series"]] == top
         for series in top:
-            units = shop_units if series == "shop" else items[series]
+            units = forecast_units[series]
             assert values[f"fc_day:{series}"] == today.isoformat()
             assert number(values[f"fc_first:{series}"]) == pytest.approx(units[0], abs=0.05)
             assert number(values[f"fc_total:{series}"]) == pytest.approx(sum(units), abs=0.05)
             assert number(values[f"act_first:{series}"]) == sold.get(series, 0.0)
-        assert sold["shop"] > 0
+        assert sold["shop"] > 0 and any(s.startswith("item:") for s in top)
 
         # The funnel: distinct users per stage, drop-out to the next, events per type.
         stages = ["view", "click", "add_to_cart", "purchase"]
         assert {s: number(values[f"funnel_users:{s}"]) for s in stages} == {s: len(reached[s]) for s in stages}
         for a, b in zip(stages, stages[1:]):
             assert abs(pct(values[f"funnel_drop:{a}:{b}"]) - (1 - len(reached[b]) / len(reached[a]))) <= 0.0005
-        assert {s: number(values[f"funnel_events:{s}"]) for s in stages} == {s: sum(e.type == s for e in events) for s in stages}
-        assert number(values["funnel_events"]) == len(events)
+        assert {s: number(values[f"funnel_events:{s}"]) for s in stages} == {s: sum(e.type == s for e in window) for s in stages}
+        assert number(values["funnel_events"]) == len(window)
 
         shot = tmp_path / "panels.png"
         headless(browser, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,900",

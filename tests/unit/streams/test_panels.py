@@ -79,13 +79,14 @@ def test_the_event_window_is_bounded():
     window = EventWindow("unused:9092", "events", window_s=3600.0, max_events=3, actual_days=2)
     for n, ts in enumerate([10 * DAY, 10 * DAY + 100, 11 * DAY, 12 * DAY + 10, 12 * DAY + 20, 12 * DAY + 30, 12 * DAY + 40]):
         window.handle(b"k", encoded(Event(f"e{n}", f"u{n}", "i", "purchase", ts, quantity=2.0, category="c")))
+    window.handle(b"k", encoded(Event("late", "u9", "i", "view", 12 * DAY - 4000)))  # from another partition, older
     window.handle(b"k", b"{oops")
     events, units, newest, _ = window.snapshot()
-    assert [e.event_id for e in events] == ["e4", "e5", "e6"]  # at most 3, and only the last hour
+    assert [e.event_id for e in events] == ["e5", "e6"]  # at most 3 kept, and only the last hour shown
     assert newest == date(1970, 1, 13)
     assert sorted(units) == [date(1970, 1, 12), date(1970, 1, 13)]  # two days kept
     assert units[date(1970, 1, 13)] == {"shop": 8.0, "item:i": 8.0, "category:c": 8.0}
-    assert window.skipped == {"malformed_json": 1} and window.read == 7
+    assert window.skipped == {"malformed_json": 1} and window.read == 8
     with pytest.raises(ValueError, match="must be positive"):
         EventWindow("unused:9092", "events", window_s=0)
 
