@@ -3,10 +3,11 @@ the test published: conversion by experiment variant (against the test's own Wil
 lift and two-proportion test), forecasts against the units the test sold, and the funnel
 (against the test's own distinct users per stage).
 
-The attribution records are built by the attribution job's own record builder
-(:func:`streamrec.core.attribution.arm_record`), the forecasts by one round of the real
-``streamrec forecast run`` over the events (validated against ``docs/schemas/forecast.schema.json``),
-the events go through the real :class:`~producers.publisher.EventPublisher`.
+The variants' totals come from the real ``streamrec attribute --once`` over lists the test
+publishes (one per user exposed, stamped as the worker stamps them) and the converted users'
+events; the forecasts from one round of the real ``streamrec forecast run`` over the events
+(validated against ``docs/schemas/forecast.schema.json``); the events go through the real
+:class:`~producers.publisher.EventPublisher`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 from confluent_kafka import Producer
 
 from producers.publisher import EventPublisher
-from streamrec.contract import Event
+from streamrec.contract import Event, Recommendation, ScoredItem, encode_recommendation, list_id_for
 from streamrec.core.attribution import ArmCounts, arm_record
 from streamrec.harness.topics import read_topic
 from streamrec.kafka.admin import ensure_topics
@@ -74,15 +75,16 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
     browser = chromium()
     run = os.urandom(4).hex()
     events_topic, attribution_topic, forecasts_topic = f"events-{run}", f"attribution-{run}", f"forecasts-{run}"
-    ensure_topics(bootstrap, {events_topic: 2})
+    recommendations_topic = f"recommendations-{run}"
+    experiment = json.dumps([{"name": EXPERIMENT, "salt": "s", "variants": [{"name": "control"}, {"name": "personal"}]}])
+    ensure_topics(bootstrap, {events_topic: 2, recommendations_topic: 2})
     ensure_topics(bootstrap, {attribution_topic: 1, forecasts_topic: 1},
                   configs={attribution_topic: {"cleanup.policy": "compact"}, forecasts_topic: {"cleanup.policy": "compact"}})
 
-    # Attribution: the variants' totals (an older value first: the newest of a key counts) and an hourly record.
+    # Attribution: a stale value of a variant's totals (the job's newer one must win) and an hourly record.
     arms = {"control": (400, 20), "personal": (410, 37)}
     producer = Producer({**client_config(bootstrap), "acks": "all"})
     for key, value in [arm_record((EXPERIMENT, "control"), arm(100, 1, "c")),
-                       *(arm_record((EXPERIMENT, v), arm(n, k, v)) for v, (n, k) in arms.items()),
                        ("hourly|x", {"kind": "hourly", "experiment": EXPERIMENT, "variant": "control", "shown": 5})]:
         producer.produce(attribution_topic, orjson.dumps(value), key.encode())
     assert producer.flush(30) == 0
@@ -104,6 +106,23 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
         for n, kind in enumerate(stages * rng.randint(1, 2)):
             events.append(Event(f"e-{u}-{n}", user, item, kind, rng.uniform(low, now - 1), category=f"cat{u % 3}",
                                 quantity=float(rng.randint(1, 4)) if kind == "purchase" else None))
+    # The experiment: one list per user exposed (as the worker stamps them), and the converted
+    # users' way from view to a purchase from their list.
+    for variant, (n, k) in arms.items():
+        for i in range(n):
+            user, trigger = f"{variant}-{i}", f"trigger-{variant}-{i}"
+            list_id = list_id_for(user, trigger, "v1")
+            items = (ScoredItem("i1", 0.9, "model"), ScoredItem("i2", 0.8, "model"))
+            producer.produce(recommendations_topic, encode_recommendation(Recommendation(
+                user, items, "v1", trigger, low - 1, low - 1, list_id=list_id, experiment=EXPERIMENT, variant=variant)),
+                user.encode())
+            if i < k:
+                times = sorted(rng.uniform(low, now - 1) for _ in range(4))
+                for kind, ts in zip(("view", "click", "add_to_cart", "purchase"), times):
+                    events.append(Event(f"x-{user}-{kind}", user, "i1", kind, ts, category="cat0", price=10.0,
+                                        list_id=None if kind == "view" else list_id,
+                                        quantity=1.0 if kind == "purchase" else None))
+    assert producer.flush(30) == 0
     with EventPublisher(bootstrap, events_topic) as publisher:
         for event in history + events:
             publisher.publish(event)
@@ -133,6 +152,13 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
         jsonschema.validate(record, schema)
     assert records["shop"]["made_at"] > now - 60 and records["shop"]["days"][0]["date"] == today.isoformat()
 
+    attribute = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", "attribute", "--once", "--json"], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "STREAMREC_KAFKA__BOOTSTRAP": bootstrap, "STREAMREC_KAFKA__EVENTS_TOPIC": events_topic,
+                          "STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC": recommendations_topic,
+                          "STREAMREC_KAFKA__ATTRIBUTION_TOPIC": attribution_topic, "STREAMREC_EXPERIMENTS": experiment})
+    assert attribute.returncode == 0, attribute.stderr[-3000:]
+
     # The independent expectations.
     window = [e for e in history + events if e.ts >= max(e.ts for e in events) - 24 * 3600]
     reached = {stage: {e.user_id for e in window if e.type == stage} for stage in ("view", "click", "add_to_cart", "purchase")}
@@ -146,12 +172,11 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
 
     port = free_port()
     page = f"http://127.0.0.1:{port}/"
-    experiment = [{"name": EXPERIMENT, "salt": "s", "variants": [{"name": "control"}, {"name": "personal"}]}]
     dashboard = subprocess.Popen(
         [sys.executable, "-m", "streamrec.cli", "dashboard", "--port", str(port),
          "--metrics", f"http://127.0.0.1:{free_port()}/metrics", "--bootstrap", bootstrap, "--dlq-topic", f"dlq-{run}",
          "--attribution-topic", attribution_topic, "--forecasts-topic", forecasts_topic, "--events-topic", events_topic],
-        env={**os.environ, "STREAMREC_EXPERIMENTS": json.dumps(experiment)},
+        env={**os.environ, "STREAMREC_EXPERIMENTS": experiment},
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dashboard.log", "w"),  # noqa: SIM115
     )
     try:
