@@ -165,8 +165,8 @@ def test_the_panels_show_what_was_published(bootstrap, tmp_path):
     sold: dict[str, float] = {}
     for e in events:
         if e.type == "purchase":
-            for series in ("shop", f"item:{e.item_id}", f"category:{e.category}"):
-                sold[series] = sold.get(series, 0.0) + e.quantity
+            for name in ("shop", f"item:{e.item_id}", f"category:{e.category}"):
+                sold[name] = sold.get(name, 0.0) + e.quantity
     forecast_units = {series: [d["units"] for d in r["days"]] for series, r in records.items()}
     top = ["shop", *sorted((s for s in forecast_units if s != "shop"), key=lambda s: (-sum(forecast_units[s]), s))[:5]]
 
