@@ -7,7 +7,8 @@ counter differences into rates and histogram buckets into quantiles
 (:func:`bucket_quantile`), and tails the dead-letter topic for the latest letters
 (:class:`DeadLetterTail`, read with the contract's ``decode_dead_letter``). The page
 (``/``) is plain HTML with a small script that polls ``/api/state`` every second: no build
-step, nothing fetched from elsewhere.
+step, nothing fetched from elsewhere. The business panels (conversion, forecasts, funnel) come
+from :mod:`streams.panels`.
 """
 
 from __future__ import annotations
@@ -284,8 +285,10 @@ class DeadLetterTail:
         return {"topic": self.topic, "latest": list(reversed(self.latest)), "error": self.error}
 
 
-def make_app(scraper: Scraper, dead_letters: DeadLetterTail | None) -> web.Application:
-    """The dashboard's aiohttp app: ``/`` (the page), ``/api/state`` (what it shows), and the scraping task."""
+def make_app(scraper: Scraper, dead_letters: DeadLetterTail | None, panels: Any = None) -> web.Application:
+    """The dashboard's aiohttp app: ``/`` (the page), ``/api/state`` (what it shows), and the
+    scraping task; ``panels`` (a :class:`streams.panels.BusinessPanels`, optional) adds the
+    ``conversion``, ``forecasts`` and ``funnel`` parts of the state."""
     page = PAGE.read_bytes()
 
     async def index(_: web.Request) -> web.Response:
@@ -294,16 +297,24 @@ def make_app(scraper: Scraper, dead_letters: DeadLetterTail | None) -> web.Appli
     async def api_state(_: web.Request) -> web.Response:
         state = scraper.state()
         state["dead_letter_tail"] = dead_letters.state() if dead_letters is not None else None
+        if panels is not None:  # the funnel over the window may take a moment: off the event loop
+            state |= await asyncio.get_running_loop().run_in_executor(None, panels.state)
+        else:
+            state |= {"conversion": None, "forecasts": None, "funnel": None}
         return web.json_response(state, headers={"Cache-Control": "no-store"})
 
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp's cleanup context
         task = asyncio.create_task(scraper.run())
         if dead_letters is not None:
             dead_letters.start()
+        if panels is not None:
+            panels.start()
         yield
         task.cancel()
         if dead_letters is not None:
             await asyncio.get_running_loop().run_in_executor(None, dead_letters.stop)
+        if panels is not None:
+            await asyncio.get_running_loop().run_in_executor(None, panels.stop)
 
     app = web.Application()
     app.router.add_get("/", index)

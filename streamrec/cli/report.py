@@ -85,7 +85,7 @@ def experiment(name, bootstrap, topic, metric, as_json) -> None:  # noqa: ANN001
     the sample-ratio-mismatch check."""
     from dataclasses import asdict
 
-    from streamrec.core.abtest import analyse, analyse_means
+    from streamrec.core.abtest import analyse_arm_records
     from streamrec.core.experiments import experiment_from_dict
 
     configured = {e.name: e for e in get_settings().experiments}
@@ -94,14 +94,11 @@ def experiment(name, bootstrap, topic, metric, as_json) -> None:  # noqa: ANN001
         raise click.BadParameter(f"no experiment {name!r} in the settings (STREAMREC_EXPERIMENTS); configured: {known}",
                                  param_hint="NAME")
     spec = experiment_from_dict(configured[name].model_dump())
-    field = {"converted": "converted_users", "buyers": "buyers", "clicked": "clicked_users"}[metric]
     arms = {r["variant"]: r for r in _records(bootstrap, topic) if r.get("kind") == "arm" and r["experiment"] == name}
     try:
-        result = analyse({v: (r["users"], r[field]) for v, r in arms.items()}, spec.shares(), spec.control.name)
+        result, revenue = analyse_arm_records(arms, spec.shares(), spec.control.name, metric=metric)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    revenue = analyse_means({v: (r["users"], r["revenue"], r.get("revenue_sumsq", 0.0)) for v, r in arms.items()},
-                            list(spec.shares()), spec.control.name)
     if as_json:
         out = result.as_dict() | {"experiment": name, "metric": metric,
                                   "revenue_per_user": [asdict(m) for m in revenue],

@@ -162,6 +162,31 @@ def analyse_means(arms: Mapping[str, tuple[int, float, float]], variants: list[s
     return tuple(results)
 
 
+#: ``report experiment --metric``: the arm record's field counted as a success.
+METRIC_FIELDS = {"converted": "converted_users", "buyers": "buyers", "clicked": "clicked_users"}
+
+
+def analyse_arm_records(records: Mapping[str, Mapping[str, Any]], shares: Mapping[str, float], control: str, *,
+                        metric: str = "converted") -> tuple[ExperimentResult, tuple[MeanResult, ...]]:
+    """The experiment's conversion (:func:`analyse`) and revenue per user (:func:`analyse_means`)
+    from its variants' totals as the attribution topic holds them (variant -> ``arm`` record),
+    as ``streamrec report experiment`` and the operations page show them.
+
+    >>> records = {"c": {"users": 100, "converted_users": 5, "revenue": 50.0, "revenue_sumsq": 500.0},
+    ...            "t": {"users": 100, "converted_users": 10, "revenue": 100.0, "revenue_sumsq": 1000.0}}
+    >>> result, revenue = analyse_arm_records(records, {"c": 0.5, "t": 0.5}, "c")
+    >>> result.arms[1].rate, round(result.arms[1].lift, 6), revenue[1].mean
+    (0.1, 1.0, 1.0)
+    """
+    if metric not in METRIC_FIELDS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_FIELDS)}")
+    field = METRIC_FIELDS[metric]
+    result = analyse({v: (r["users"], r[field]) for v, r in records.items()}, shares, control)
+    revenue = analyse_means({v: (r["users"], r["revenue"], r.get("revenue_sumsq", 0.0)) for v, r in records.items()},
+                            list(shares), control)
+    return result, revenue
+
+
 def users_per_arm(base_rate: float, lift: float, *, alpha: float = 0.05, power: float = 0.8) -> int:
     """Users per arm (equal split) for a two-sided test at ``alpha`` to detect a relative ``lift``
     of a conversion rate ``base_rate`` with probability ``power`` (the normal approximation to
