@@ -37,7 +37,7 @@ from confluent_kafka import (
 )
 
 from streamrec.config import Settings
-from streamrec.contract import InvalidEvent, decode_event, decode_recommendation
+from streamrec.contract import InvalidEvent, decode_erasure, decode_event, decode_recommendation
 from streamrec.core.attribution import Attributor, arm_record, bucket_record
 from streamrec.kafka.admin import ensure_topics, watermarks
 from streamrec.kafka.security import client_config
@@ -56,6 +56,15 @@ class JobStats:
     published: int = 0
     #: Messages that could not be decoded, by topic (the worker dead-letters bad events; the job skips them).
     skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _erasure(value: bytes | None):  # noqa: ANN202 - ErasureRequest | None
+    """The erasure request ``value`` holds (``streamrec forget`` puts it on the events topic, in
+    order with the user's events), or None."""
+    try:
+        return decode_erasure(value)
+    except InvalidEvent:
+        return None
 
 
 def _reader(bootstrap: str, topic: str) -> tuple[Consumer, list[int]]:
@@ -135,6 +144,10 @@ class AttributionJob:
             try:
                 event = decode_event(message.value())
             except InvalidEvent as exc:
+                erasure = _erasure(message.value())
+                if erasure is not None:
+                    self.attributor.forget(erasure.user_id)
+                    continue
                 self._skip(self.events_topic, message, exc.reason)
                 continue
             self.stats.events += 1

@@ -261,6 +261,24 @@ class Attributor:
                 arm.add_revenue(event.user_id, revenue)
         return found
 
+    def forget(self, user_id: str) -> None:
+        """Erase a user (``streamrec forget``): their lists and every per-user record go; the
+        anonymous counts (lists, actions, revenue per hour and variant) stay as they were."""
+        for shown in self._lists.pop(user_id, ()):
+            self._by_id.pop(shown.list_id, None)
+            for kind in ATTRIBUTED_TYPES:
+                self._acted.discard((shown.list_id, kind))
+        self._arm_of.pop(user_id, None)
+        for key, arm in self.arms.items():
+            if user_id in arm.users or user_id in arm.buyers:
+                arm.users.discard(user_id)
+                arm.clicked.discard(user_id)
+                arm.converted.discard(user_id)
+                arm.buyers.discard(user_id)
+                revenue = arm.user_revenue.pop(user_id, 0.0)
+                arm.revenue_sumsq -= revenue**2
+                self.changed_arms.add(key)
+
     def drain_changes(self) -> tuple[list[tuple[BucketKey, Counts]], list[tuple[tuple[str, str], ArmCounts]]]:
         """The buckets and arms changed since the last call."""
         buckets = [(key, self.hourly[key]) for key in sorted(self.changed_buckets)]

@@ -88,3 +88,20 @@ def test_old_lists_are_forgotten_per_user_and_changes_drain():
     assert a.drain_changes() == ([], [])
     with pytest.raises(ValueError):
         Attributor(window_s=0)
+
+
+def test_an_erased_user_leaves_only_anonymous_counts():
+    a = Attributor()
+    a.add_list(rec("u1", "L1", ["a"], T0, experiment="ab", variant="c"))
+    a.add_list(rec("u2", "L2", ["a"], T0, experiment="ab", variant="c"))
+    a.add_event(ev(1, "u1", "a", "purchase", T0 + 5, price=4.0))
+    a.add_event(ev(2, "u2", "a", "purchase", T0 + 6, price=3.0))
+    a.drain_changes()
+    a.forget("u1")
+    arm = a.arms[("ab", "c")]
+    assert "u1" not in arm.users | arm.clicked | arm.converted | arm.buyers | set(arm.user_revenue)
+    assert (len(arm.users), len(arm.converted), arm.revenue_sumsq) == (1, 1, 9.0)
+    assert (arm.purchases, arm.revenue) == (2, 7.0)  # anonymous totals stay
+    assert a.drain_changes()[1] == [(("ab", "c"), arm)]  # the per-user totals are published again
+    assert a.add_event(ev(3, "u1", "a", "purchase", T0 + 7, list_id="L1")) is None  # the user's lists are gone
+    assert a.add_event(ev(4, "u2", "a", "purchase", T0 + 8)) is not None
