@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -28,7 +27,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.contract import decode_dead_letter
-from streamrec.kafka.security import client_config
+from streams.followers import TopicFollower
 
 logger = logging.getLogger(__name__)
 
@@ -208,68 +207,32 @@ class Scraper:
         return {"url": target.url, "up": target.up, "error": target.error, "scraped_at": target.scraped_at}
 
 
-class DeadLetterTail:
+class DeadLetterTail(TopicFollower):
     """The newest dead letters of ``topic``, read in a thread (from each partition's last
     ``keep`` messages on, then following the topic)."""
 
+    name = "dead-letters"
+    batch_size = 100
+
     def __init__(self, bootstrap: str, topic: str, *, keep: int = 10) -> None:
-        self.bootstrap, self.topic, self.keep = bootstrap, topic, keep
+        super().__init__(bootstrap, topic)
+        self.keep = keep
         self.latest: deque[dict[str, Any]] = deque(maxlen=keep)
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dead-letters", daemon=True)
+        self.error = None
 
-    def start(self) -> DeadLetterTail:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _assign(self, consumer: Any) -> bool:
+    def start_offsets(self, consumer: Any, partitions: list[int]) -> list[Any]:
         from confluent_kafka import TopicPartition
 
-        metadata = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            return False
         assignment = []
-        for p in sorted(metadata.partitions):
+        for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)
             assignment.append(TopicPartition(self.topic, p, max(low, high - self.keep)))
-        consumer.assign(assignment)
-        return True
+        return assignment
 
-    def _run(self) -> None:
-        from confluent_kafka import Consumer
-
-        consumer = Consumer({**client_config(self.bootstrap), "group.id": "streamrec-dashboard",
-                             "enable.auto.commit": False, "log_level": 0})
-        try:
-            while not self._stop.is_set() and not self._assigned(consumer):
-                self._stop.wait(2.0)
-            seen: list[dict[str, Any]] = []
-            while not self._stop.is_set():
-                for message in consumer.consume(100, timeout=0.5):
-                    if message.error() is not None:
-                        continue
-                    seen.append(self._readable(message.value()))
-                if seen:
-                    seen.sort(key=lambda letter: letter.get("rejected_at") or 0)
-                    for letter in seen:
-                        self.latest.append(letter)
-                    seen = []
-        finally:
-            consumer.close()
-
-    def _assigned(self, consumer: Any) -> bool:
-        try:
-            done = self._assign(consumer)
-            self.error = None if done else f"topic {self.topic} does not exist (yet)"
-            return done
-        except Exception as exc:  # noqa: BLE001 - shown on the page; retried
-            self.error = f"{type(exc).__name__}: {exc}"
-            return False
+    def handle_batch(self, messages: list[Any]) -> None:
+        seen = sorted((self._readable(message.value()) for message in messages),
+                      key=lambda letter: letter.get("rejected_at") or 0)
+        self.latest.extend(seen)
 
     @staticmethod
     def _readable(value: bytes) -> dict[str, Any]:
@@ -282,7 +245,9 @@ class DeadLetterTail:
         return letter
 
     def state(self) -> dict[str, Any]:
-        return {"topic": self.topic, "latest": list(reversed(self.latest)), "error": self.error}
+        with self.lock:
+            latest = list(reversed(self.latest))
+        return {"topic": self.topic, "latest": latest, "error": self.error}
 
 
 def make_app(scraper: Scraper, dead_letters: DeadLetterTail | None, panels: Any = None) -> web.Application:

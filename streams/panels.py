@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +40,7 @@ from streamrec.contract import Event, InvalidEvent, decode_event
 from streamrec.core.abtest import analyse_arm_records
 from streamrec.core.experiments import Experiment
 from streamrec.forecasting.demand import SHOP, category_series, item_series
-from streamrec.kafka.security import client_config
+from streams.followers import TopicFollower
 
 logger = logging.getLogger(__name__)
 
@@ -58,68 +57,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
-
-
-class TopicFollower:
-    """Reads one topic in a daemon thread: waits until it exists (``error`` says so meanwhile),
-    assigns every partition at :meth:`start_offsets`, and hands each message to :meth:`handle`
-    under ``lock``."""
-
-    name = "follower"
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
-        self.error: str | None = f"waiting for topic {topic}"
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-{topic}", daemon=True)
-
-    def start(self) -> TopicFollower:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def start_offsets(self, consumer: Any, partitions: list[int]) -> list[Any]:
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-        return [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions]
-
-    def handle(self, key: bytes | None, value: bytes | None) -> None:
-        raise NotImplementedError
-
-    def _assign(self, consumer: Any) -> bool:
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
-            if metadata is None or metadata.error is not None or not metadata.partitions:
-                self.error = f"topic {self.topic} does not exist (yet)"
-                return False
-            consumer.assign(self.start_offsets(consumer, sorted(metadata.partitions)))
-            self.error = None
-            return True
-        except Exception as exc:  # noqa: BLE001 - shown on the page; retried
-            self.error = f"{type(exc).__name__}: {exc}"
-            return False
-
-    def _run(self) -> None:
-        from confluent_kafka import Consumer
-
-        consumer = Consumer({**client_config(self.bootstrap), "group.id": f"streamrec-dashboard-{self.name}",
-                             "enable.auto.commit": False, "log_level": 0})
-        try:
-            while not self._stop.is_set() and not self._assign(consumer):
-                self._stop.wait(2.0)
-            while not self._stop.is_set():
-                messages = consumer.consume(1000, timeout=0.5)
-                with self.lock:
-                    for message in messages:
-                        if message.error() is not None:
-                            continue
-                        self.handle(message.key(), message.value())
-        finally:
-            consumer.close()
 
 
 class LatestByKey(TopicFollower):

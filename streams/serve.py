@@ -47,9 +47,9 @@ from streamrec.core.batch import (
     rebuild_state,
     variant_query,
 )
-from streamrec.core.experiments import Experiment, assign, experiment_from_dict
+from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams
-from streams.shell import interest_params
+from streams.shell import interest_params, running_experiment
 from streamrec.core.diversity import POOL
 from streamrec.core.repeat import REPEAT_EVENTS
 from streamrec.core.items import ItemsModel, LiveItems
@@ -262,9 +262,8 @@ class Replica:
     def __init__(self, settings, params: InterestParams | None = None) -> None:  # noqa: ANN001 - Settings
         self.settings = settings
         self.params = params or interest_params(settings)
-        experiments = getattr(settings, "experiments", ())
         #: The running experiment: answers follow the user's variant, as the worker's lists do.
-        self.experiment = experiment_from_dict(experiments[0].model_dump()) if experiments else None
+        self.experiment = running_experiment(settings)
         self.changelog = _changelog_topic(settings)
         self.lock = threading.Lock()
         self.states: dict[str, bytes] = {}

@@ -23,7 +23,7 @@ import numpy as np
 from streamrec.config import Settings
 from streamrec.contract import decode_dead_letter, encode_recommendation
 from streamrec.core.batch import BatchResult, Message, PreparedBatch, dead_letter, prepare_batch
-from streamrec.core.experiments import experiment_from_dict
+from streamrec.core.experiments import Experiment, experiment_from_dict
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import LiveItems
 from streamrec.core.state import UserState, encode_state
@@ -57,6 +57,11 @@ CATALOG_COUNT_EVERY_S = 5.0
 def interest_params(settings: Settings) -> InterestParams:
     """The worker's ``InterestParams``: the defaults with the list rules' repeat and diversity settings."""
     return InterestParams(repeat_weight=settings.rules.repeat_weight, diversity=settings.rules.diversity)
+
+
+def running_experiment(settings: Settings) -> Experiment | None:
+    """The experiment the lists follow (the first configured; at most one runs), or None."""
+    return experiment_from_dict(settings.experiments[0].model_dump()) if settings.experiments else None
 
 class WorkerStats:
     """Counters the worker logs (and tests read): processed, recommended, rejected by reason."""
@@ -95,7 +100,7 @@ class WorkerShell:
         self.settings = settings
         self.params = params or interest_params(settings)
         #: The running experiment (its variant is stamped on every list), or None.
-        self.experiment = experiment_from_dict(settings.experiments[0].model_dump()) if settings.experiments else None
+        self.experiment = running_experiment(settings)
         self.model = model or ModelHolder.from_settings(settings)
         self.catalog = LiveCatalog.from_settings(settings)
         self.stats = WorkerStats()
