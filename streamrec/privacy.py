@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import replace
+from msgspec.structs import replace
 from typing import TYPE_CHECKING
 
 from streamrec.contract import Event

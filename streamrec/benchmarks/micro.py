@@ -39,7 +39,12 @@ def run_micro(workload: Workload, *, batch_size: int = 1000, budget_s: float = 0
     """Microseconds per event (per recommendation for the encoders) of each step."""
     from indexing.artifact import load_artifact
     from streamrec.benchmarks.naive_agent import handle_event
-    from streamrec.contract import EVENT_TYPE_CODES, decode_event, encode_recommendation
+    from streamrec.contract import (
+        EVENT_TYPE_CODES,
+        decode_event,
+        decode_events,
+        encode_recommendation,
+    )
     from streamrec.core.batch import Message, decode_batch, process_batch
     from streamrec.core.interest import InterestParams, update_batch
     from streamrec.core.search import search
@@ -85,6 +90,7 @@ def run_micro(workload: Workload, *, batch_size: int = 1000, budget_s: float = 0
     costs = {
         "orjson.loads": _per_call_us(lambda: [orjson.loads(v) for v in values], len(values), budget_s),
         "decode_event (JSON + contract)": _per_call_us(lambda: [decode_event(v) for v in values], len(values), budget_s),
+        "decode_events (the batch in one C call)": _per_call_us(lambda: decode_events(values), len(values), budget_s),
         "decode_batch (+ key check)": _per_call_us(lambda: decode_batch(batch), len(batch), budget_s),
         "decode_state (full history)": _per_call_us(lambda: [decode_state(r) for r in encoded_states], len(encoded_states), budget_s),
         "encode_state (full history)": _per_call_us(lambda: [encode_state(s) for s in states], len(states), budget_s),  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ import numpy as np
 
 from indexing.artifact import ModelArtifact
 from streamrec.contract import (
+    EVENT_TYPE_CODES,
     InvalidEvent,
     Recommendation,
     ScoredItem,
@@ -44,7 +45,7 @@ from streamrec.contract import (
 from streamrec.core.batch import Message, is_duplicate, rebuild_state
 from streamrec.core.interest import InterestParams, update_vector
 from streamrec.core.search import search
-from streamrec.core.state import RecentEvent, UserState, encode_state
+from streamrec.core.state import EMPTY_HISTORY, UserState, encode_state
 from streams.engine import GC_THRESHOLDS
 from streams.tables import read_state
 
@@ -94,9 +95,8 @@ def handle_event(
     state = load_state(event.user_id)
     if state is not None and state.model_version != model.version:
         state = rebuild_state(state, model, params)
-    seen = {r.event_id for r in state.recent} if state is not None else set()
-    if is_duplicate(state, seen, event, message):
-        if state is not None and state.recent and state.recent[-1].event_id == event.event_id:
+    if is_duplicate(state, set(), event, message):
+        if state is not None and state.recent.last_event_id == event.event_id:
             return Outcome(recommendation=_recommend(state.vector, state.purchased, event, model, params), duplicate=True)
         return Outcome(duplicate=True)
 
@@ -105,7 +105,8 @@ def handle_event(
         vector, last_ts = update_vector(vector, last_ts, model.context[row], event.type, event.ts, params)
     if not np.isfinite(vector).all():
         return Outcome(rejected=InvalidEvent("non_finite_vector", f"the update made {event.user_id!r}'s vector non-finite"))
-    recent = [*(state.recent if state else ()), RecentEvent(event.event_id, event.item_id, event.type, event.ts)]
+    recent = (state.recent if state else EMPTY_HISTORY).extended(
+        [event.event_id], [event.item_id], bytes([EVENT_TYPE_CODES[event.type]]), [event.ts], limit=params.history_size)
     purchased = list(state.purchased) if state else []
     if event.type == "purchase":
         if event.item_id in purchased:
@@ -116,7 +117,7 @@ def handle_event(
         last_ts=last_ts,
         n_events=(state.n_events if state else 0) + 1,
         model_version=model.version,
-        recent=tuple(recent[-params.history_size :]),
+        recent=recent,
         purchased=tuple(purchased[-params.max_exclusions :]),
         partition=message.partition,
         offset=message.offset,

@@ -16,15 +16,18 @@ from pathlib import Path
 
 #: (kind, regular expression over one frame "function (file:line)"), in priority order.
 KINDS: tuple[tuple[str, str], ...] = (
-    ("startup (imports, model, rebalance)", r"^(_find_and_load|load_artifact|create_app|on_rebalance|on_partitions_assigned) \("),
+    ("startup (imports, model, rebalance)", r"^(_find_and_load|load_artifact|create_app|on_rebalance|on_partitions_assigned|_on_assign) \("),
     ("idle (waiting for the network)", r"^(EpollSelector\.select|select) \(.*selectors\.py"),
-    ("decode events (JSON + contract)", r"^(decode_batch|decode_event|event_from_dict|_string|_number) \(.*(processor|contract)\.py"),
+    ("FAISS search", r"^(search \(.*(indexing/index|streamrec/core/search)\.py|Index\w*\.search \()"),
+    ("decode events (JSON + contract)", r"^(decode_batch|decode_events|decode_event|event_from_dict|_string|_number) \(.*(processor|contract|batch)\.py"),
     ("state codec (decode/encode)", r"^(decode_state|encode_state) \("),
-    ("table read (Faust + RocksDB)", r"^(get|__getitem__|_get|_get_bytes) \(.*faust/(tables|stores)/"),
-    ("table write (Faust + RocksDB + changelog)", r"^(__setitem__|_set|set|_set_key|on_key_set|send_changelog) \(.*faust/(tables|stores)/"),
+    ("table read (Faust + RocksDB)", r"^(read_state|load_states) \(|^(get|__getitem__|_get|_get_bytes) \(.*faust/(tables|stores)/"),
+    ("table write (Faust + RocksDB + changelog)", r"^PartitionStore\.write \(|^(__setitem__|_set|set|_set_key|on_key_set|send_changelog) \(.*faust/(tables|stores)/"),
     ("vector update (numpy)", r"^(update_batch|update_vector|fold_events|rebuild_state) \("),
-    ("FAISS search", r"^search \(.*indexing/index\.py"),
-    ("build + encode recommendations", r"^(encode_recommendation|to_dict) \(.*contract\.py"),
+    ("build + encode recommendations", r"^(encode_recommendation|to_dict|finish_batch) \(.*(contract|batch)\.py"),
+    ("the core's per-user work (dedup, new states)", r"^(select_fresh|new_states|group_by_user|apply_events|learn_new_items) \("),
+    ("produce (librdkafka) + delivery reports", r"^(_produce|_flush|_wait_for_deliveries|_Deliveries\.__call__|emit) \(.*(engine|shell)\.py"),
+    ("consume (librdkafka)", r"^BatchEngine\.take \("),
     ("send recommendations", r"^(send|send_soon|_send|maybe_declare|publish_message) \(.*faust/(topics|channels|transport)"),
     ("other core (process_batch, python)", r"^process_batch \("),
     ("agent loop (batching, acks, Faust streams)", r"faust/(streams|agents)"),
@@ -47,7 +50,7 @@ def classify(frames: list[str]) -> str:
 
 
 # py-spy names methods "Class.method": a leading "^(" also accepts such a qualifier.
-_COMPILED = [(kind, re.compile(pattern.replace("^(", r"^(?:[\w.<>]+\.)?(", 1))) for kind, pattern in KINDS]
+_COMPILED = [(kind, re.compile(pattern.replace("^(", r"^(?:[\w.<>]+\.)?("))) for kind, pattern in KINDS]
 
 
 def parse_raw(text: str) -> list[tuple[list[str], int]]:

@@ -14,6 +14,7 @@ item the model has never seen is accepted and makes the item a new one.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,15 +31,22 @@ from streamrec.contract import (
     ScoredItem,
     decode_erasure,
     decode_event,
+    decode_events,
     encode_dead_letter,
     list_id_for,
 )
+from streamrec.core.diversity import POOL, mmr
 from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
-from streamrec.core.diversity import POOL, mmr
 from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
-from streamrec.core.state import RecentEvent, UserState
+from streamrec.core.state import (
+    EMPTY_HISTORY,
+    History,
+    RecentEvent,
+    UserState,
+    checked_state,
+)
 
 #: How many of a user's newest events name the categories their backfill comes from.
 RECENT_CATEGORY_EVENTS = 10
@@ -106,6 +114,16 @@ def decode_batch(
     accepted: list[tuple[int, Event]] = []
     rejected: list[Rejected] = []
     now = time.time() if now is None else now
+    events = decode_events([message.value for message in messages], now=now)
+    if events is not None:  # every value a well-formed event (the usual batch): decoded at once
+        for position, event in enumerate(events):
+            key = messages[position].key
+            if key is None or key != event.user_id.encode():
+                rejected.append(Rejected(position, "key_mismatch",
+                                         f"the message key must be the user_id {event.user_id!r}, got {key!r}"))
+            elif event.type != IMPRESSION:
+                accepted.append((position, event))
+        return accepted, rejected
     for position, (key, value, _, _) in enumerate(messages):
         try:
             event = decode_event(value, now=now)
@@ -144,10 +162,11 @@ def rebuild_state(state: UserState, items: LiveItems | ArtifactLike, params: Int
 
 def is_duplicate(state: UserState | None, seen_ids: set[str], event: Event, message: Message) -> bool:
     """Was this event applied before? Either the same offset was replayed (after a crash or
-    a rebalance: the state already reflects it) or the same ``event_id`` was re-sent."""
+    a rebalance: the state already reflects it) or the same ``event_id`` was re-sent (it is
+    among the state's recent events, or among ``seen_ids``, the batch's earlier events)."""
     if state is not None and message.partition == state.partition and 0 <= message.offset <= state.offset:
         return True
-    return event.event_id in seen_ids
+    return event.event_id in seen_ids or (state is not None and state.recent.has_event(event.event_id))
 
 
 @dataclass
@@ -165,7 +184,7 @@ class PreparedBatch:
     k: int
     #: Each user's newest events (up to REPEAT_EVENTS), newest last: the repeat step's recent
     #: items; the last RECENT_CATEGORY_EVENTS' categories lead the backfill.
-    recent: list[list[RecentEvent]] = field(default_factory=list)
+    recent: list[Sequence[RecentEvent]] = field(default_factory=list)
     view: SearchView | None = None
     #: The running experiment (None: none); every list is stamped with the user's variant.
     experiment: Experiment | None = None
@@ -334,12 +353,12 @@ def select_fresh(
         if state is not None and state.model_version != items.version:
             state = rebuild_state(state, items, params)
         old_states[user_id] = state
-        seen = {r.event_id for r in state.recent} if state is not None else set()
+        seen: set[str] = set()
         kept = []
         for position, event in events:
             if is_duplicate(state, seen, event, messages[position]):
                 duplicates.append(position)
-                if state is not None and state.recent and state.recent[-1].event_id == event.event_id:
+                if state is not None and state.recent.last_event_id == event.event_id:
                     resend[user_id] = (position, event)
             else:
                 seen.add(event.event_id)
@@ -417,67 +436,102 @@ def new_states(
     result: BatchResult,
 ) -> PreparedBatch:
     """Each user's new state (recent events, purchases, source offset), exclusions, triggering
-    event and recent rows; new items learn from the events on them; trending counts the events."""
+    event and recent events; new items learn from the events on them; trending counts the events.
+
+    The events are handled as the arrays :func:`apply_events` made of them, user by user (a
+    state's history grows by whole columns, :meth:`streamrec.core.state.History.extended`);
+    only the events on a new item, or just after one, are visited one by one."""
     users = selection.users
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(applied.vectors.sum(axis=1, dtype=np.float64))
     broken = {users[slot] for slot in np.flatnonzero(~finite)}
+    learn_new_items(selection, applied, items, broken)
     exclusions: list[set[int]] = []
     triggers: list[Event] = []
-    recent_events: list[list[RecentEvent]] = []
+    recent_events: list[History] = []
     kept_slots: list[int] = []
-    row_of, new_from, rows = items.row_of, items.n_model, applied.rows
-    captured_at = {int(e): c for c, e in enumerate(applied.on_new)}
-    j = 0  # event j of the fresh events (users' order, then batch order)
+    history_size, max_exclusions, version = params.history_size, params.max_exclusions, items.version
+    type_bytes = applied.type_codes.astype(np.uint8).tobytes()
+    ts_bytes = applied.ts.astype("<f8").tobytes()
+    vectors = applied.vectors.copy()  # the states' vectors are rows of it
+    old_states, fresh = selection.old_states, selection.fresh
+    j = 0  # the user's first event among the fresh events (users' order, then batch order)
     for slot, user_id in enumerate(users):
-        old = selection.old_states[user_id]
-        recent = list(old.recent) if old else []
-        purchased = list(old.purchased) if old else []
-        if user_id in selection.fresh:
-            learn = user_id not in broken
-            previous = row_of.get(recent[-1].item_id) if recent else None
-            for _, event in selection.fresh[user_id]:
-                row = int(rows[j])
-                if learn and row >= new_from:
-                    c = captured_at[j]
-                    items.fold_in(row, applied.before[c] if applied.had_before[c] else None, previous)
-                elif learn and previous is not None and previous >= new_from:
-                    items.link(previous, row)
-                previous = row
-                j += 1
-                recent.append(RecentEvent(event.event_id, event.item_id, event.type, event.ts))
-                if event.type == "purchase":
-                    if event.item_id in purchased:
-                        purchased.remove(event.item_id)
-                    purchased.append(event.item_id)
+        old = old_states[user_id]
+        recent = old.recent if old is not None else EMPTY_HISTORY
+        purchased = old.purchased if old is not None else ()
+        events = fresh.get(user_id)
+        if events is not None:
+            n = len(events)
+            codes = type_bytes[j : j + n]
+            recent = recent.extended([e.event_id for _, e in events], [e.item_id for _, e in events], codes,
+                                     ts_bytes[8 * j : 8 * (j + n)], limit=history_size)
+            j += n
+            if _PURCHASE in codes:
+                bought = list(purchased)
+                for _, event in events:
+                    if event.type == "purchase":
+                        if event.item_id in bought:
+                            bought.remove(event.item_id)
+                        bought.append(event.item_id)
+                purchased = tuple(bought[-max_exclusions:])
             if user_id in broken:
                 continue
-            position, trigger = selection.fresh[user_id][-1]
+            position, trigger = events[-1]
             source = messages[position]
+            last_ts = applied.last_ts[slot]
             result.states[user_id] = (
-                UserState(
-                    vector=applied.vectors[slot].copy(),
-                    last_ts=None if np.isnan(applied.last_ts[slot]) else float(applied.last_ts[slot]),
-                    n_events=(old.n_events if old else 0) + len(selection.fresh[user_id]),
-                    model_version=items.version,
-                    recent=tuple(recent[-params.history_size :]),
-                    purchased=tuple(purchased[-params.max_exclusions :]),
-                    partition=source.partition,
-                    offset=source.offset,
-                ),
+                checked_state(vectors[slot], None if math.isnan(last_ts) else float(last_ts),
+                              (old.n_events if old is not None else 0) + n, version, recent, purchased,
+                              source.partition, source.offset),  # the vector's finiteness is checked above
                 position,
             )
         else:
             position, trigger = selection.resend[user_id]
         kept_slots.append(slot)
         triggers.append(trigger)
-        exclusions.append(items.exclusions(purchased))
-        recent_events.append(recent[-REPEAT_EVENTS:])
-    items.observe(rows, applied.type_codes, applied.ts)
+        exclusions.append(items.exclusions(purchased) if purchased else set())
+        recent_events.append(recent)
+    items.observe(applied.rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
     return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
                          recent_events, items.view(), repeat_weight=params.repeat_weight,
                          diversity=params.diversity)
+
+
+#: The purchase type's code, as a byte of a history's type column.
+_PURCHASE = bytes([EVENT_TYPE_CODES["purchase"]])
+
+
+def learn_new_items(selection: Selection, applied: Applied, items: LiveItems, broken: set[str]) -> None:
+    """New items learn from the batch's events, in order: an event on a new item folds the
+    user's vector just before it into the item (:meth:`LiveItems.fold_in`, with the item the
+    user touched before as its neighbour), and the event right after one on a new item links
+    the two (:meth:`LiveItems.link`). Users whose vector broke teach nothing."""
+    new_from, rows = items.n_model, applied.rows
+    if items.n_rows <= new_from or not len(rows):
+        return  # no new item anywhere: nothing to learn
+    counts = np.fromiter((len(events) for events in selection.fresh.values()), np.int64, len(selection.fresh))
+    firsts = np.cumsum(counts) - counts
+    previous = np.empty(len(rows), np.int64)
+    previous[1:] = rows[:-1]
+    row_of = items.row_of
+    for first, user_id in zip(firsts.tolist(), selection.fresh):
+        old = selection.old_states[user_id]
+        last_item = old.recent.last_item_id if old is not None else None
+        previous[first] = row_of.get(last_item, -1) if last_item is not None else -1
+    owner = np.repeat(np.arange(len(counts)), counts)
+    fresh_users = list(selection.fresh)
+    captured_at = {int(e): c for c, e in enumerate(applied.on_new)}
+    for j in np.flatnonzero((rows >= new_from) | (previous >= new_from)).tolist():
+        if fresh_users[owner[j]] in broken:
+            continue
+        row, before = int(rows[j]), int(previous[j])
+        if row >= new_from:
+            c = captured_at[j]
+            items.fold_in(row, applied.before[c] if applied.had_before[c] else None, before if before >= 0 else None)
+        else:
+            items.link(before, row)
 
 
 def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> BatchResult:
@@ -493,25 +547,31 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     short = (rows < 0).any(axis=1) if len(rows) else np.zeros(0, bool)
     stale = items.blocked_rows(np.maximum(rows, 0)).any(axis=1) if len(rows) else short
     experiment = prepared.experiment
+    all_rows, all_scores, finished = rows.tolist(), scores.tolist(), (short | stale).tolist()
     for slot, user_id in enumerate(prepared.users):
         trigger = prepared.triggers[slot]
-        found = rows[slot].tolist()
+        found = all_rows[slot]
         variant = assign(experiment, user_id) if experiment is not None else None
         if variant is not None and variant.kind == "trending":
             chosen = items.finish_list([], [], k, prepared.exclusions[slot], [])
-        elif not (short[slot] or stale[slot]):
-            chosen = tuple(map(ScoredItem, map(item_ids.__getitem__, found), scores[slot].tolist()))
+        elif not finished[slot]:
+            chosen = tuple(map(ScoredItem, map(item_ids.__getitem__, found), all_scores[slot]))
         else:
             n_found = k - found.count(-1)  # -1 pads the end of a short list
             chosen = items.finish_list(found[:n_found], scores[slot, :n_found].tolist(), k,
                                        prepared.exclusions[slot],
-                                       [r.item_id for r in prepared.recent[slot][-RECENT_CATEGORY_EVENTS:]])
+                                       recent_item_ids(prepared.recent[slot])[-RECENT_CATEGORY_EVENTS:])
         result.recommendations.append(
             Recommendation(user_id, chosen, items.version, trigger.event_id, trigger.ts, produced_at,
                            list_id_for(user_id, trigger.event_id, items.version),
                            None if experiment is None else experiment.name, None if variant is None else variant.name)
         )
     return result
+
+
+def recent_item_ids(recent: Sequence[RecentEvent]) -> list[str]:
+    """The item ids of a user's recent events, oldest first (a :class:`History`'s column)."""
+    return recent.item_ids() if isinstance(recent, History) else [event.item_id for event in recent]
 
 
 def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -525,7 +585,7 @@ def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -
     rows, scores = rows.copy(), scores.copy()
     row_of = items.row_of
     for slot in range(len(prepared.users)):
-        recent = [row_of.get(event.item_id, -1) for event in prepared.recent[slot] if isinstance(event, RecentEvent)]
+        recent = [row_of.get(item_id, -1) for item_id in recent_item_ids(prepared.recent[slot])[-REPEAT_EVENTS:]]
         excluded = prepared.exclusions[slot]
         skip = {row for row in recent if row < 0 or row in excluded or items.blocked(row)}
         rows[slot], scores[slot] = with_repeats(

@@ -135,7 +135,7 @@ def test_dead_letter_keeps_original_bytes():
     assert back["raw"] == raw and back["reason"] == "not_utf8" and back["offset"] == 99
 
 
-ids = st.text(min_size=1, max_size=40).filter(lambda s: s.strip())
+ids = st.text(min_size=1, max_size=40).filter(lambda s: s.strip() and not any(c < "\x20" for c in s))
 
 
 @settings(max_examples=200, deadline=None)
@@ -419,3 +419,47 @@ def test_invalid_erasure_requests_are_refused_by_the_decoder_and_the_schema(payl
 def test_an_event_is_not_an_erasure_request():
     assert decode_erasure(encode_event(Event("e", "u", "i", "view", 1.0))) is None
     assert decode_erasure(None) is None and decode_erasure(b"") is None
+
+
+# --------------------------------------------------------------------------- a batch at once
+
+from streamrec.contract import decode_events  # noqa: E402
+
+
+def test_ids_with_control_characters_are_rejected_on_both_paths():
+    for field in ("event_id", "user_id", "item_id"):
+        raw = orjson.dumps({**GOOD, field: "a\x1fb"})
+        assert _fast_decode(raw, NOW) is None
+        with pytest.raises(InvalidEvent) as caught:
+            decode_event(raw, now=NOW)
+        assert caught.value.reason == "control_character" and field in caught.value.detail
+        assert decode_events([encode_event(Event("e", "u", "i", "view", 1.0)), raw], now=NOW) is None
+    # Other text fields may hold them (a search query with a line break).
+    assert decode_event(orjson.dumps({**GOOD, "query": "red\nshoes"}), now=NOW).query == "red\nshoes"
+
+
+batch_values = st.one_of(
+    st.builds(lambda e, u, i, k, ts: encode_event(Event(e, u, i, k, ts)), ids, ids, ids, st.sampled_from(EVENT_TYPES),
+              st.floats(0, NOW, allow_nan=False)),
+    st.builds(lambda d: orjson.dumps({**GOOD, **d}), st.dictionaries(fields, values, max_size=3)),
+    st.binary(max_size=60),
+    st.sampled_from([b"", b"\n", b'{"event_id":"a"}\n{"event_id":"b"}', b'{"event_id":"e1","user_id":"u1"']),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(batch_values, min_size=1, max_size=6))
+def test_a_batch_decodes_to_what_each_value_decodes_to(raws):
+    """The batch decoder either declines (None) or gives exactly the events the one-by-one
+    decoder accepts, value by value; it never reads a value as part of its neighbour."""
+    decoded = decode_events(raws, now=NOW)
+    one_by_one = [outcome(lambda raw, now: decode_event(raw, now=now), raw) for raw in raws]
+    if decoded is not None:
+        assert decoded == one_by_one
+    if all(isinstance(e, Event) for e in one_by_one) and not any(b"\\" in raw or b"\n" in raw for raw in raws):
+        assert decoded == one_by_one  # well-formed batches take the fast path
+
+
+def test_a_value_split_across_two_messages_is_not_joined():
+    head, tail = b'{"event_id":"e1","user_id":"u1",', b'"item_id":"i","type":"view","ts":1.0}'
+    assert decode_events([head, tail], now=NOW) is None

@@ -39,3 +39,59 @@ def test_non_finite_vector_is_refused():
 def test_garbage_is_a_decode_error(raw):
     with pytest.raises(StateDecodeError):
         decode_state(raw)
+
+
+# --------------------------------------------------------------------------- the columnar history
+
+import struct  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from streamrec.core.state import History  # noqa: E402
+
+TYPES = ("view", "click", "add_to_cart", "favorite", "purchase")
+ids = st.text(min_size=1, max_size=6).filter(lambda s: s.strip() and not any(c < " " for c in s))
+events = st.lists(st.builds(RecentEvent, ids, ids, st.sampled_from(TYPES), st.floats(0, 2e9)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events, events, st.integers(1, 10))
+def test_history_behaves_like_the_list_of_its_events(old, new, limit):
+    """The column operations agree with a plain list of events (the independent expectation)."""
+    history = History.of(old).extended([e.event_id for e in new], [e.item_id for e in new],
+                                       bytes(TYPES.index(e.type) for e in new), [e.ts for e in new], limit=limit)
+    expected = (old + new)[-limit:] if new else old
+    assert list(history) == expected and history == tuple(expected) and len(history) == len(expected)
+    assert history.last_event_id == (expected[-1].event_id if expected else None)
+    for probe in {e.event_id for e in old + new} | {"x", "e"}:
+        assert history.has_event(probe) == any(e.event_id == probe for e in expected)
+    state = UserState(np.ones(2, np.float32), 1.0, len(expected), "v1", recent=expected)
+    assert decode_state(encode_state(state)).recent == history
+
+
+def encode_format_2(state: UserState) -> bytes:
+    """The previous layout (event and item ids interleaved in one list), written independently."""
+    version = state.model_version.encode()
+    ids = "\x1f".join(part for e in state.recent for part in (e.event_id, e.item_id)).encode()
+    header = struct.pack("<HHIQdiqHHH", 0x5352, 2, len(state.vector), state.n_events, state.last_ts, state.partition,
+                         state.offset, len(version), len(state.recent), len(state.purchased))
+    return b"".join([header, version, state.vector.astype(np.float32).tobytes(),
+                     bytes(TYPES.index(e.type) for e in state.recent),
+                     struct.pack(f"<{len(state.recent)}d", *(e.ts for e in state.recent)),
+                     struct.pack("<I", len(ids)), ids, "\x1f".join(state.purchased).encode()])
+
+
+def test_states_of_the_previous_format_are_still_read():
+    state = UserState(np.arange(3, dtype=np.float32), 5.0, 2, "v7",
+                      recent=(RecentEvent("e1", "a", "view", 1.0), RecentEvent("e2", "b", "purchase", 2.0)),
+                      purchased=("b",), partition=1, offset=9)
+    back = decode_state(encode_format_2(state))
+    assert back.recent == state.recent and back.purchased == ("b",) and (back.partition, back.offset) == (1, 9)
+
+
+def test_a_truncated_state_is_a_decode_error():
+    raw = encode_state(UserState(np.ones(4, np.float32), 1.0, 1, "v1", recent=(RecentEvent("e1", "a", "view", 1.0),)))
+    for cut in range(1, len(raw) - 1, 3):
+        with pytest.raises(StateDecodeError):
+            decode_state(raw[:cut])
