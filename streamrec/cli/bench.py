@@ -68,6 +68,11 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
               "the same as the worker's]; the report says when they differ.")
 @click.option("--rate", type=click.FloatRange(min=1), help="Produce at this many events/s while the side runs "
               "(latency mode) [default: flat out: a backlog produced before the side starts].")
+@click.option("--steady-rate", default=5000.0, show_default=True, type=click.FloatRange(min=0),
+              help="Flat out only: then also run a fresh worker at this steady rate and report its latency, "
+              "start-up included (0: skip).")
+@click.option("--steady-events", default=30_000, show_default=True, type=click.IntRange(min=100),
+              help="Events of the steady-rate run.")
 @click.option("--naive/--no-naive", default=True, show_default=True, help="Also run the naive per-event agent.")
 @click.option("--first", "first_side", type=click.Choice(["worker", "naive"]), default="worker", show_default=True,
               help="Which side runs first (alternate it between runs: the second side finds a broker that has "
@@ -169,6 +174,17 @@ def bench(**options: object) -> None:
             console.print(f"same recommendations (worker vs naive, same trigger event): "
                           f"{found['identical']:,} identical and {found['identical_up_to_ties']:,} identical up to "
                           f"float ties of {found['compared']:,}, mean top-10 overlap {found['mean_overlap']}")
+        steady = result.get("steady")
+        if steady:
+            latency, after = steady["latency_ms"], steady.get("latency_ms_steady") or {}
+            console.print(f"worker at a steady {steady['rate']:,.0f} events/s (a fresh worker, start-up included): "
+                          f"p50 {latency['p50']:,.1f} / p95 {latency['p95']:,.1f} / p99 [bold]{latency['p99']:,.1f}[/bold] ms; "
+                          f"after the first 2 s p99 {after.get('p99') or 0:,.1f} ms; max lag {steady['max_lag']}")
+        per_user = result.get("per_user")
+        if per_user:
+            console.print(f"per user: {per_user['state_bytes_per_user']} bytes per state, {per_user['disk_bytes_per_user']} "
+                          f"bytes of RocksDB ({per_user['users']:,} users); at {per_user['extrapolated_users']:,} users: "
+                          f"{per_user['rocksdb_gb_at_extrapolated']} GB of RocksDB, {per_user['changelog_gb_at_extrapolated']} GB of changelog")
         console.print(f"order: {' then '.join(result['config']['order'])}")
         for difference in result["config"]["differences"]:
             console.print(f"[yellow]the sides differ: {difference}[/yellow]")
@@ -179,6 +195,29 @@ def bench(**options: object) -> None:
     failure = agreement_failure(result)
     if failure is not None:
         raise click.ClickException(failure)
+
+
+#: The user count the state's memory is extrapolated to (issue #13).
+EXTRAPOLATE_TO_USERS = 10_000_000
+
+
+def per_user_memory(side: dict[str, object]) -> dict[str, object] | None:
+    """What a user costs the worker, from the side's table after the run, and that cost at
+    :data:`EXTRAPOLATE_TO_USERS` users: states live in RocksDB on disk and in the changelog
+    topic, so those grow by the measured bytes per user. The peak RSS is reported as measured;
+    docs/performance.md compares it at two user counts (``--fill-users``) for its slope."""
+    table = side.get("table") or {}
+    users = table.get("users")  # type: ignore[union-attr]
+    if not users:
+        return None
+    per_user = table.get("disk_bytes_per_user")  # type: ignore[union-attr]
+    state = table.get("state_bytes_per_user")  # type: ignore[union-attr]
+    return {
+        "users": users, "state_bytes_per_user": state, "disk_bytes_per_user": per_user, "rss_mb": side.get("rss_mb"),
+        "extrapolated_users": EXTRAPOLATE_TO_USERS,
+        "rocksdb_gb_at_extrapolated": None if per_user is None else round(per_user * EXTRAPOLATE_TO_USERS / 1e9, 2),
+        "changelog_gb_at_extrapolated": None if state is None else round(state * EXTRAPOLATE_TO_USERS / 1e9, 2),
+    }
 
 
 def _save_and_echo(result: dict[str, object], options: dict[str, object], filename: str) -> bool:
@@ -489,6 +528,16 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
                 naive = run_side("naive", naive_workload, keep=keep, **common)
                 sides.append(naive)
                 log(f"naive: {naive.events_per_s or 0:,.0f} events/s, p99 {naive.latency_ms['p99'] or 0:,.0f} ms")
+        steady = None
+        steady_rate = float(options["steady_rate"] or 0)  # type: ignore[arg-type]
+        if rate is None and steady_rate > 0 and not options["fill_users"]:
+            # Freshness at a steady rate, from a cold start: a new worker process, its own topics
+            # and an empty table of its own.
+            (workdir / "steady").mkdir()
+            steady = run_side("worker", workload.head(min(int(options["steady_events"]), len(workload))),
+                              **{**common, "run_id": f"{run_id}-steady", "rate": steady_rate, "workdir": workdir / "steady"},
+                              batch_size=options["batch_size"])
+            log(f"worker at {steady_rate:g} events/s: p99 {steady.latency_ms['p99'] or 0:,.1f} ms (start-up included)")
         output = options["output"]
         if output is not None:  # the sides' own logs, for their counters and warnings
             Path(str(output)).mkdir(parents=True, exist_ok=True)
@@ -517,6 +566,8 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
                         if rate is None and naive and worker.lists_per_s and naive.lists_per_s else None),
         "agreement": _agreement(worker, naive) if naive else None,
         "profile": profile,
+        "steady": None if steady is None else {"rate": float(options["steady_rate"]), **steady.summary()},
+        "per_user": per_user_memory(worker.summary()),
         "config": {
             "items": items, "users": users, "events": events, "naive_events": naive_events if naive else None,
             "rate": rate, "mode": "flat_out" if rate is None else "rate", "partitions": int(options["partitions"]),

@@ -101,3 +101,22 @@ def test_the_gate_fails_when_nothing_could_be_compared_and_is_silent_without_a_n
     assert agreement({b"e1": rec("e1", ("a", 0.9))}, {b"e2": rec("e2", ("a", 0.9))}) is None
     assert "no trigger event in common" in agreement_failure({"naive": {}, "agreement": None})
     assert agreement_failure({"naive": None, "agreement": None}) is None
+
+
+def test_memory_per_user_is_extrapolated_from_the_measured_table():
+    from streamrec.cli.bench import per_user_memory
+
+    side = {"rss_mb": 600.0, "table": {"users": 1_000_000, "state_bytes_per_user": 600.0, "disk_bytes_per_user": 610.0}}
+    found = per_user_memory(side)
+    assert found["rocksdb_gb_at_extrapolated"] == 6.1 and found["changelog_gb_at_extrapolated"] == 6.0
+    assert found["extrapolated_users"] == 10_000_000 and found["rss_mb"] == 600.0
+    assert per_user_memory({"table": {"users": 0}}) is None and per_user_memory({}) is None
+
+
+def test_a_negative_steady_rate_is_refused_with_a_sentence():
+    from click.testing import CliRunner
+
+    from streamrec.cli.bench import bench
+
+    result = CliRunner().invoke(bench, ["--steady-rate", "-5"])
+    assert result.exit_code == 2 and "--steady-rate" in result.output
