@@ -192,6 +192,9 @@ class WorkerSettings(BaseModel):
     standby_replicas: int = Field(1, ge=0)
     #: Port of the worker's Prometheus ``/metrics`` (docs/operations.md); 0 serves none.
     metrics_port: int = Field(9108, ge=0, le=65535)
+    #: Compression of the batch engine's output batches (recommendations and changelog), done
+    #: in librdkafka's own threads; docs/performance.md, "Settings and why".
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
 
 
 class PrivacySettings(BaseModel):

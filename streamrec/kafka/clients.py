@@ -49,6 +49,7 @@ def worker_client_configs(settings: Settings) -> tuple[dict[str, Any], dict[str,
         "message.max.bytes": MAX_REQUEST_BYTES,
         # Same partitioner as Java clients and aiokafka: a user's messages land where Faust's would.
         "partitioner": "murmur2_random",
+        "compression.type": worker.compression,
         "log_level": 4,
     }
     return consumer, producer
