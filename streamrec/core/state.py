@@ -263,16 +263,7 @@ def decode_state(raw: bytes) -> UserState:
         raise StateDecodeError("user state lists are inconsistent with its header")
     if n_recent and max(types) >= len(EVENT_TYPES):
         raise StateDecodeError("user state holds an unknown event type code")
-    try:
-        return UserState(
-            vector=vector,
-            last_ts=None if math.isnan(last_ts) else last_ts,
-            n_events=n_events,
-            model_version=version,
-            recent=History(ids, items, types, ts) if n_recent else EMPTY_HISTORY,
-            purchased=purchased,
-            partition=partition,
-            offset=offset,
-        )
-    except ValueError as exc:  # a non-finite vector
-        raise StateDecodeError(f"user state rejected: {exc}") from None
+    if not is_finite_vector(vector):
+        raise StateDecodeError("user state rejected: a user vector must be finite (NaN or inf found)")
+    return checked_state(vector, None if math.isnan(last_ts) else last_ts, n_events, version,
+                         History(ids, items, types, ts) if n_recent else EMPTY_HISTORY, purchased, partition, offset)
