@@ -89,17 +89,41 @@ def rolling_percentile(series: np.ndarray, bin_s: float, q: float) -> tuple[np.n
     return np.array(centers), np.array(values)
 
 
+def throughput_series(series: np.ndarray, bin_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Events answered per second, per ``bin_s`` window of answer time (an event's produce time
+    plus its latency), from a side's ``(produced_t_s, latency_ms)`` series.
+
+    >>> centers, rates = throughput_series(np.array([[0.0, 100.0], [0.1, 200.0], [0.2, 1000.0]]), 0.5)
+    >>> centers.tolist(), rates.tolist()
+    ([0.25, 0.75, 1.25], [4.0, 0.0, 2.0])
+    """
+    if len(series) == 0:
+        return np.zeros(0), np.zeros(0)
+    valid = series[~np.isnan(series[:, 1])]
+    if len(valid) == 0:
+        return np.zeros(0), np.zeros(0)
+    answered = valid[:, 0] + valid[:, 1] / 1000.0
+    counts = np.bincount(np.floor(answered / bin_s).astype(np.int64))
+    first = int(np.flatnonzero(counts)[0])
+    counts = counts[first:]
+    return (np.arange(len(counts)) + first + 0.5) * bin_s, counts / bin_s
+
+
 def plot(path: Path, sides: Sequence[SideResult], title: str) -> None:
-    """Two panels: events produced but not yet answered over time, and latency over time."""
+    """Three panels: events produced but not yet answered, events answered per second, and
+    latency, over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"worker": "tab:blue", "naive": "tab:red"}
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), constrained_layout=True)
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(9, 10), constrained_layout=True)
     for side in sides:
         color = colors.get(side.side)
+        centers, rates = throughput_series(side.latency_series, 0.5)
+        if len(centers):
+            middle.plot(centers, rates, color=color, label=f"{side.side}: events answered per second (0.5 s bins)")
         if side.backlog:
             t, n = zip(*side.backlog, strict=True)
             top.plot(t, n, label=f"{side.side}: produced, not yet answered", color=color)
@@ -114,6 +138,10 @@ def plot(path: Path, sides: Sequence[SideResult], title: str) -> None:
     top.set_xlabel("seconds since the side's process started")
     top.set_title("lag over time")
     top.legend(fontsize=8)
+    middle.set_ylabel("events/s")
+    middle.set_xlabel("seconds since the side's process started")
+    middle.set_title("throughput over time")
+    middle.legend(fontsize=8)
     bottom.set_yscale("log")
     bottom.set_ylabel("event → recommendation (ms)")
     bottom.set_xlabel("produce time, seconds since the side's process started")

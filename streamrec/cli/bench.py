@@ -149,12 +149,18 @@ def bench(**options: object) -> None:
     measured = _end_to_end(options, log)
     if measured is None:  # --floor printed its own result
         return
-    result, sides, title = measured
+    result, sides, title, steady_side = measured
     output = options["output"]
     if output is not None:
-        from streamrec.benchmarks.report import write_output
+        from streamrec.benchmarks.report import plot, write_csvs, write_output
 
         write_output(Path(str(output)), result, sides, title)
+        if steady_side is not None:
+            folder = Path(str(output)) / "steady"
+            folder.mkdir(parents=True, exist_ok=True)
+            write_csvs(folder, [steady_side])
+            plot(folder / "lag-latency.png", [steady_side],
+                 f"{title.rsplit(',', 1)[0]}, a fresh worker at a steady {result['steady']['rate']:,.0f} events/s")
         log(f"wrote {output}")
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -582,4 +588,4 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
     }
     mode = "flat out" if rate is None else f"{rate:g} events/s"
     title = f"streamrec bench: {items:,} items, {users:,} users, {mode}"
-    return result, sides, title
+    return result, sides, title, steady
