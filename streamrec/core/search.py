@@ -67,6 +67,58 @@ def _selector_params(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchPar
     return params
 
 
+def euclidean_items(item_vectors: np.ndarray) -> tuple[np.ndarray, float]:
+    """The reduction of inner-product search to Euclidean search (Bachrach et al., RecSys 2014)
+    that an approximate index is built on: each item vector gets one more component,
+    ``sqrt(M² - |x|²)`` with ``M`` the largest norm, so that every item has norm ``M``; a
+    query gets a 0 there, and then ``|q - x|² = |q|² + M² - 2 q·x``: the nearest items are the
+    items of largest inner product, and the inner product comes back from the distance.
+
+    IVF and HNSW partition and link items by distance; over raw item vectors with inner
+    product, long vectors (popular items) attract the queries and the lists, and recall per
+    item scanned drops (docs/performance.md, "Indexes per catalog size"). Returns the
+    ``(n, d + 1)`` vectors and ``M²``.
+
+    >>> items, m2 = euclidean_items(np.array([[3, 4], [1, 0]], np.float32))
+    >>> items.tolist(), m2
+    ([[3.0, 4.0, 0.0], [1.0, 0.0, 4.898979663848877]], 25.0)
+    """
+    vectors = check_vectors(item_vectors)
+    norms2 = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
+    m2 = float(norms2.max()) if len(norms2) else 0.0
+    extra = np.sqrt(np.maximum(m2 - norms2, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.hstack([vectors, extra[:, None]])), m2
+
+
+def mark_euclidean(index: faiss.Index, m2: float) -> faiss.Index:
+    """Record on ``index`` that it holds :func:`euclidean_items` of largest squared norm ``m2``
+    (FAISS refuses new attributes on its index objects; this one lives in the Python object,
+    and whoever loads or copies the index marks it again)."""
+    object.__setattr__(index, "mips_norm2", float(m2))
+    return index
+
+
+def is_euclidean(index: faiss.Index) -> bool:
+    """Is ``index`` built on :func:`euclidean_items` (``index.mips_norm2`` holds its ``M²``)?"""
+    return getattr(index, "mips_norm2", None) is not None
+
+
+def inner_product_search(index: faiss.Index, queries: np.ndarray, k: int,
+                         params: faiss.SearchParameters | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` with inner-product scores for every index: one over raw vectors
+    (inner product), or one built on :func:`euclidean_items` (its queries get their 0, and
+    its distances become inner products). Returns FAISS's ``(scores, rows)``."""
+    if not is_euclidean(index):
+        return index.search(queries, k, params=params)
+    padded = np.zeros((len(queries), queries.shape[1] + 1), np.float32)
+    padded[:, :-1] = queries
+    distances, rows = index.search(padded, k, params=params)
+    norms2 = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
+    scores = ((norms2[:, None] + index.mips_norm2 - distances) / 2).astype(np.float32)
+    scores[rows < 0] = -np.inf
+    return scores, rows
+
+
 def search(
     index: faiss.Index,
     queries: np.ndarray,
@@ -94,6 +146,8 @@ def search(
     scores_out = np.full((n, k), -np.inf, dtype=np.float32)
     if n == 0 or index.ntotal == 0:
         return rows_out, scores_out
+    if index.d != queries.shape[1] + is_euclidean(index):
+        raise ValueError(f"query vectors of dimension {queries.shape[1]} for an index of dimension {index.d}")
     use_blas_from(BLAS_FROM_QUERIES, index.d)
     n_excluded = np.zeros(n, dtype=np.int64) if exclude is None else np.fromiter(map(len, exclude), np.int64, count=n)
     params = None
@@ -107,7 +161,7 @@ def search(
     for size in np.unique(fetch).tolist():
         group = np.flatnonzero(fetch == size)
         whole = len(group) == n
-        scores, rows = index.search(queries if whole else queries[group], size, params=params)
+        scores, rows = inner_product_search(index, queries if whole else queries[group], size, params)
         if not n_excluded[group].any():
             width = min(k, size)
             rows_out[group, :width] = rows[:, :width]
