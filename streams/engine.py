@@ -397,7 +397,16 @@ class BatchEngine:
 
     def warm_up(self) -> None:
         """Search once at each batch shape before the first event, so that the first real
-        batch does not pay for FAISS's and BLAS's first calls (hundreds of milliseconds)."""
+        batch does not pay for FAISS's and BLAS's first calls (hundreds of milliseconds), and
+        fetch the output topics' metadata."""
+        # The output topics' metadata (partitions, leaders) before the first list, so that the
+        # first batch's messages leave at once rather than after a metadata round trip.
+        kafka = self.settings.kafka
+        for topic in (kafka.recommendations_topic, self.changelog, kafka.dlq_topic):
+            try:
+                self.producer.list_topics(topic, timeout=5.0)
+            except KafkaException as exc:
+                logger.warning("no metadata for %s yet (%s); the first messages to it will wait for it", topic, exc)
         model = self.model.current
         rng = np.random.default_rng(0)
         for n in (1, 64):
