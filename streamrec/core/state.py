@@ -19,6 +19,9 @@ from streamrec.contract import EVENT_TYPE_CODES, EVENT_TYPES
 
 _MAGIC = 0x5352  # "SR"
 _FORMAT_VERSION = 2
+# Format 3: format 2 with the taste vector (streamrec.core.taste) after the vector, as a
+# uint32 length and float32 values; states without one are still written as format 2.
+_TASTE_FORMAT_VERSION = 3
 # magic, format, dim, n_events, last_ts, partition, offset, len(model_version), len(recent), len(purchased)
 _HEADER = struct.Struct("<HHIQdiqHHH")
 _SEP = "\x1f"
@@ -54,10 +57,14 @@ class UserState:
     #: that events replayed after a crash or a rebalance are recognised and not applied twice.
     partition: int = -1
     offset: int = -1
+    #: The long-term taste vector (:mod:`streamrec.core.taste`); None when taste is off.
+    taste: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not is_finite_vector(self.vector):
             raise ValueError("a user vector must be finite (NaN or inf found)")
+        if self.taste is not None and not is_finite_vector(self.taste):
+            raise ValueError("a taste vector must be finite (NaN or inf found)")
 
 
 def is_finite_vector(vector: np.ndarray) -> bool:
@@ -73,9 +80,10 @@ def encode_state(state: UserState) -> bytes:
     recent_types = bytes(EVENT_TYPE_CODES[event.type] for event in state.recent)
     recent_ts = np.array([event.ts for event in state.recent], dtype=np.float64).tobytes()
     purchased = _SEP.join(state.purchased).encode()
+    taste = b"" if state.taste is None else _encode_taste(state.taste)
     header = _HEADER.pack(
         _MAGIC,
-        _FORMAT_VERSION,
+        _TASTE_FORMAT_VERSION if taste else _FORMAT_VERSION,
         vector.shape[0],
         state.n_events,
         math.nan if state.last_ts is None else state.last_ts,
@@ -90,6 +98,7 @@ def encode_state(state: UserState) -> bytes:
             header,
             version,
             vector.tobytes(),
+            taste,
             recent_types,
             recent_ts,
             struct.pack("<I", len(recent_ids)),
@@ -104,14 +113,18 @@ def decode_state(raw: bytes) -> UserState:
         magic, fmt, dim, n_events, last_ts, partition, offset, n_version, n_recent, n_purchased = _HEADER.unpack_from(raw, 0)
     except struct.error as exc:
         raise StateDecodeError(f"user state too short ({len(raw)} bytes)") from exc
-    if magic != _MAGIC or fmt != _FORMAT_VERSION:
-        raise StateDecodeError(f"not a user state of format {_FORMAT_VERSION} (magic {magic:#x}, format {fmt})")
+    if magic != _MAGIC or fmt not in (_FORMAT_VERSION, _TASTE_FORMAT_VERSION):
+        raise StateDecodeError(f"not a user state of format {_FORMAT_VERSION} or {_TASTE_FORMAT_VERSION} "
+                               f"(magic {magic:#x}, format {fmt})")
     pos = _HEADER.size
     version = raw[pos : pos + n_version].decode()
     pos += n_version
     # A read-only view of the (immutable) bytes: states are never changed in place.
     vector = np.frombuffer(raw, dtype=np.float32, count=dim, offset=pos)
     pos += 4 * dim
+    taste = None
+    if fmt == _TASTE_FORMAT_VERSION:
+        taste, pos = _decode_taste(raw, pos)
     types = raw[pos : pos + n_recent]
     pos += n_recent
     recent_ts = struct.unpack_from(f"<{n_recent}d", raw, pos)
@@ -138,6 +151,21 @@ def decode_state(raw: bytes) -> UserState:
             purchased=purchased,
             partition=partition,
             offset=offset,
+            taste=taste,
         )
     except ValueError as exc:  # a non-finite vector
         raise StateDecodeError(f"user state rejected: {exc}") from None
+
+
+def _encode_taste(taste: np.ndarray) -> bytes:
+    values = np.ascontiguousarray(taste, dtype=np.float32)
+    return struct.pack("<I", values.shape[0]) + values.tobytes()
+
+
+def _decode_taste(raw: bytes, pos: int) -> tuple[np.ndarray, int]:
+    try:
+        (n,) = struct.unpack_from("<I", raw, pos)
+        taste = np.frombuffer(raw, dtype=np.float32, count=n, offset=pos + 4)
+    except (struct.error, ValueError) as exc:
+        raise StateDecodeError("user state too short for its taste vector") from exc
+    return taste, pos + 4 + 4 * n
