@@ -110,7 +110,8 @@ def fit_transform(
     ``ridge``: relative to the mean eigenvalue of each Gram matrix. Given targets ``T``,
     ``W = (T^T T + a I)^-1 (T^T A_t - T^T T C)(G_t + b I)^-1``; given ``W``, the targets are the
     ridge regression on ``q``, whose moments follow from the same sums. ``solve`` is
-    ``(G_q + r I)^-1`` (new items' fold-in).
+    ``(G_q + r I)^-1`` (new items' fold-in). ``kind="scalar"``: ``W = alpha I``, one least-squares
+    coefficient (shrunk by ``1 + map_ridge``); ``map_ridge``: the map's ridge (default ``ridge``).
     """
     if kind not in ("full", "scalar"):
         raise ValueError(f"the taste map is 'full' or 'scalar', got {kind!r}")
@@ -135,8 +136,9 @@ def fit_transform(
             transform = alpha * eye
         else:
             right = target.T @ stats.answers - tt_target @ stats.zt
-            transform = np.linalg.solve(tt_target + map_ridge * max(np.trace(tt_target) / dim, 1e-12) * eye, right) @ np.linalg.inv(
-                stats.tt + map_ridge * max(np.trace(stats.tt) / dim, 1e-12) * eye)
+            left_ridge = map_ridge * max(np.trace(tt_target) / dim, 1e-12)
+            right_ridge = map_ridge * max(np.trace(stats.tt) / dim, 1e-12)
+            transform = np.linalg.solve(tt_target + left_ridge * eye, right) @ np.linalg.inv(stats.tt + right_ridge * eye)
         cross = stats.zt @ transform.T
         gram_q = gram + cross + cross.T + transform @ stats.tt @ transform.T
         answers_q = answers + stats.answers @ transform.T
