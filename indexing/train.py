@@ -377,6 +377,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         "nonzeros": int(matrix.nnz),
         "params": {k: v for k, v in params.__dict__.items()},
         "repeat_by_age": [round(float(x), 8) for x in repeat_by_age],
+        "taste_decay": (interest or InterestParams()).taste_decay if taste is not None else 0.0,
         "seconds": round(time.perf_counter() - started, 3),
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])
