@@ -12,7 +12,8 @@ Layout of a models folder::
         target.npy           # optional extras, loaded into ``ModelArtifact.extras``: the target
         fold_in.npy          # vectors, the regression's (Z^T Z + r I)^-1 and the training
         popularity.npy       # events per item (new items' priors and fold-in, trending prior)
-        repeat.npy           # and each item's repeat lift (streamrec.core.repeat)
+        repeat.npy           # each item's repeat lift (streamrec.core.repeat) and the
+        taste.npy            # d x d taste map of the users' long-term vectors (streamrec.core.taste)
 
 A version folder is complete once ``meta.json`` exists; ``LATEST`` only ever names complete
 versions, so a worker polling it never loads half a model.
@@ -40,8 +41,8 @@ logger = logging.getLogger(__name__)
 _VERSION_RE = re.compile(r"^v(\d{6})$")
 #: Optional arrays of a version: the target vectors, the target regression's solve matrix and
 #: the training events per item (see streamrec.core.items), the items' repeat lifts
-#: (streamrec.core.repeat).
-EXTRAS = ("target", "fold_in", "popularity", "repeat")
+#: (streamrec.core.repeat), the taste map (streamrec.core.taste).
+EXTRAS = ("target", "fold_in", "popularity", "repeat", "taste")
 
 
 class ArtifactError(RuntimeError):
@@ -220,7 +221,7 @@ def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int = 32) -> Mode
                 extras[name] = np.load(file, allow_pickle=False)
             except (ValueError, OSError, EOFError) as exc:
                 raise ArtifactError(f"{file} is unreadable or truncated ({exc})") from exc
-            if len(extras[name]) != (dim if name == "fold_in" else len(item_ids)) or not np.all(np.isfinite(extras[name])):
+            if len(extras[name]) != (dim if name in ("fold_in", "taste") else len(item_ids)) or not np.all(np.isfinite(extras[name])):
                 raise ArtifactError(f"model {folder} is inconsistent: {file} has shape {extras[name].shape} or non-finite values")
     set_search_effort(index, nprobe)
     index = maybe_to_gpu(index, use_gpu=use_gpu)

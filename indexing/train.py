@@ -35,6 +35,7 @@ from scipy.sparse.linalg import svds
 from streamrec.contract import EVENT_TYPE_CODES, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 from streamrec.core.repeat import repeat_rates
+from streamrec.core.taste import TasteStats, direction, fit_transform, update_taste
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ class TrainParams:
     #: Pseudo events shrinking each item's repeat lift towards 1
     #: (:func:`streamrec.core.repeat.repeat_rates`).
     repeat_prior: float = 10.0
+    #: The taste map of :mod:`streamrec.core.taste` (with ``InterestParams.taste_decay > 0``):
+    #: "full" (a learnt d x d ``W``) or "scalar" (``W = alpha I``, one learnt coefficient).
+    taste_map: str = "full"
+    #: Ridge of the taste map's fit, relative to the mean eigenvalues of its Gram matrices.
+    taste_ridge: float = 0.1
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.window < 1:
@@ -74,8 +80,10 @@ class TrainParams:
             raise ValueError(f"solver must be 'arpack' or 'randomized', got {self.solver!r}")
         if self.targets not in ("svd", "regression"):
             raise ValueError(f"targets must be 'svd' or 'regression', got {self.targets!r}")
-        if not self.ridge > 0:
-            raise ValueError(f"ridge must be > 0, got {self.ridge}")
+        if self.taste_map not in ("full", "scalar"):
+            raise ValueError(f"taste_map must be 'full' or 'scalar', got {self.taste_map!r}")
+        if not self.ridge > 0 or not self.taste_ridge >= 0:
+            raise ValueError(f"ridge must be > 0 and taste_ridge >= 0, got {self.ridge} and {self.taste_ridge}")
 
 
 @dataclass
@@ -234,12 +242,12 @@ def fit_targets(
     data: Interactions, context: np.ndarray, params: TrainParams, interest: InterestParams | None = None
 ) -> np.ndarray:
     """Target vectors fitted to what the worker computes (see :func:`fit_targets_and_solve`)."""
-    return fit_targets_and_solve(data, context, params, interest)[0]
+    return fit_targets_and_solve(data, context, params, interest)[1]
 
 
 def fit_targets_and_solve(
     data: Interactions, context: np.ndarray, params: TrainParams, interest: InterestParams | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Target vectors fitted to what the worker computes: ridge regression of each event's
     item on the user's vector just before it.
 
@@ -251,8 +259,11 @@ def fit_targets_and_solve(
     ``count_j ** popularity_beta`` as in the transition matrix. Cost: O(events * d^2);
     memory O((items + d) * d), whatever the number of events.
 
-    Returns the targets and ``(Z^T Z + r I)^-1``, with which a new item's target is folded
-    in from its own samples later (:mod:`streamrec.core.items`).
+    With ``interest.taste_decay > 0`` the users' taste vectors are replayed too and the
+    targets are fitted with the taste map on the query (:func:`streamrec.core.taste.fit_transform`).
+
+    Returns the taste map ``W`` (None without taste), the targets and ``(Z^T Z + r I)^-1``, with
+    which a new item's target is folded in from its own samples later (:mod:`streamrec.core.items`).
     """
     interest = interest or InterestParams()
     users = data.user_of_event()
@@ -264,6 +275,9 @@ def fit_targets_and_solve(
     last_ts = np.full(len(data.user_ids), np.nan)
     gram = np.zeros((dim, dim))
     answers = np.zeros((n_items, dim))
+    tasting = interest.taste_decay > 0
+    taste = np.zeros_like(vectors) if tasting else None
+    stats = TasteStats(n_items, dim) if tasting else None
     # Step s applies every user's s-th event: one vectorised update per step.
     by_position = np.argsort(position, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(position))] if len(position) else np.zeros(1, np.int64)
@@ -273,17 +287,26 @@ def fit_targets_and_solve(
         if len(samples):
             before = vectors[users[samples]].astype(np.float64)
             gram += before.T @ before
-            answers += sp.csr_matrix(
+            answer_matrix = sp.csr_matrix(
                 (np.ones(len(samples)), (data.items[samples], np.arange(len(samples)))), shape=(n_items, len(samples))
-            ) @ before
+            )
+            answers += answer_matrix @ before
+            if stats is not None:
+                stats.add(before, direction(taste[users[samples]]).astype(np.float64), answer_matrix)
+        if taste is not None:
+            update_taste(taste, last_ts, users[events], data.items[events], data.types[events].astype(np.int64),
+                         data.ts[events], context, interest)
         update_batch(vectors, last_ts, users[events], data.items[events], data.types[events].astype(np.int64),
                      data.ts[events], context, interest)
+    counts = np.maximum(np.bincount(data.items, minlength=n_items), 1).astype(np.float64)
+    if stats is not None:
+        return fit_transform(stats, gram, answers, counts**-params.popularity_beta, params.ridge,
+                             kind=params.taste_map, map_ridge=params.taste_ridge)
     ridge = params.ridge * max(np.trace(gram) / dim, 1e-12)
     solve = np.linalg.inv(gram + ridge * np.eye(dim))
     solve = (solve + solve.T) / 2
     target = answers @ solve
-    counts = np.maximum(np.bincount(data.items, minlength=n_items), 1).astype(np.float64)
-    return (target * counts[:, None] ** -params.popularity_beta).astype(np.float32), solve
+    return None, (target * counts[:, None] ** -params.popularity_beta).astype(np.float32), solve
 
 
 @dataclass
@@ -301,6 +324,8 @@ class TrainedModel:
     #: Per item, its repeat lift (:func:`streamrec.core.repeat.repeat_rates`); the re-visit share
     #: by age is ``summary["repeat_by_age"]``.
     repeat: np.ndarray | None = None
+    #: The taste map ``W`` (d x d) of :mod:`streamrec.core.taste` (None: no taste).
+    taste: np.ndarray | None = None
 
     def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
              extra_meta: dict[str, Any] | None = None) -> Path:
@@ -313,6 +338,8 @@ class TrainedModel:
             extras["repeat"] = self.repeat
         if self.fold_in is not None:
             extras["fold_in"] = self.fold_in
+        if self.taste is not None:
+            extras["taste"] = self.taste
         return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
                              training=summary, extras=extras, number=number, extra_meta=extra_meta)
 
@@ -337,9 +364,9 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     if params.targets == "regression" and params.item_bias:
         scale = float(np.sqrt(np.mean(np.sum(context[:, :-1] ** 2, axis=1)))) or 1.0
         context[:, -1] = scale
-    solve = None
+    solve = taste = None
     if params.targets == "regression":
-        target, solve = fit_targets_and_solve(data, context, params, interest)
+        taste, target, solve = fit_targets_and_solve(data, context, params, interest)
     repeat, repeat_by_age = repeat_rates(data.user_of_event(), data.items, data.n_items, prior=params.repeat_prior)
     summary = {
         "users": len(data.user_ids),
@@ -350,8 +377,9 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         "nonzeros": int(matrix.nnz),
         "params": {k: v for k, v in params.__dict__.items()},
         "repeat_by_age": [round(float(x), 8) for x in repeat_by_age],
+        "taste_decay": (interest or InterestParams()).taste_decay if taste is not None else 0.0,
         "seconds": round(time.perf_counter() - started, 3),
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])
     popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
-    return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat)
+    return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat, taste)

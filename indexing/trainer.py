@@ -46,6 +46,7 @@ from indexing.feed import ModelFeed
 from indexing.gate import decide, gate_cases, model_rows, next_item_hits, paired_standard_error, split_holdout
 from indexing.index import build_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
+from streamrec.core.interest import InterestParams
 from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, decode_erasure, decode_event
 from streamrec.kafka.security import client_config
 
@@ -65,6 +66,8 @@ class TrainerParams:
     k: int = 10
     factory: str = "auto"
     train: TrainParams = field(default_factory=TrainParams)
+    #: The worker's update parameters the targets are fitted for (its taste decay: the taste map).
+    interest: InterestParams = field(default_factory=InterestParams)
 
     def __post_init__(self) -> None:
         if self.window_events < 1 or self.every_events < 1 or self.gate_cases < 1:
@@ -169,7 +172,7 @@ def train_candidate(window: WindowArrays, rows: np.ndarray, params: TrainerParam
     """Item vectors and an index from the window's events ``rows`` (in memory, not saved)."""
     data = interactions_from_arrays(window.users[rows], window.item_keys[window.items[rows]].astype(str),
                                     window.types[rows], window.ts[rows])
-    trained = train_model(data, params.train)
+    trained = train_model(data, params.train, params.interest)
     factory = params.factory if params.factory != "auto" else ("Flat" if data.n_items <= 200_000 else "auto")
     return {"item_ids": data.item_ids, "context": trained.context, "target": trained.target, "summary": trained.summary,
             "index": build_index(trained.target, factory), "factory": factory, "trained": trained}

@@ -163,6 +163,9 @@ class RulesSettings(BaseModel):
     repeat_weight: float = Field(0.3, ge=0)
     #: Strength λ of the optional diversity step, MMR over 3k candidates (0: off).
     diversity: float = Field(0.0, ge=0, le=1)
+    #: Per-event decay of the long-term taste vector (0: off; docs/model.md). The worker and the
+    #: trainers read it: a model version trained with it carries the taste map.
+    taste_decay: float = Field(0.0, ge=0, lt=1)
 
 
 class WorkerSettings(BaseModel):

@@ -54,6 +54,7 @@ from streamrec.core.diversity import POOL
 from streamrec.core.repeat import REPEAT_EVENTS
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.state import RecentEvent, StateDecodeError, UserState, decode_state
+from streamrec.core.taste import query as taste_query
 from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def recommend(items: LiveItems, user_id: str, state: UserState | None, *, k: int
         excluded: set[int] = set()
         recent: Sequence[RecentEvent] = ()
     else:
-        vector = state.vector
+        vector = taste_query(state.vector, state.taste, items.model.taste)
         excluded = items.exclusions(state.purchased)
         recent = state.recent[-REPEAT_EVENTS:]
     excluded |= _rows(items, exclude)

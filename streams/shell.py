@@ -55,8 +55,9 @@ CATALOG_COUNT_EVERY_S = 5.0
 
 
 def interest_params(settings: Settings) -> InterestParams:
-    """The worker's ``InterestParams``: the defaults with the list rules' repeat and diversity settings."""
-    return InterestParams(repeat_weight=settings.rules.repeat_weight, diversity=settings.rules.diversity)
+    """The worker's ``InterestParams``: the defaults with the list rules' repeat, diversity and taste settings."""
+    return InterestParams(repeat_weight=settings.rules.repeat_weight, diversity=settings.rules.diversity,
+                          taste_decay=settings.rules.taste_decay)
 
 
 def running_experiment(settings: Settings) -> Experiment | None:

@@ -95,7 +95,7 @@ def _overrides(_ctx: click.Context, _param: click.Parameter, value: tuple[str, .
               help="Prequential: purchased items may be recommended again (a shop whose every category is a "
                    "repeat-purchase one); by default they are excluded, as the worker does.")
 @click.option("--tune", is_flag=True,
-              help="Choose the served model's repeat-step settings on the validation split (leave-one-out: the "
+              help="Choose the served model's repeat-step weight and taste decay on the validation split (leave-one-out: the "
                    "second-to-last item; prequential: the first --tune-share of the stream) and print the choice; "
                    "no test numbers are computed.")
 @click.option("--tune-share", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),

@@ -47,6 +47,7 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     """Retrain from the events topic, gate each candidate against the serving model, publish and promote."""
     from indexing.train import TrainParams
     from indexing.trainer import Trainer, TrainerParams
+    from streamrec.core.interest import InterestParams
 
     if bootstrap_dataset is not None and fmt is None:
         raise click.UsageError(f"--format is required with --bootstrap-dataset; choose one of {', '.join(FORMATS)}")
@@ -54,7 +55,8 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     bootstrap, models_topic = _kafka(bootstrap, models_topic)
     train = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
     params = TrainerParams(window_events=window_events, every_events=every_events, every_minutes=every_minutes,
-                           holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train)
+                           holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train,
+                           interest=InterestParams(taste_decay=settings.rules.taste_decay))
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params,
                       erasures_topic=settings.kafka.erasures_topic)

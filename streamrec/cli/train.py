@@ -45,6 +45,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     from dataclasses import replace
 
     from indexing.train import TrainParams, interactions_from_events, train_model
+    from streamrec.core.interest import InterestParams
 
     if synthetic == (dataset is not None):
         raise click.UsageError("give exactly one source: --dataset PATH --format FORMAT, or --synthetic")
@@ -63,7 +64,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
         data = interactions_from_events(_events(dataset, fmt, synthetic, users, items, n_events, seed, limit))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    trained = train_model(data, params)
+    trained = train_model(data, params, InterestParams(taste_decay=get_settings().rules.taste_decay))
     summary = trained.summary
     source = str(dataset) if dataset else f"synthetic(users={users}, items={items}, events={n_events}, seed={seed})"
     models_dir = models_dir or get_settings().index.models_dir

@@ -47,6 +47,8 @@ from streamrec.core.state import (
     UserState,
     checked_state,
 )
+from streamrec.core.taste import fold_taste, update_taste
+from streamrec.core.taste import query as taste_query
 
 #: How many of a user's newest events name the categories their backfill comes from.
 RECENT_CATEGORY_EVENTS = 10
@@ -157,7 +159,9 @@ def rebuild_state(state: UserState, items: LiveItems | ArtifactLike, params: Int
     items = live_items(items)
     known = [(items.row(event.item_id), event.type, event.ts) for event in state.recent]
     vector, last_ts = fold_events(known, items.context, params)
-    return replace(state, vector=vector, last_ts=last_ts if known else state.last_ts, model_version=items.version)
+    taste = fold_taste(known, items.context, params) if params.taste_decay > 0 else None
+    return replace(state, vector=vector, last_ts=last_ts if known else state.last_ts, model_version=items.version,
+                   taste=taste)
 
 
 def is_duplicate(state: UserState | None, seen_ids: set[str], event: Event, message: Message) -> bool:
@@ -385,6 +389,8 @@ class Applied:
     on_new: np.ndarray
     before: np.ndarray
     had_before: np.ndarray
+    #: The users' taste vectors (:mod:`streamrec.core.taste`); None when taste is off.
+    taste: np.ndarray | None = None
 
 
 def apply_events(selection: Selection, items: LiveItems, params: InterestParams, result: BatchResult) -> Applied:
@@ -407,14 +413,18 @@ def apply_events(selection: Selection, items: LiveItems, params: InterestParams,
     ts = np.fromiter((e.ts for e in events), dtype=np.float64, count=len(events))
     on_new = np.flatnonzero(rows >= items.n_model)
     result.event_types = np.bincount(type_codes, minlength=len(EVENT_TYPE_CODES))
+    taste = taste_vectors(selection, users, items.dim, params)
+    owners = np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events))
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        captured = update_batch(
-            vectors, last_ts, np.fromiter((slot_of[e.user_id] for e in events), dtype=np.int64, count=len(events)),
-            rows, type_codes, ts, items.context, params, capture=on_new if len(on_new) else None,
-        )
+        if taste is not None:
+            update_taste(taste, last_ts, owners, rows, type_codes, ts, items.context, params)
+        captured = update_batch(vectors, last_ts, owners, rows, type_codes, ts, items.context, params,
+                                capture=on_new if len(on_new) else None)
     before, had_before = captured if captured is not None else (np.zeros((0, items.dim), np.float32), np.zeros(0, bool))
     with np.errstate(invalid="ignore"):  # inf + -inf is NaN: not finite, as it should be
         finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))  # the test UserState applies
+        if taste is not None:
+            finite &= np.isfinite(taste.sum(axis=1, dtype=np.float64))
     if not finite.all():
         for slot in np.flatnonzero(~finite):
             user_id = users[slot]
@@ -424,7 +434,19 @@ def apply_events(selection: Selection, items: LiveItems, params: InterestParams,
         result.rejected.sort(key=lambda r: r.position)
         # The user's events stay in the arrays (they still count as trending and new items'
         # positions stay aligned); only their state and list are dropped, in new_states.
-    return Applied(vectors, last_ts, rows, type_codes, ts, on_new, before, had_before)
+    return Applied(vectors, last_ts, rows, type_codes, ts, on_new, before, had_before, taste)
+
+
+def taste_vectors(selection: Selection, users: list[str], dim: int, params: InterestParams) -> np.ndarray | None:
+    """The users' stored taste vectors (zeros for none), or None when taste is off."""
+    if params.taste_decay <= 0:
+        return None
+    taste = np.zeros((len(users), dim), dtype=np.float32)
+    for slot, user_id in enumerate(users):
+        state = selection.old_states[user_id]
+        if state is not None and state.taste is not None and len(state.taste) == dim:
+            taste[slot] = state.taste
+    return taste
 
 
 def new_states(
@@ -444,6 +466,8 @@ def new_states(
     users = selection.users
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(applied.vectors.sum(axis=1, dtype=np.float64))
+        if applied.taste is not None:
+            finite &= np.isfinite(applied.taste.sum(axis=1, dtype=np.float64))
     broken = {users[slot] for slot in np.flatnonzero(~finite)}
     learn_new_items(selection, applied, items, broken)
     exclusions: list[set[int]] = []
@@ -454,6 +478,7 @@ def new_states(
     type_bytes = applied.type_codes.astype(np.uint8).tobytes()
     ts_bytes = applied.ts.astype("<f8").tobytes()
     vectors = applied.vectors.copy()  # the states' vectors are rows of it
+    taste = None if applied.taste is None else applied.taste.copy()
     old_states, fresh = selection.old_states, selection.fresh
     j = 0  # the user's first event among the fresh events (users' order, then batch order)
     for slot, user_id in enumerate(users):
@@ -483,7 +508,8 @@ def new_states(
             result.states[user_id] = (
                 checked_state(vectors[slot], None if math.isnan(last_ts) else float(last_ts),
                               (old.n_events if old is not None else 0) + n, version, recent, purchased,
-                              source.partition, source.offset),  # the vector's finiteness is checked above
+                              source.partition, source.offset,  # the vectors' finiteness is checked above
+                              None if taste is None else taste[slot]),
                 position,
             )
         else:
@@ -494,7 +520,9 @@ def new_states(
         recent_events.append(recent)
     items.observe(applied.rows, applied.type_codes, applied.ts)
     kept_users = [users[slot] for slot in kept_slots]
-    return PreparedBatch(result, kept_users, applied.vectors[kept_slots], exclusions, triggers, items, params.k,
+    queries = taste_query(applied.vectors[kept_slots], None if applied.taste is None else applied.taste[kept_slots],
+                          items.model.taste)
+    return PreparedBatch(result, kept_users, queries, exclusions, triggers, items, params.k,
                          recent_events, items.view(), repeat_weight=params.repeat_weight,
                          diversity=params.diversity)
 

@@ -58,6 +58,8 @@ class InterestParams:
     repeat_weight: float = 0.3
     #: Diversity step (:mod:`streamrec.core.diversity`): MMR strength λ over the candidates (0: off).
     diversity: float = 0.0
+    #: Long-term taste (:mod:`streamrec.core.taste`): per-event decay of the taste vector (0: off).
+    taste_decay: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.event_weights) - set(EVENT_TYPES)
@@ -71,6 +73,8 @@ class InterestParams:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if not 0.0 <= self.diversity <= 1.0:
             raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
+        if not 0.0 <= self.taste_decay < 1.0:
+            raise ValueError(f"taste_decay must be in [0, 1), got {self.taste_decay}")
         if not self.repeat_weight >= 0:
             raise ValueError(f"repeat_weight must be >= 0, got {self.repeat_weight}")
 

@@ -107,6 +107,8 @@ class ItemsModel:
     #: Each item's repeat lift and the re-visit share by age (:mod:`streamrec.core.repeat`).
     repeat: np.ndarray | None = None
     repeat_by_age: np.ndarray | None = None
+    #: The taste map ``W`` (:mod:`streamrec.core.taste`); None: the query is the interest vector.
+    taste: np.ndarray | None = None
 
     @classmethod
     def from_artifact(cls, model: ArtifactLike) -> ItemsModel:
@@ -115,7 +117,8 @@ class ItemsModel:
         return cls(model.version, model.item_ids, model.context, model.extras.get("target"), model.index,
                    model.extras.get("fold_in"), float(params.get("popularity_beta", 0.3)), model.extras.get("popularity"),
                    model.extras.get("repeat"),
-                   None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64))
+                   None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64),
+                   model.extras.get("taste"))
 
 
 def item_features(item: CatalogItem) -> list[tuple[str, str]]:

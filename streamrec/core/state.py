@@ -23,7 +23,10 @@ from streamrec.contract import EVENT_TYPE_CODES, EVENT_TYPES
 _MAGIC = 0x5352  # "SR"
 #: 3: event ids and item ids in two columns (2: one interleaved list); 2 is still read.
 _FORMAT_VERSION = 3
-_READABLE_FORMATS = (2, 3)
+#: Format 3 with the taste vector (:mod:`streamrec.core.taste`) after the vector, as a uint32
+#: length and float32 values; states without one are written as format 3.
+_TASTE_FORMAT_VERSION = 4
+_READABLE_FORMATS = (2, 3, 4)
 # magic, format, dim, n_events, last_ts, partition, offset, len(model_version), len(recent), len(purchased)
 _HEADER = struct.Struct("<HHIQdiqHHH")
 _LENGTH = struct.Struct("<I")
@@ -179,22 +182,26 @@ class UserState:
     #: that events replayed after a crash or a rebalance are recognised and not applied twice.
     partition: int = -1
     offset: int = -1
+    #: The long-term taste vector (:mod:`streamrec.core.taste`); None when taste is off.
+    taste: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if type(self.recent) is not History:
             object.__setattr__(self, "recent", History.of(self.recent))
         if not is_finite_vector(self.vector):
             raise ValueError("a user vector must be finite (NaN or inf found)")
+        if self.taste is not None and not is_finite_vector(self.taste):
+            raise ValueError("a taste vector must be finite (NaN or inf found)")
 
 
 def checked_state(vector: np.ndarray, last_ts: float | None, n_events: int, model_version: str, recent: History,
-                  purchased: tuple[str, ...], partition: int, offset: int) -> UserState:
+                  purchased: tuple[str, ...], partition: int, offset: int, taste: np.ndarray | None = None) -> UserState:
     """A :class:`UserState` from parts the caller has already checked (a finite float32 vector,
     a :class:`History`), without checking them again: the batch checks all its users' vectors
     in one vectorised call, then builds thousands of states."""
     state = object.__new__(UserState)
     state.__dict__.update(vector=vector, last_ts=last_ts, n_events=n_events, model_version=model_version,
-                          recent=recent, purchased=purchased, partition=partition, offset=offset)
+                          recent=recent, purchased=purchased, partition=partition, offset=offset, taste=taste)
     return state
 
 
@@ -211,13 +218,14 @@ def encode_state(state: UserState) -> bytes:
         vector = np.ascontiguousarray(vector, dtype=np.float32)
     recent = state.recent
     purchased = _SEP.join(state.purchased).encode()
+    taste = b"" if state.taste is None else _encode_taste(state.taste)
     header = _HEADER.pack(
-        _MAGIC, _FORMAT_VERSION, vector.shape[0], state.n_events,
+        _MAGIC, _TASTE_FORMAT_VERSION if taste else _FORMAT_VERSION, vector.shape[0], state.n_events,
         math.nan if state.last_ts is None else state.last_ts,
         state.partition, state.offset, len(version), len(recent), len(state.purchased),
     )
     return b"".join([
-        header, version, vector.tobytes(), recent._types, recent._ts,
+        header, version, vector.tobytes(), taste, recent._types, recent._ts,
         _LENGTH.pack(len(recent._ids)), recent._ids, _LENGTH.pack(len(recent._items)), recent._items, purchased,
     ])
 
@@ -236,6 +244,11 @@ def decode_state(raw: bytes) -> UserState:
         # A read-only view of the (immutable) bytes: states are never changed in place.
         vector = np.frombuffer(raw, dtype=np.float32, count=dim, offset=pos)
         pos += 4 * dim
+        taste = None
+        if fmt == _TASTE_FORMAT_VERSION:
+            (n_taste,) = _LENGTH.unpack_from(raw, pos)
+            taste = np.frombuffer(raw, dtype=np.float32, count=n_taste, offset=pos + 4)
+            pos += 4 + 4 * n_taste
         types = raw[pos : pos + n_recent]
         pos += n_recent
         ts = raw[pos : pos + 8 * n_recent]
@@ -265,5 +278,13 @@ def decode_state(raw: bytes) -> UserState:
         raise StateDecodeError("user state holds an unknown event type code")
     if not is_finite_vector(vector):
         raise StateDecodeError("user state rejected: a user vector must be finite (NaN or inf found)")
+    if taste is not None and not is_finite_vector(taste):
+        raise StateDecodeError("user state rejected: a taste vector must be finite (NaN or inf found)")
     return checked_state(vector, None if math.isnan(last_ts) else last_ts, n_events, version,
-                         History(ids, items, types, ts) if n_recent else EMPTY_HISTORY, purchased, partition, offset)
+                         History(ids, items, types, ts) if n_recent else EMPTY_HISTORY, purchased, partition, offset,
+                         taste)
+
+
+def _encode_taste(taste: np.ndarray) -> bytes:
+    values = np.ascontiguousarray(taste, dtype=np.float32)
+    return _LENGTH.pack(values.shape[0]) + values.tobytes()

@@ -29,6 +29,8 @@ from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
 from streamrec.core.search import search
+from streamrec.core.taste import fold_taste, update_taste
+from streamrec.core.taste import query as taste_query
 from streamrec.evaluation.base import Recommender
 from streamrec.evaluation.data import EventLog
 
@@ -55,6 +57,7 @@ class ServedModel(Recommender):
         self.model_row = np.zeros(0, np.int64)  # log item row -> model row, -1 if unknown
         self.log_row = np.zeros(0, np.int64)  # model row -> log item row
         self.vectors = np.zeros((0, self.train_params.dim), np.float32)
+        self.taste = np.zeros((0, self.train_params.dim), np.float32)
         self.last_ts = np.zeros(0)
         self.recent: list[deque[tuple[int, int, float]]] = []
         self.summary: dict[str, object] = {}
@@ -73,7 +76,7 @@ class ServedModel(Recommender):
         data = interactions_from_arrays(
             np.asarray(log.user_ids)[log.users], item_names[log.items], log.types, log.ts
         )
-        self.trained = train_model(data, self.train_params)
+        self.trained = train_model(data, self.train_params, self.interest_params)
         self.context, self.target, self.summary = self.trained.context, self.trained.target, self.trained.summary
         self.index = build_index(self.target, self.factory)
         self.model_item_ids = data.item_ids
@@ -83,6 +86,7 @@ class ServedModel(Recommender):
         self.model_row[self.log_row] = np.arange(len(self.log_row))
 
         self.vectors = np.zeros((log.n_users, self.context.shape[1]), np.float32)
+        self.taste = np.zeros_like(self.vectors)
         if first:
             self.last_ts = np.full(log.n_users, np.nan)
             self.recent = [deque(maxlen=self.interest_params.history_size) for _ in range(log.n_users)]
@@ -100,6 +104,8 @@ class ServedModel(Recommender):
         ]
         vector, last_ts = fold_events(known, self.context, self.interest_params)
         self.vectors[user] = vector
+        if self.interest_params.taste_decay > 0:
+            self.taste[user] = fold_taste(known, self.context, self.interest_params)
         if known:  # as streamrec.core.batch.rebuild_state: no known event keeps the old time
             self.last_ts[user] = last_ts
 
@@ -114,6 +120,8 @@ class ServedModel(Recommender):
         if not len(accepted):
             return
         users = log.users[accepted]
+        update_taste(self.taste, self.last_ts, users, rows[accepted], log.types[accepted].astype(np.int64),
+                     log.ts[accepted], self.context, self.interest_params)
         update_batch(
             self.vectors, self.last_ts, users, rows[accepted], log.types[accepted].astype(np.int64),
             log.ts[accepted], self.context, self.interest_params,
@@ -138,7 +146,7 @@ class ServedModel(Recommender):
                 banned.append(set(rows[rows >= 0].tolist()))
             diversity = self.interest_params.diversity
             fetch = k * POOL if diversity > 0 else k
-            rows, scores = search(self.index, self.vectors[block], fetch, banned)
+            rows, scores = search(self.index, self.queries(block), fetch, banned)
             rows, scores = self._repeats(block, rows, scores, fetch, banned)
             if diversity > 0:  # as streamrec.core.batch.diversity_step
                 picked = [mmr(r, s, k, self.target.__getitem__, diversity) for r, s in zip(rows, scores)]
@@ -164,10 +172,16 @@ class ServedModel(Recommender):
             if not recent:
                 continue
             skip = {row for row in recent if row in banned[slot]}
-            rows[slot], scores[slot] = with_repeats(rows[slot], scores[slot], k, self.vectors[user], recent,
+            rows[slot], scores[slot] = with_repeats(rows[slot], scores[slot], k, self.queries(users[slot : slot + 1])[0], recent,
                                          self.target.__getitem__, repeat.__getitem__, p.repeat_weight,
                                          by_age, skip)
         return rows, scores
+
+    def queries(self, users: np.ndarray) -> np.ndarray:
+        """The users' search queries: the interest vector plus the mapped taste
+        (:func:`streamrec.core.taste.query`, as :func:`streamrec.core.batch.new_states`)."""
+        transform = getattr(self.trained, "taste", None) if self.interest_params.taste_decay > 0 else None
+        return taste_query(self.vectors[users], self.taste[users], transform)
 
     def user_vector(self, user: int) -> np.ndarray:
         return self.vectors[user]

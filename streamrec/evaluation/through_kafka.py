@@ -76,8 +76,12 @@ def run_through_kafka(
     workdir: Path | None = None,
     timeout_s: float | None = None,
     progress: Progress | None = None,
+    taste_decay: float = 0.0,
 ) -> KafkaOutcome:
-    """Replay ``log``'s leave-one-out histories through a real worker (see the module doc)."""
+    """Replay ``log``'s leave-one-out histories through a real worker (see the module doc).
+
+    ``taste_decay``: the long-term taste setting (``rules.taste_decay``) of both the worker and
+    the in-process model."""
     from producers.publisher import EventPublisher
     from streamrec.harness.topics import read_topic
     from streamrec.harness.worker import WorkerConfig, WorkerProcess
@@ -86,7 +90,7 @@ def run_through_kafka(
         raise ValueError("replaying through Kafka needs the events' ids (load the log with load_log)")
     say = progress or (lambda _message: None)
     started = time.perf_counter()
-    params = InterestParams()
+    params = InterestParams(taste_decay=taste_decay)
     split = leave_one_out(log)
     by_user = _history_index(log, split.users)
 
@@ -107,7 +111,7 @@ def run_through_kafka(
             bootstrap=bootstrap, models_dir=models_dir, data_dir=root / "worker", app_id=f"streamrec-evaluate-{run}",
             events_topic=f"evaluate-{run}-events", recommendations_topic=f"evaluate-{run}-recommendations",
             dlq_topic=f"evaluate-{run}-events-dlq", partitions=partitions,
-            extra_env={"STREAMREC_INDEX__USE_GPU": "false"},
+            extra_env={"STREAMREC_INDEX__USE_GPU": "false", "STREAMREC_RULES__TASTE_DECAY": str(taste_decay)},
         )
         say("starting a worker")
         with WorkerProcess(config, log_file=root / "worker.log") as worker:

@@ -1,4 +1,4 @@
-"""Choosing the served model's repeat-step settings on a validation split, never on test numbers.
+"""Choosing the served model's repeat-step and taste settings on a validation split, never on test numbers.
 
 * **Leave-one-out**: every user's last event (the test item) is dropped, so the protocol's
   held-out item becomes the second-to-last one, the S3-Rec validation item.
@@ -20,8 +20,12 @@ import numpy as np
 
 from streamrec.evaluation.data import EventLog, user_sequences
 
-#: The settings searched, in the order ties are broken (the first is the step switched off).
-GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0, 3.0)}
+#: The settings searched, in the order ties are broken (the first point is both steps switched off):
+#: the repeat step's weight (:mod:`streamrec.core.repeat`) and the taste vector's decay
+#: (:mod:`streamrec.core.taste`).
+GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0, 3.0), "taste_decay": (0.0, 0.9)}
+#: Settings that change the lists with the repeat step off (the others only tune the step).
+WITHOUT_REPEAT = ("taste_decay",)
 
 
 def without_last_events(log: EventLog) -> EventLog:
@@ -63,8 +67,9 @@ def tune(run: Callable[[Mapping[str, str]], dict[str, float]], grid: Mapping[str
     rows: list[dict[str, float]] = []
     for values in itertools.product(*(grid[n] for n in names)):
         point = dict(zip(names, values, strict=True))
-        if point.get("repeat_weight", 1.0) == 0.0 and any(r.get("repeat_weight") == 0.0 for r in rows):
-            continue  # with the step off the other settings change nothing
+        if point.get("repeat_weight", 1.0) == 0.0 and any(
+                r.get("repeat_weight") == 0.0 and all(r.get(n) == point.get(n) for n in WITHOUT_REPEAT) for r in rows):
+            continue  # with the step off its own settings change nothing
         metrics = run({n: str(v) for n, v in point.items()})
         rows.append({**point, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
         if progress is not None:

@@ -33,7 +33,7 @@ from streams.serve import (
 N_ITEMS, DIM, K = 60, 8, 10
 
 
-def tiny_items(version: str = "v1", seed: int = 0) -> LiveItems:
+def tiny_items(version: str = "v1", seed: int = 0, taste: np.ndarray | None = None) -> LiveItems:
     rng = np.random.default_rng(seed)
     context = rng.standard_normal((N_ITEMS, DIM)).astype(np.float32)
     target = context + 0.1 * rng.standard_normal((N_ITEMS, DIM)).astype(np.float32)
@@ -42,14 +42,14 @@ def tiny_items(version: str = "v1", seed: int = 0) -> LiveItems:
     item_ids = [f"sku-{i:03d}" for i in range(N_ITEMS)]
     catalog = {item_id: CatalogItem(item_id, category=("Shop", "Even" if i % 2 == 0 else "Odd"))
                for i, item_id in enumerate(item_ids)}
-    return LiveItems(ItemsModel(version, item_ids, context, target, index), catalog=catalog)
+    return LiveItems(ItemsModel(version, item_ids, context, target, index, taste=taste), catalog=catalog)
 
 
-def drive(items: LiveItems, events: list[Event]):  # noqa: ANN201
+def drive(items: LiveItems, events: list[Event], params: InterestParams | None = None):  # noqa: ANN201
     """Run events through the worker's own core; the users' states and their latest lists."""
     states: dict = {}
     messages = [Message(e.user_id.encode(), encode_event(e), 0, n) for n, e in enumerate(events)]
-    result = process_batch(messages, lambda user_id, _: states.get(user_id), items, InterestParams())
+    result = process_batch(messages, lambda user_id, _: states.get(user_id), items, params or InterestParams())
     for user_id, (state, _) in result.states.items():
         states[user_id] = state
     return states, {rec.user_id: rec for rec in result.recommendations}
@@ -112,6 +112,21 @@ def test_an_answer_equals_the_workers_list_for_the_same_state() -> None:
         assert [i["source"] for i in answer["items"]] == [i.source for i in worker.items]
         assert answer["state_event_id"] == worker.event_id == state.recent[-1].event_id
         assert answer["model_version"] == "v1" and answer["user_id"] == user_id
+
+
+def test_an_answer_with_the_taste_vector_equals_the_workers_list() -> None:
+    plain = tiny_items()
+    items = tiny_items(taste=np.random.default_rng(3).standard_normal((DIM, DIM)).astype(np.float32) * 3)
+    params = InterestParams(taste_decay=0.9)
+    states, lists = drive(items, some_events(), params)
+    _, without = drive(plain, some_events(), params)
+    changed = 0
+    for user_id, state in states.items():
+        assert state.taste is not None and state.taste.any()
+        answer = recommend(items, user_id, state, k=K)
+        assert [i["item_id"] for i in answer["items"]] == [i.item_id for i in lists[user_id].items]
+        changed += [i.item_id for i in lists[user_id].items] != [i.item_id for i in without[user_id].items]
+    assert changed >= 3  # the map moved the query: the lists are not those without it
 
 
 def test_purchased_and_unavailable_items_never_and_exactly_k_with_backfill() -> None:

@@ -95,3 +95,25 @@ def test_a_truncated_state_is_a_decode_error():
     for cut in range(1, len(raw) - 1, 3):
         with pytest.raises(StateDecodeError):
             decode_state(raw[:cut])
+
+
+def test_taste_vector_round_trips_and_a_state_without_one_keeps_format_3():
+    base = UserState(np.arange(4, dtype=np.float32), 5.0, 2, "v000001",
+                     recent=(RecentEvent("e1", "sku-1", "view", 1.0),), purchased=("sku-9",))
+    plain = encode_state(base)
+    assert plain[2:4] == (3).to_bytes(2, "little")  # the format without taste, byte for byte
+    assert encode_state(UserState(**{**base.__dict__, "taste": np.ones(4, np.float32)}))[2:4] == (4).to_bytes(2, "little")
+    assert decode_state(plain).taste is None
+    tasted = UserState(**{**base.__dict__, "taste": np.array([0.5, -1.0, 2.0, 0.0], np.float32)})
+    raw = encode_state(tasted)
+    back = decode_state(raw)
+    np.testing.assert_array_equal(back.taste, [0.5, -1.0, 2.0, 0.0])
+    np.testing.assert_array_equal(back.vector, base.vector)
+    assert (back.recent, back.purchased, back.last_ts) == (base.recent, base.purchased, 5.0)
+    with pytest.raises(StateDecodeError):
+        decode_state(raw[: len(raw) - len(plain) + 20])  # cut inside the taste vector
+
+
+def test_non_finite_taste_is_refused():
+    with pytest.raises(ValueError, match="taste"):
+        UserState(np.zeros(2, np.float32), None, 0, "v1", taste=np.array([np.inf, 0.0], np.float32))

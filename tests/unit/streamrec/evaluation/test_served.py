@@ -51,8 +51,11 @@ def worker_run(store: Store, log: EventLog, model, params: InterestParams, batch
 
 
 def artifact(tmp_path, served: ServedModel):
+    extras = {"repeat": served.trained.repeat}
+    if served.trained.taste is not None:
+        extras["taste"] = served.trained.taste
     save_artifact(tmp_path, served.model_item_ids, served.context, served.target, training=served.summary,
-                  extras={"repeat": served.trained.repeat})
+                  extras=extras)
     return load_artifact(tmp_path, use_gpu=False)
 
 
@@ -75,14 +78,16 @@ def test_user_vectors_are_the_pure_update_rule_over_each_history(mixed_log):
         np.testing.assert_allclose(served.user_vector(user), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed_log):
+@pytest.mark.parametrize("taste_decay", [0.0, 0.9])
+def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed_log, taste_decay):
     log = mixed_log
-    params = InterestParams(k=10)
+    params = InterestParams(k=10, taste_decay=taste_decay)
     a, b = len(log) // 3, 2 * len(log) // 3
     served = ServedModel(PARAMS, params)
     served.fit(log.take(slice(0, a)))
     served.observe(log.take(slice(a, b)))
     first = artifact(tmp_path / "models", served)
+    assert (first.extras.get("taste") is not None) == (taste_decay > 0)
 
     store = Store()
     latest = worker_run(store, log.take(slice(0, b)), first, params)

@@ -37,6 +37,11 @@ def test_tune_takes_the_best_hr_and_the_earlier_point_on_ties():
     result = tune(run, {"repeat_weight": (0.0, 1.0, 3.0), "x": (0.5, 0.9)})
     assert result.chosen == {"repeat_weight": 1.0, "x": 0.5}
     assert len(seen) == 5  # with the step off the decay is not searched twice
+    taste = {("0.0", "0.0"): 0.1, ("0.0", "0.9"): 0.4, ("1.0", "0.0"): 0.2, ("1.0", "0.9"): 0.3}
+    result = tune(lambda p: {"HR@10": taste[p["repeat_weight"], p["taste_decay"]], "NDCG@10": 0.0},
+                  {"repeat_weight": (0.0, 1.0), "taste_decay": (0.0, 0.9)})
+    assert len(result.rows) == 4  # the taste decay matters with the step off
+    assert result.chosen == {"repeat_weight": 0.0, "taste_decay": 0.9}
 
 
 @pytest.fixture
@@ -53,13 +58,14 @@ def test_cli_tune_prints_the_grid_and_the_choice(beauty_like):
                                            "--tune", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    points = len(GRID["repeat_weight"])
+    points = len(GRID["repeat_weight"]) * len(GRID["taste_decay"])
     log = load_log(beauty_like, "amazon-seq")
     assert len(report["grid"]) == points and report["validation_events"] == len(log) - log.n_users
     # Leave-one-out masks the whole history: recent items can never be listed, so every point
-    # scores the same and the first one (the step off) is chosen.
-    assert len({row["HR@10"] for row in report["grid"]}) == 1
-    assert report["chosen"] == {"repeat_weight": 0.0}
+    # scores the same for a given taste, and the step is chosen off.
+    for decay in GRID["taste_decay"]:
+        assert len({row["HR@10"] for row in report["grid"] if row["taste_decay"] == decay}) == 1
+    assert report["chosen"]["repeat_weight"] == 0.0
 
 
 def rebuyers() -> EventLog:
