@@ -44,7 +44,7 @@ from indexing.artifact import load_artifact, newest_number
 from indexing.distribute import ModelPublisher, topic_partition
 from indexing.feed import ModelFeed
 from indexing.gate import decide, gate_cases, model_rows, next_item_hits, paired_standard_error, split_holdout
-from indexing.index import build_index
+from indexing.index import DEFAULT_TARGET_RECALL, build_served_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, decode_erasure, decode_event
 from streamrec.kafka.security import client_config
@@ -64,6 +64,8 @@ class TrainerParams:
     min_events: int = 1_000
     k: int = 10
     factory: str = "auto"
+    #: recall@10 an approximate index is calibrated to (setting ``index.target_recall``).
+    target_recall: float = DEFAULT_TARGET_RECALL
     train: TrainParams = field(default_factory=TrainParams)
 
     def __post_init__(self) -> None:
@@ -170,9 +172,10 @@ def train_candidate(window: WindowArrays, rows: np.ndarray, params: TrainerParam
     data = interactions_from_arrays(window.users[rows], window.item_keys[window.items[rows]].astype(str),
                                     window.types[rows], window.ts[rows])
     trained = train_model(data, params.train)
-    factory = params.factory if params.factory != "auto" else ("Flat" if data.n_items <= 200_000 else "auto")
+    index, calibration = build_served_index(trained.target, params.factory, target_recall=params.target_recall,
+                                            context=trained.context)
     return {"item_ids": data.item_ids, "context": trained.context, "target": trained.target, "summary": trained.summary,
-            "index": build_index(trained.target, factory), "factory": factory, "trained": trained}
+            "index": index, "factory": calibration.factory, "calibration": calibration, "trained": trained}
 
 
 def score(context: np.ndarray, index: Any, row_of: dict[str, int], window: WindowArrays, cases: np.ndarray, k: int) -> np.ndarray:
@@ -322,7 +325,8 @@ class Trainer:
                    "window_events": int(len(window.ts))}
         trained = candidate["trained"]
         trained.summary = summary
-        folder = trained.save(self.models_dir, factory=candidate["factory"], number=number, extra_meta={"gate": gate})
+        folder = trained.save(self.models_dir, factory=candidate["factory"], number=number, extra_meta={"gate": gate},
+                             target_recall=self.params.target_recall)
         self.publisher.publish_version(folder)
         if decision.publish:
             self.feed.catch_up(30.0)

@@ -68,7 +68,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     source = str(dataset) if dataset else f"synthetic(users={users}, items={items}, events={n_events}, seed={seed})"
     models_dir = models_dir or get_settings().index.models_dir
     if not publish:
-        folder = trained.save(models_dir, factory=factory, source=source)
+        folder = trained.save(models_dir, factory=factory, source=source, target_recall=get_settings().index.target_recall)
     else:
         folder = _save_and_publish(models_dir, trained, factory, source, bootstrap, models_topic)
     meta = json.loads((folder / "meta.json").read_text())
@@ -92,7 +92,8 @@ def _save_and_publish(models_dir, trained, factory, source, bootstrap, models_to
         with ModelPublisher(bootstrap, models_topic) as publisher:
             number = max(newest_number(models_dir), read_models_topic(bootstrap, models_topic).newest_number()) + 1
             gate = {"decision": "publish", "reason": "streamrec train --publish (no gate)"}
-            folder = trained.save(models_dir, factory=factory, source=source, number=number, extra_meta={"gate": gate})
+            folder = trained.save(models_dir, factory=factory, source=source, number=number, extra_meta={"gate": gate},
+                                  target_recall=get_settings().index.target_recall)
             publisher.publish_version(folder)
             publisher.promote(folder.name, reason="train --publish")
     except (DistributionError, RuntimeError) as exc:
