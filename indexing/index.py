@@ -30,7 +30,7 @@ DEFAULT_TARGET_RECALL = 0.95
 #: there, and the issue allows one only at recall@10 >= 0.99: docs/performance.md).
 EXACT_UP_TO = 50_000
 #: Candidates an index with exact re-ranking (``...,RFlat``) fetches per wanted neighbour.
-REFINE_K_FACTOR = 4
+REFINE_K_FACTOR = 16
 #: Effort used for a model saved before calibration existed (its meta.json has no "search").
 LEGACY_EFFORT = 32
 #: Queries the calibration measures recall on, and the neighbours compared.
@@ -49,25 +49,17 @@ def ivf_lists(n_items: int) -> int:
 
 def choose_factory(n_items: int) -> str:
     """The index used for ``factory="auto"``: exact up to :data:`EXACT_UP_TO` items, else IVF
-    with 4-bit fast-scan product quantisation (``PQ<d/4>x4fs``: 16 bytes per item at d = 128,
-    scanned with SIMD table look-ups) whose candidates are re-ranked exactly (``RFlat``).
-    The search effort is not part of the rule: it is calibrated on the built index.
-    The choice comes from the recall/QPS curves in docs/performance.md ("Indexes per catalog size").
+    over float vectors with about sqrt(n) lists (a power of two), its ``nprobe`` calibrated on
+    the built index. Of the variants measured (docs/performance.md, "Indexes per catalog size"),
+    IVF,Flat is the one that reaches any target recall on every catalog (SQ8 and fast-scan PQ
+    stop below 0.95 on some), and fewer, fuller lists scanned faster than 4 sqrt(n) at equal recall.
 
     >>> choose_factory(12_000), choose_factory(100_000), choose_factory(1_000_000)
-    ('Flat', 'IVF1024,PQ32x4fs,RFlat', 'IVF4096,PQ32x4fs,RFlat')
+    ('Flat', 'IVF256,Flat', 'IVF1024,Flat')
     """
     if n_items <= EXACT_UP_TO:
         return "Flat"
-    return f"IVF{ivf_lists(n_items)},PQ32x4fs,RFlat"
-
-
-def _factory_for(factory: str, dim: int) -> str:
-    """``PQ32x4fs`` sized to the dimension: the rule's 32 sub-quantizers are for d = 128; at
-    another d it uses d / 4 (a divisor of d), so every d gets 4 dimensions per sub-quantizer."""
-    if "PQ32x4fs" in factory and dim != 128 and dim % 4 == 0:
-        return factory.replace("PQ32x4fs", f"PQ{dim // 4}x4fs")
-    return factory
+    return f"IVF{1 << int(np.clip(np.round(np.log2(np.sqrt(n_items))), 8, 16))},Flat"
 
 
 def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 0, nprobe: int | None = None) -> faiss.Index:
@@ -77,7 +69,7 @@ def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 
     :func:`build_served_index` for a calibrated one)."""
     vectors = check_vectors(item_vectors)
     if factory == "auto":
-        factory = _factory_for(choose_factory(len(vectors)), vectors.shape[1])
+        factory = choose_factory(len(vectors))
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         n_train = min(len(vectors), max(256 * 64, 50 * _n_lists(index)))
@@ -297,7 +289,7 @@ def build_served_index(
     """
     vectors = check_vectors(item_vectors)
     if factory == "auto":
-        factory = _factory_for(choose_factory(len(vectors)), vectors.shape[1])
+        factory = choose_factory(len(vectors))
     index = build_index(vectors, factory, seed=seed)
     if is_exact(index):
         return index, Calibration(factory, None, None, 1.0, target_recall, True, "exact", 0)
