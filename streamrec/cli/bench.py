@@ -45,7 +45,7 @@ def _check_factory(factory: str, flag: str) -> None:
     import faiss
 
     try:
-        faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT)
+        faiss.index_factory(128, factory, faiss.METRIC_INNER_PRODUCT)  # the bench's dimension
     except RuntimeError:
         raise click.BadParameter(f"{factory!r} is not a FAISS factory string (try Flat, HNSW32 or IVF1024,Flat)",
                                  param_hint=flag) from None
