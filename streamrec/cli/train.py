@@ -54,9 +54,10 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
         import faiss
 
         try:
-            faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT)
+            faiss.index_factory(dim or TrainParams().dim, factory, faiss.METRIC_INNER_PRODUCT)  # the model's dimension
         except RuntimeError:
-            raise click.BadParameter(f"{factory!r} is not a FAISS factory string (try Flat, HNSW32 or IVF1024,Flat)", param_hint="--factory") from None
+            raise click.BadParameter(f"{factory!r} is not a FAISS factory string for d = {dim or TrainParams().dim} "
+                                     "(try Flat, HNSW32 or IVF1024,Flat)", param_hint="--factory") from None
     started = time.perf_counter()
     params = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
     try:
