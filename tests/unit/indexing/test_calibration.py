@@ -115,3 +115,20 @@ def test_refined_fast_scan_search_honours_the_allowed_rows(catalog):
     rows, scores = search(index, queries[:50], 10, allowed=allowed)
     assert (rows >= 0).all() and not (rows % 3 == 0).any()
     np.testing.assert_allclose(scores, np.take_along_axis(queries[:50] @ items.T, rows, axis=1), rtol=1e-4)
+
+
+def test_the_trainer_calibrates_on_its_window_users_folded_by_the_worker_rule():
+    from indexing.trainer import WindowArrays, window_user_vectors
+    from streamrec.contract import EVENT_TYPE_CODES
+    from streamrec.core.interest import InterestParams, fold_events
+
+    context = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
+    # window item keys in another order than the model's rows; key "gone" is not in the model
+    window = WindowArrays(users=np.array([0, 1, 0, 0, 1]), items=np.array([0, 1, 2, 3, 0]),
+                          types=np.array([EVENT_TYPE_CODES[t] for t in ("view", "view", "purchase", "view", "click")]),
+                          ts=np.array([1.0, 2.0, 50.0, 60.0, 900.0]), item_keys=np.array(["b", "c", "a", "gone"]))
+    users = window_user_vectors(window, np.arange(5), ["a", "b", "c"], context)
+    row = {"a": 0, "b": 1, "c": 2}
+    user0, _ = fold_events([(row["b"], "view", 1.0), (row["a"], "purchase", 50.0)], context, InterestParams())
+    user1, _ = fold_events([(row["c"], "view", 2.0), (row["b"], "click", 900.0)], context, InterestParams())
+    np.testing.assert_allclose(users, np.stack([user0, user1]), rtol=1e-5)
