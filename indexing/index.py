@@ -129,7 +129,7 @@ def search_effort(index: faiss.Index) -> int | None:
 
 def effort_steps(index: faiss.Index) -> list[int]:
     """The search efforts a calibration tries, in increasing order: 1, 2, 3, 4, 6, 8, 12, ...
-    (powers of two and 1.5 times them) up to all lists (IVF) or 4,096 (HNSW efSearch, from 10).
+    (powers of two and 1.5 times them) up to all lists (IVF), or from 12 up to 4,096 (HNSW efSearch).
 
     >>> effort_steps(faiss.index_factory(8, "IVF16,Flat"))
     [1, 2, 3, 4, 6, 8, 12, 16]
@@ -212,12 +212,6 @@ class Calibration:
         meta = asdict(self)
         meta["curve"] = [list(point) for point in self.curve]
         return meta
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, object]) -> Calibration:
-        fields = dict(meta)
-        fields["curve"] = tuple((int(e), float(r)) for e, r in fields.get("curve", ()))  # type: ignore[union-attr]
-        return cls(**fields)  # type: ignore[arg-type]
 
 
 def calibrate(
