@@ -29,6 +29,9 @@ DEFAULT_TARGET_RECALL = 0.95
 #: Catalogs up to this size are served exactly by ``auto`` (an approximate index gains little
 #: there, and the issue allows one only at recall@10 >= 0.99: docs/performance.md).
 EXACT_UP_TO = 50_000
+#: From this many items ``auto`` tries 8-bit scalar codes first (IVF,SQ8), and falls back to
+#: IVF,Flat where their calibration cannot reach the target recall.
+SQ8_FROM = 500_000
 #: Candidates an index with exact re-ranking (``...,RFlat``) fetches per wanted neighbour.
 REFINE_K_FACTOR = 16
 #: Effort used for a model saved before calibration existed (its meta.json has no "search").
@@ -49,17 +52,21 @@ def ivf_lists(n_items: int) -> int:
 
 def choose_factory(n_items: int) -> str:
     """The index used for ``factory="auto"``: exact up to :data:`EXACT_UP_TO` items, else IVF
-    over float vectors with about sqrt(n) lists (a power of two), its ``nprobe`` calibrated on
-    the built index. Of the variants measured (docs/performance.md, "Indexes per catalog size"),
-    IVF,Flat is the one that reaches any target recall on every catalog (SQ8 and fast-scan PQ
-    stop below 0.95 on some), and fewer, fuller lists scanned faster than 4 sqrt(n) at equal recall.
+    with about sqrt(n) lists (a power of two) over float vectors, or from :data:`SQ8_FROM`
+    items over 8-bit scalar codes (a quarter of the bytes to scan); its ``nprobe`` calibrated on
+    the built index, and an SQ8 index that cannot reach the target recall replaced by IVF,Flat
+    (:func:`build_served_index`). Chosen from the recall/QPS curves in docs/performance.md
+    ("Indexes per catalog size"): IVF,Flat is the variant whose curve reaches any target on
+    every catalog; SQ8 served twice its QPS at 1M where it reached the target, and less at
+    100k; fewer, fuller lists served more QPS than 4 sqrt(n) at the same recall.
 
     >>> choose_factory(12_000), choose_factory(100_000), choose_factory(1_000_000)
-    ('Flat', 'IVF256,Flat', 'IVF1024,Flat')
+    ('Flat', 'IVF256,Flat', 'IVF1024,SQ8')
     """
     if n_items <= EXACT_UP_TO:
         return "Flat"
-    return f"IVF{1 << int(np.clip(np.round(np.log2(np.sqrt(n_items))), 8, 16))},Flat"
+    lists = 1 << int(np.clip(np.round(np.log2(np.sqrt(n_items))), 8, 16))
+    return f"IVF{lists},{'SQ8' if n_items >= SQ8_FROM else 'Flat'}"
 
 
 def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 0, nprobe: int | None = None) -> faiss.Index:
@@ -282,7 +289,8 @@ def build_served_index(
     are made of; default ``item_vectors``).
     """
     vectors = check_vectors(item_vectors)
-    if factory == "auto":
+    auto = factory == "auto"
+    if auto:
         factory = choose_factory(len(vectors))
     index = build_index(vectors, factory, seed=seed)
     if is_exact(index):
@@ -291,7 +299,13 @@ def build_served_index(
         queries, source = session_queries(vectors, n_queries, context=context, seed=seed), "sessions"
     else:
         source = "users"
-    return index, calibrate(index, vectors, queries, target_recall, factory=factory, source=source)
+    calibration = calibrate(index, vectors, queries, target_recall, factory=factory, source=source)
+    if auto and not calibration.reached and factory.endswith(",SQ8"):
+        fallback = factory.removesuffix(",SQ8") + ",Flat"
+        logger.info("auto: %s cannot reach recall@10 %.3f; building %s instead", factory, target_recall, fallback)
+        index = build_index(vectors, fallback, seed=seed)
+        calibration = calibrate(index, vectors, queries, target_recall, factory=fallback, source=source)
+    return index, calibration
 
 
 def maybe_to_gpu(index: faiss.Index, *, use_gpu: bool = True) -> faiss.Index:

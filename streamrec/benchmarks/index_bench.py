@@ -41,6 +41,7 @@ import numpy as np
 from indexing.index import (
     EXACT_UP_TO,
     K,
+    SQ8_FROM,
     build_index,
     calibrate,
     choose_factory,
@@ -409,7 +410,8 @@ def run_index_bench(
 def summary_rule() -> str:
     """The documented rule (``indexing.index.choose_factory``), for the report."""
     return (f"factory auto: exact Flat up to {EXACT_UP_TO:,} items, else IVF<lists>,Flat with lists = sqrt(n) rounded "
-            "to a power of two in [256, 65536]; nprobe calibrated per index to index.target_recall")
+            f"to a power of two in [256, 65536] (IVF<lists>,SQ8 from {SQ8_FROM:,} items, IVF,Flat where SQ8 cannot "
+            "reach the target); nprobe calibrated per index to index.target_recall")
 
 
 def threads() -> int:

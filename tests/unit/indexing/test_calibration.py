@@ -132,3 +132,22 @@ def test_the_trainer_calibrates_on_its_window_users_folded_by_the_worker_rule():
     user0, _ = fold_events([(row["b"], "view", 1.0), (row["a"], "purchase", 50.0)], context, InterestParams())
     user1, _ = fold_events([(row["c"], "view", 2.0), (row["b"], "click", 900.0)], context, InterestParams())
     np.testing.assert_allclose(users, np.stack([user0, user1]), rtol=1e-5)
+
+
+def test_auto_falls_back_from_sq8_to_flat_codes_where_sq8_cannot_reach_the_target(monkeypatch):
+    import indexing.index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_UP_TO", 100)
+    monkeypatch.setattr(index_module, "SQ8_FROM", 100)
+    rng = np.random.default_rng(7)
+    items = clustered(3000)
+    items[0, 0] = 1e6  # one outlier stretches dimension 0's 8-bit range: SQ8 loses it for every other item
+    queries = rng.standard_normal((200, 16)).astype(np.float32)
+    queries[:, 0] = -8 * np.abs(queries[:, 0])  # rankings hinge on dimension 0
+    assert choose_factory(3000) == "IVF256,SQ8"
+    index, calibration = build_served_index(items, "auto", target_recall=0.95, queries=queries)
+    assert calibration.factory == "IVF256,Flat" and calibration.reached
+    assert brute_recall(index, items, queries) >= 0.95
+    clean = clustered(3000)  # without the outlier SQ8 reaches the target and is kept
+    _, kept = build_served_index(clean, "auto", target_recall=0.95, queries=queries)
+    assert kept.factory == "IVF256,SQ8" and kept.reached
