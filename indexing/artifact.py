@@ -8,7 +8,8 @@ Layout of a models folder::
         index.faiss          # FAISS index over the target vectors (inner product)
         context.npy          # float32 (n_items, d): vectors added to a user's interest vector
         item_ids.json        # row -> item_id
-        meta.json            # version, dimension, metric, factory, training summary, created_at
+        meta.json            # version, dimension, metric, factory, search (the calibrated
+                             # effort and its measured recall@10), training summary, created_at
         target.npy           # optional extras, loaded into ``ModelArtifact.extras``: the target
         fold_in.npy          # vectors, the regression's (Z^T Z + r I)^-1 and the training
         popularity.npy       # events per item (new items' priors and fold-in, trending prior)
@@ -33,7 +34,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from indexing.index import build_index, choose_factory, maybe_to_gpu, set_search_effort
+from indexing.index import (
+    DEFAULT_TARGET_RECALL,
+    LEGACY_EFFORT,
+    build_served_index,
+    effort_name,
+    maybe_to_gpu,
+    set_search_effort,
+)
 from streamrec.core.search import check_vectors
 
 logger = logging.getLogger(__name__)
@@ -92,13 +100,17 @@ def save_artifact(
     extras: dict[str, np.ndarray] | None = None,
     number: int | None = None,
     extra_meta: dict[str, Any] | None = None,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    queries: np.ndarray | None = None,
 ) -> Path:
     """Write a new version folder, then point ``LATEST`` at it. Returns the folder.
 
     ``extras``: optional arrays by name (:data:`EXTRAS`); the target vectors are always saved.
     ``number``: the version number to use (``v%06d``), e.g. one past the newest version on the
     models topic; default one past the newest version in ``models_dir``. ``extra_meta`` adds
-    keys to ``meta.json`` (the trainer's gate scores).
+    keys to ``meta.json`` (the trainer's gate scores). An approximate index is calibrated to
+    ``target_recall`` (:func:`indexing.index.build_served_index`, on ``queries`` where given,
+    else on synthetic sessions of the context vectors); ``meta.json``'s ``search`` says how.
     """
     context = check_vectors(context, "context vectors")
     target = check_vectors(target, "target vectors")
@@ -108,8 +120,6 @@ def save_artifact(
         )
     if len(set(item_ids)) != len(item_ids):
         raise ValueError("item ids must be unique")
-    if factory == "auto":
-        factory = choose_factory(len(item_ids))
     models_dir.mkdir(parents=True, exist_ok=True)
     newest = (_versions(models_dir) or [0])[-1]
     if number is None:
@@ -121,7 +131,8 @@ def save_artifact(
     if folder.exists():
         raise ArtifactError(f"cannot save model {version}: {folder} already exists")
     folder.mkdir()
-    index = build_index(target, factory)
+    index, calibration = build_served_index(target, factory, target_recall=target_recall, context=context, queries=queries)
+    factory = calibration.factory
     faiss.write_index(index, str(folder / "index.faiss"))
     np.save(folder / "context.npy", context)
     for name, array in {"target": target, **(extras or {})}.items():
@@ -135,6 +146,7 @@ def save_artifact(
         "n_items": len(item_ids),
         "metric": "inner_product",
         "factory": factory,
+        "search": calibration.as_meta(),
         "created_at": time.time(),
         "training": training or {},
         **(extra_meta or {}),
@@ -178,8 +190,22 @@ def resolve(path: Path) -> Path:
     return path / version
 
 
-def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int = 32) -> ModelArtifact:
-    """Load and check a model; raise :class:`ArtifactError` naming the file at fault."""
+def search_effort_of(meta: dict[str, Any]) -> int:
+    """The calibrated search effort in a model's meta.json (a model saved before calibration
+    existed has none: :data:`indexing.index.LEGACY_EFFORT`).
+
+    >>> search_effort_of({"search": {"effort": 24}}), search_effort_of({})
+    (24, 32)
+    """
+    effort = (meta.get("search") or {}).get("effort")
+    return int(effort) if effort is not None else LEGACY_EFFORT
+
+
+def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int | None = None) -> ModelArtifact:
+    """Load and check a model; raise :class:`ArtifactError` naming the file at fault.
+
+    An approximate index searches at the effort its calibration chose (``meta.json``'s
+    ``search.effort``), or at ``nprobe`` where one is given (an explicit override)."""
     folder = resolve(Path(path))
     files = {name: folder / name for name in ("meta.json", "index.faiss", "context.npy", "item_ids.json")}
     for name, file in files.items():
@@ -223,7 +249,11 @@ def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int = 32) -> Mode
                 raise ArtifactError(f"{file} is unreadable or truncated ({exc})") from exc
             if len(extras[name]) != (dim if name in ("fold_in", "taste") else len(item_ids)) or not np.all(np.isfinite(extras[name])):
                 raise ArtifactError(f"model {folder} is inconsistent: {file} has shape {extras[name].shape} or non-finite values")
-    set_search_effort(index, nprobe)
+    if effort_name(index) is not None:
+        effort = nprobe if nprobe is not None else search_effort_of(meta)
+        set_search_effort(index, effort)
+        logger.info("model %s: %s searches at %s %d%s", folder.name, meta.get("factory"), effort_name(index), effort,
+                    "" if nprobe is None else " (override)")
     index = maybe_to_gpu(index, use_gpu=use_gpu)
     return ModelArtifact(
         version=meta.get("version", folder.name),

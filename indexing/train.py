@@ -328,8 +328,11 @@ class TrainedModel:
     taste: np.ndarray | None = None
 
     def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
-             extra_meta: dict[str, Any] | None = None) -> Path:
-        """Save as a new model version (:func:`indexing.artifact.save_artifact`); the folder."""
+             extra_meta: dict[str, Any] | None = None, target_recall: float | None = None,
+             queries: np.ndarray | None = None) -> Path:
+        """Save as a new model version (:func:`indexing.artifact.save_artifact`; an approximate
+        index is calibrated to ``target_recall``, default 0.95, on ``queries``: user vectors
+        where the caller has them); the folder."""
         from indexing.artifact import save_artifact
 
         summary = self.summary if source is None else {**self.summary, "source": source}
@@ -341,7 +344,9 @@ class TrainedModel:
         if self.taste is not None:
             extras["taste"] = self.taste
         return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
-                             training=summary, extras=extras, number=number, extra_meta=extra_meta)
+                             training=summary, extras=extras, number=number, extra_meta=extra_meta,
+                             queries=queries if queries is not None and len(queries) else None,
+                             **({} if target_recall is None else {"target_recall": target_recall}))
 
 
 def train_item_vectors(

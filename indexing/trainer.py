@@ -44,7 +44,7 @@ from indexing.artifact import load_artifact, newest_number
 from indexing.distribute import ModelPublisher, topic_partition
 from indexing.feed import ModelFeed
 from indexing.gate import decide, gate_cases, model_rows, next_item_hits, paired_standard_error, split_holdout
-from indexing.index import build_index
+from indexing.index import DEFAULT_TARGET_RECALL, build_served_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.core.interest import InterestParams
 from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, decode_erasure, decode_event
@@ -65,6 +65,8 @@ class TrainerParams:
     min_events: int = 1_000
     k: int = 10
     factory: str = "auto"
+    #: recall@10 an approximate index is calibrated to (setting ``index.target_recall``).
+    target_recall: float = DEFAULT_TARGET_RECALL
     train: TrainParams = field(default_factory=TrainParams)
     #: The worker's update parameters the targets are fitted for (its taste decay: the taste map).
     interest: InterestParams = field(default_factory=InterestParams)
@@ -173,9 +175,37 @@ def train_candidate(window: WindowArrays, rows: np.ndarray, params: TrainerParam
     data = interactions_from_arrays(window.users[rows], window.item_keys[window.items[rows]].astype(str),
                                     window.types[rows], window.ts[rows])
     trained = train_model(data, params.train, params.interest)
-    factory = params.factory if params.factory != "auto" else ("Flat" if data.n_items <= 200_000 else "auto")
+    users = window_user_vectors(window, rows, data.item_ids, trained.context)
+    index, calibration = build_served_index(trained.target, params.factory, target_recall=params.target_recall,
+                                            context=trained.context, queries=users if len(users) else None)
     return {"item_ids": data.item_ids, "context": trained.context, "target": trained.target, "summary": trained.summary,
-            "index": build_index(trained.target, factory), "factory": factory, "trained": trained}
+            "index": index, "factory": calibration.factory, "calibration": calibration, "trained": trained,
+            "users": users}
+
+
+def window_user_vectors(window: WindowArrays, rows: np.ndarray, item_ids: list[str], context: np.ndarray,
+                        n_users: int = 1_000, seed: int = 0) -> np.ndarray:
+    """The vectors of up to ``n_users`` random users of the window's events ``rows``: each
+    user's events folded in order by the worker's rule over ``context`` (rows ``item_ids``),
+    the real user vectors an approximate index is calibrated on."""
+    from streamrec.core.interest import InterestParams, update_batch
+
+    codes = window.users[rows]
+    chosen = np.unique(codes)
+    if len(chosen) > n_users:
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, n_users, replace=False))
+    mine = rows[np.isin(codes, chosen)]
+    row_of = {item: row for row, item in enumerate(item_ids)}
+    model_row = np.array([row_of.get(str(key), -1) for key in window.item_keys], dtype=np.int64)[window.items[mine]]
+    known = model_row >= 0
+    mine, model_row = mine[known], model_row[known]
+    users = np.searchsorted(chosen, window.users[mine]).astype(np.int64)
+    vectors = np.zeros((len(chosen), context.shape[1]), np.float32)
+    last_ts = np.full(len(chosen), np.nan)
+    update_batch(vectors, last_ts, users, model_row, window.types[mine].astype(np.int64), window.ts[mine].astype(np.float64),
+                 context, InterestParams())
+    active = np.isfinite(last_ts) & (np.abs(vectors).sum(axis=1) > 0)
+    return np.ascontiguousarray(vectors[active])
 
 
 def score(context: np.ndarray, index: Any, row_of: dict[str, int], window: WindowArrays, cases: np.ndarray, k: int) -> np.ndarray:
@@ -325,7 +355,8 @@ class Trainer:
                    "window_events": int(len(window.ts))}
         trained = candidate["trained"]
         trained.summary = summary
-        folder = trained.save(self.models_dir, factory=candidate["factory"], number=number, extra_meta={"gate": gate})
+        folder = trained.save(self.models_dir, factory=candidate["factory"], number=number, extra_meta={"gate": gate},
+                             target_recall=self.params.target_recall, queries=candidate["users"])
         self.publisher.publish_version(folder)
         if decision.publish:
             self.feed.catch_up(30.0)

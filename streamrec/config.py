@@ -137,8 +137,11 @@ class IndexSettings(BaseModel):
     factory: str = "Flat"
     #: Put the index on a GPU when FAISS sees one.
     use_gpu: bool = True
-    #: IVF probes / HNSW efSearch for approximate indexes.
-    nprobe: int = Field(32, ge=1)
+    #: recall@10 (against exact search) an approximate index is calibrated to when a model is
+    #: built: the smallest IVF nprobe / HNSW efSearch reaching it is saved with the model.
+    target_recall: float = Field(0.95, gt=0, le=1)
+    #: Override of the calibrated IVF nprobe / HNSW efSearch (none: the model's own).
+    nprobe: int | None = Field(None, ge=1)
     #: OpenMP threads FAISS may use in the worker. One leaves the other core to Faust's
     #: consumer thread and the broker; spinning OpenMP threads on a busy 2-core machine cost
     #: more than they give.

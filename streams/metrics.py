@@ -138,6 +138,10 @@ class WorkerMetrics:
                                 registry=registry)
         self.model_age = Gauge("streamrec_model_age_seconds", "Seconds since the served model version was trained.",
                                registry=registry)
+        self.index_recall = Gauge("streamrec_index_recall_at_10", "recall@10 against exact search of the served index, "
+                                  "measured when the model was built (1 for an exact index).", registry=registry)
+        self.index_effort = Gauge("streamrec_index_search_effort", "The served index's calibrated IVF nprobe / HNSW "
+                                  "efSearch (0: exact index).", registry=registry)
         self.catalog_items = Gauge("streamrec_catalog_items", "Items in the catalog table.", registry=registry)
         self.unavailable_items = Gauge("streamrec_catalog_unavailable_items",
                                        "Catalog items marked unavailable (never recommended).", registry=registry)
@@ -170,7 +174,13 @@ class WorkerMetrics:
 
     # -- gauges, at most once a second --------------------------------------------------------
 
-    def set_model(self, version: str, created_at: float | None, now: float | None = None) -> None:
+    def set_model(self, version: str, created_at: float | None, now: float | None = None,
+                  search: Mapping[str, object] | None = None) -> None:
+        """The served model's version and age, and (``search``: meta.json's calibration of its
+        index) the index's measured recall@10 and search effort."""
+        if search:
+            self.index_recall.set(float(search.get("recall_at_10") or 0.0))  # type: ignore[arg-type]
+            self.index_effort.set(float(search.get("effort") or 0))  # type: ignore[arg-type]
         if version != self._model_version:
             if self._model_version is not None:
                 self.model_info.remove(self._model_version)

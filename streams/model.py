@@ -36,7 +36,7 @@ class ModelHolder:
     """
 
     def __init__(
-        self, models_dir: Path, *, use_gpu: bool, nprobe: int, feed: ModelFeed | None = None, catch_up_s: float = 10.0
+        self, models_dir: Path, *, use_gpu: bool, nprobe: int | None = None, feed: ModelFeed | None = None, catch_up_s: float = 10.0
     ) -> None:
         self.models_dir = Path(models_dir)
         self.use_gpu = use_gpu

@@ -115,7 +115,7 @@ class WorkerShell:
         self._next_gauges = now
         self._next_catalog_count = now
         current = self.model.current
-        self.metrics.set_model(current.version, current.meta.get("created_at"))  # before the first tick
+        self.metrics.set_model(current.version, current.meta.get("created_at"), search=current.meta.get("search"))  # before the first tick
 
     def start(self) -> LiveItems:
         """Restore the catalog table and build the served model's live item side."""
@@ -217,7 +217,7 @@ class WorkerShell:
         self._next_gauges = now + GAUGES_EVERY_S
         metrics = self.metrics
         model = self.model.current
-        metrics.set_model(model.version, model.meta.get("created_at"))
+        metrics.set_model(model.version, model.meta.get("created_at"), search=model.meta.get("search"))
         catalog = self.catalog.table.items
         metrics.catalog_items.set(len(catalog))
         if now >= self._next_catalog_count:

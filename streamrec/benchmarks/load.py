@@ -113,6 +113,54 @@ def shop_item_vectors(
 
 # --------------------------------------------------------------------------- the workload
 
+#: Shop events folded into the user vectors an index is calibrated on / its recall reported on.
+CALIBRATION_EVENTS = 60_000
+#: User vectors the calibration uses (the rest measure the recall reported by the bench).
+CALIBRATION_USERS = 1_000
+
+
+def bench_user_vectors(items: int, users: int, seed: int, context: np.ndarray, shop_rate: float,
+                       row_of_item: np.ndarray | None = None) -> np.ndarray:
+    """The bench's own users' vectors: its shop's first :data:`CALIBRATION_EVENTS` events
+    folded by the worker's rule (``streamrec.benchmarks.index_bench.shop_user_vectors``)."""
+    from producers.synthetic import SyntheticShop
+    from streamrec.benchmarks.index_bench import shop_user_vectors
+
+    shop = SyntheticShop(items=items, users=users, seed=seed)
+    return shop_user_vectors(shop, CALIBRATION_EVENTS, context, rate=shop_rate, row_of_item=row_of_item)
+
+
+def calibration_users(items: int, users: int, seed: int, context: np.ndarray, shop_rate: float) -> np.ndarray:
+    """The first :data:`CALIBRATION_USERS` of :func:`bench_user_vectors` (calibration)."""
+    return bench_user_vectors(items, users, seed, context, shop_rate)[:CALIBRATION_USERS]
+
+
+def index_recall(model_dir: Path, items: int, users: int, seed: int, shop_rate: float,
+                 nprobe: int | None = None) -> dict[str, object]:
+    """The served index's recall@10 against exact search, measured on the bench's user vectors
+    that its calibration did not use (:func:`bench_user_vectors` after the first
+    :data:`CALIBRATION_USERS`), at the effort the worker loads it with, and how it was calibrated."""
+    from indexing.artifact import load_artifact
+    from indexing.index import K, exact_top, recall_at_k
+    from producers.synthetic import SyntheticShop
+
+    model = load_artifact(model_dir, use_gpu=False, nprobe=nprobe)
+    target = model.extras.get("target")
+    search_meta = model.meta.get("search") or {}
+    report: dict[str, object] = {"factory": model.meta.get("factory"), "effort_name": search_meta.get("effort_name"),
+                                 "effort": nprobe or search_meta.get("effort"), "calibrated_effort": search_meta.get("effort"),
+                                 "calibrated_recall_at_10": search_meta.get("recall_at_10"),
+                                 "target_recall": search_meta.get("target_recall"), "calibration_queries": search_meta.get("queries")}
+    if target is None:
+        return {**report, "recall_at_10": None}
+    shop = SyntheticShop(items=items, users=1, seed=seed)
+    row_of_item = np.array([model.row_of.get(i, -1) for i in shop.item_ids], dtype=np.int64)
+    vectors = bench_user_vectors(items, users, seed, model.context, shop_rate, row_of_item)[CALIBRATION_USERS:][:5_000]
+    _, found = model.index.search(np.ascontiguousarray(vectors), K)
+    recall = recall_at_k(found, exact_top(target, vectors, K))
+    return {**report, "recall_at_10": round(recall, 4), "recall_queries": len(vectors)}
+
+
 
 def _key(**parts: object) -> str:
     text = json.dumps({"format": _CACHE_FORMAT, **parts}, sort_keys=True)
@@ -135,9 +183,17 @@ def prepare_workload(
     from indexing.artifact import latest_version, load_artifact, save_artifact
     from producers.synthetic import DEFAULT_START_TS, SyntheticShop
 
+    from indexing.index import choose_factory
+    from streamrec.config import get_settings
+
     trained = items <= TRAIN_UP_TO
     history = max(MIN_HISTORY, HISTORY_PER_ITEM * items) if trained else 0
-    model_key = _key(items=items, users=users, seed=seed, factory=factory, rate=shop_rate, dim=dim, history=history)
+    # The key names the index the factory resolves to (``auto`` changes with the rule) and the
+    # recall an approximate one is calibrated to.
+    target_recall = get_settings().index.target_recall
+    resolved = choose_factory(items) if factory == "auto" else factory
+    model_key = _key(items=items, users=users, seed=seed, factory=resolved, rate=shop_rate, dim=dim, history=history,
+                     **({} if resolved == "Flat" else {"target_recall": target_recall}))
     events_key = _key(model=model_key, events=events)
     models_dir = cache_dir / f"model-{items}-{model_key}"
     events_file = cache_dir / f"events-{items}-{events}-{events_key}.pkl"
@@ -160,15 +216,17 @@ def prepare_workload(
             past = [next(stream) for _ in range(history)]
             trained_model = train_model(interactions_from_events(past), TrainParams(dim=dim, seed=seed))
             log(f"building the index ({factory}) and saving the model")
-            trained_model.save(models_dir, factory=factory,
+            trained_model.save(models_dir, factory=factory, target_recall=target_recall,
                                source=f"bench synthetic(items={items}, users={users}, seed={seed}, history={history})")
         else:
             log(f"structural item vectors for {items} items (catalog too large to train here)")
             context, target = shop_item_vectors(shop.item_category, shop.item_cluster, shop.item_popularity, dim, seed)
             item_ids = list(shop.item_ids)
-            log(f"building the index ({factory}) and saving the model")
-            save_artifact(models_dir, item_ids, context, target, factory=factory,
-                          training={"source": f"bench structural(items={items}, seed={seed})"})
+            queries = calibration_users(items, users, seed, context, shop_rate)
+            log(f"building the index ({factory}), calibrating it on {len(queries):,} of the bench's user vectors, "
+                "and saving the model")
+            save_artifact(models_dir, item_ids, context, target, factory=factory, target_recall=target_recall,
+                          queries=queries, training={"source": f"bench structural(items={items}, seed={seed})"})
     else:
         for _ in range(history):
             next(stream)

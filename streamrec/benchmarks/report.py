@@ -193,16 +193,18 @@ def markdown_sides(result: Mapping[str, Any]) -> str:
 
 
 def markdown_index(rows: Sequence[Mapping[str, Any]], batch_sizes: Sequence[int] = (1, 64, 1024)) -> str:
-    """The ``--index-only`` rows as a Markdown table."""
-    lines = ["| items | vectors | factory | nprobe / efSearch | build s | bytes/item | recall@10 | "
+    """The ``--index-only`` rows as a Markdown table (target: the recall the effort was
+    calibrated to; – for an exact index)."""
+    lines = ["| items | vectors | factory | target | nprobe / efSearch | build s | bytes/item | recall@10 | "
              + " | ".join(f"QPS b={b}" for b in batch_sizes) + " |",
-             "|---:|---|---|---:|---:|---:|---:|" + "---:|" * len(batch_sizes)]
+             "|---:|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(batch_sizes)]
     for row in rows:
         factory = f"{row['factory']}" + (" (auto)" if row.get("auto") else "")
         effort = "–" if row["effort"] is None else str(row["effort"])
+        target = "–" if row.get("target_recall") is None else f"{row['target_recall']:.2f}"
         qps = " | ".join(f"{row['qps'].get(str(b), 0):,.0f}" for b in batch_sizes)
-        lines.append(f"| {row['n_items']:,} | {row.get('vectors', '')} | {factory} | {effort} | {row['build_s']:.1f} | "
-                     f"{row['bytes_per_item']:.0f} | {row['recall_at_10']:.3f} | {qps} |")
+        lines.append(f"| {row['n_items']:,} | {row.get('vectors', '')} | {factory} | {target} | {effort} | "
+                     f"{row['build_s']:.1f} | {row['bytes_per_item']:.0f} | {row['recall_at_10']:.3f} | {qps} |")
     return "\n".join(lines)
 
 

@@ -45,7 +45,7 @@ def _check_factory(factory: str, flag: str) -> None:
     import faiss
 
     try:
-        faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT)
+        faiss.index_factory(128, factory, faiss.METRIC_INNER_PRODUCT)  # the bench's dimension
     except RuntimeError:
         raise click.BadParameter(f"{factory!r} is not a FAISS factory string (try Flat, HNSW32 or IVF1024,Flat)",
                                  param_hint=flag) from None
@@ -112,6 +112,15 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
 @click.option("--index-batch-sizes", default="1,64,1024", show_default=True, help="--index-only: query batch sizes.")
 @click.option("--index-queries", default=2048, show_default=True, type=click.IntRange(min=10),
               help="--index-only: user vectors used as queries.")
+@click.option("--index-datasets", default="amazon-beauty,yoochoose,taobao,online-retail", show_default=True,
+              help="--index-only: real logs (in the shared datasets folder, STREAMREC_DATASETS_DIR) to train the served "
+              "model on and measure at their own size, queried by their users' vectors; empty for none.")
+@click.option("--index-grow/--no-index-grow", default=True, show_default=True,
+              help="--index-only: also measure catalogs of --index-sizes grown from the Amazon Beauty model's vectors.")
+@click.option("--index-structural/--no-index-structural", default=True, show_default=True,
+              help="--index-only: also measure the bench's structural (synthetic) catalogs of --index-sizes.")
+@click.option("--index-targets", default="0.95,0.99", show_default=True,
+              help="--index-only: recall@10 targets each approximate index is calibrated to.")
 @click.option("--fill-users", is_flag=True, help="Drive one event for each of the --users users (not the shop's "
               "sessions), so the table ends with every user: measures state per user and RSS at that many users.")
 @click.option("--serve", "serve_bench", is_flag=True, help="Only measure `streamrec serve`: a worker gives --users "
@@ -250,27 +259,52 @@ def _index_only(options: dict[str, object], log) -> None:  # noqa: ANN001
     factories = list(options["index_factories"]) or None  # type: ignore[call-overload]
     for factory in factories or []:
         _check_factory(factory, "--index-factory")
-    from streamrec.benchmarks.load import TRAIN_UP_TO, prepare_workload
+    try:
+        targets = [float(t) for t in str(options["index_targets"]).split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected recalls like 0.95,0.99, got {options['index_targets']!r}",
+                                 param_hint="--index-targets") from None
+    if not targets or not all(0 < t <= 1 for t in targets):
+        raise click.BadParameter("every target recall must be in (0, 1]", param_hint="--index-targets")
+    from indexing.index import EXACT_UP_TO
+    from streamrec.benchmarks.index_bench import REAL_DATASETS
+    from streamrec.benchmarks.load import prepare_workload
+    from streamrec.config import get_settings
 
+    datasets = [d.strip() for d in str(options["index_datasets"]).split(",") if d.strip()]
+    for name in datasets:
+        if name not in REAL_DATASETS:
+            raise click.BadParameter(f"unknown dataset {name!r}; known: {', '.join(REAL_DATASETS)}",
+                                     param_hint="--index-datasets")
+    datasets_dir = get_settings().datasets_dir
+    if (datasets or options["index_grow"]) and not datasets_dir.is_dir():
+        raise click.ClickException(f"the datasets folder {datasets_dir} does not exist: set STREAMREC_DATASETS_DIR, "
+                                   "or pass --index-datasets '' --no-index-grow")
     trained = {}
     for size in sizes:
-        if size <= TRAIN_UP_TO:  # the bench's own trained model (exact index), cached
+        if size <= EXACT_UP_TO and options["index_structural"]:  # the bench's own trained model, cached
             trained[size] = prepare_workload(size, int(options["users"]), 1000, seed=int(options["seed"]), factory="auto",
                                              cache_dir=Path(str(options["cache_dir"])), log=log).model_dir
-    rows = run_index_bench(sizes, factories=factories, batch_sizes=batch_sizes, n_queries=int(options["index_queries"]),
-                           seed=int(options["seed"]), trained=trained, log=log)
-    result = {"index": rows, "rule": summary_rule(), "faiss_threads": threads(), "hardware": hardware()}
+    measured = run_index_bench(sizes, factories=factories, batch_sizes=batch_sizes, targets=targets,
+                               n_queries=int(options["index_queries"]), seed=int(options["seed"]), trained=trained,
+                               datasets=datasets, datasets_dir=datasets_dir, grow=bool(options["index_grow"]),
+                               structural=bool(options["index_structural"]), cache_dir=Path(str(options["cache_dir"])),
+                               log=log)
+    rows = measured["rows"]
+    result = {"index": rows, "picks": measured["picks"], "rule": summary_rule(), "faiss_threads": threads(),
+              "hardware": hardware()}
     if _save_and_echo(result, options, "index.json"):
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"FAISS indexes, inner product, d=128, recall@10 vs exact ({threads()} threads)")
-    for column in ("items", "factory", "nprobe/ef", "build s", "bytes/item", "recall@10",
+    for column in ("items", "vectors", "factory", "target", "nprobe/ef", "build s", "bytes/item", "recall@10",
                    *(f"QPS b={b}" for b in batch_sizes)):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(f"{row['n_items']:,}", str(row["factory"]) + (" (auto)" if row["auto"] else ""),
+        table.add_row(f"{row['n_items']:,}", str(row["vectors"]), str(row["factory"]) + (" (auto)" if row["auto"] else ""),
+                      "-" if row["target_recall"] is None else f"{row['target_recall']:.2f}",
                       "-" if row["effort"] is None else str(row["effort"]), f"{row['build_s']:.1f}",
                       f"{row['bytes_per_item']:.0f}", f"{row['recall_at_10']:.3f}",
                       *(f"{row['qps'][str(b)]:,.0f}" for b in batch_sizes))
@@ -561,9 +595,17 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
                 (Path(str(output)) / "worker.pyspy.txt").write_bytes(worker.profile.read_bytes())
     from indexing.artifact import load_artifact
 
+    from streamrec.benchmarks.load import index_recall
+
     model = load_artifact(workload.model_dir, use_gpu=False)
+    index = index_recall(workload.model_dir, items, users, int(options["seed"]), float(shop_rate),
+                         nprobe=options["nprobe"])
+    log(f"index {index['factory']}: recall@10 {index['recall_at_10']} on the bench's user vectors "
+        f"({index['effort_name'] or 'exact'} {index['effort'] or '-'}{', overridden by --nprobe ' + str(options['nprobe']) if options['nprobe'] else ''})")
     result = {
         "worker": worker.summary(),
+        # The served index, and its recall@10 on the bench's own user vectors next to the events/s.
+        "index": index,
         "naive": naive.summary() if naive else None,
         # Paced at --rate, both sides see the same events/s while they keep up: the ratio of
         # sustained throughputs only means something flat out.

@@ -56,7 +56,8 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     train = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
     params = TrainerParams(window_events=window_events, every_events=every_events, every_minutes=every_minutes,
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train,
-                           interest=InterestParams(taste_decay=settings.rules.taste_decay))
+                           interest=InterestParams(taste_decay=settings.rules.taste_decay),
+                           target_recall=settings.index.target_recall)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params,
                       erasures_topic=settings.kafka.erasures_topic)

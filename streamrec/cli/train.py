@@ -55,9 +55,10 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
         import faiss
 
         try:
-            faiss.index_factory(8, factory, faiss.METRIC_INNER_PRODUCT)
+            faiss.index_factory(dim or TrainParams().dim, factory, faiss.METRIC_INNER_PRODUCT)  # the model's dimension
         except RuntimeError:
-            raise click.BadParameter(f"{factory!r} is not a FAISS factory string (try Flat, HNSW32 or IVF1024,Flat)", param_hint="--factory") from None
+            raise click.BadParameter(f"{factory!r} is not a FAISS factory string for d = {dim or TrainParams().dim} "
+                                     "(try Flat, HNSW32 or IVF1024,Flat)", param_hint="--factory") from None
     started = time.perf_counter()
     params = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
     try:
@@ -69,7 +70,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     source = str(dataset) if dataset else f"synthetic(users={users}, items={items}, events={n_events}, seed={seed})"
     models_dir = models_dir or get_settings().index.models_dir
     if not publish:
-        folder = trained.save(models_dir, factory=factory, source=source)
+        folder = trained.save(models_dir, factory=factory, source=source, target_recall=get_settings().index.target_recall)
     else:
         folder = _save_and_publish(models_dir, trained, factory, source, bootstrap, models_topic)
     meta = json.loads((folder / "meta.json").read_text())
@@ -93,7 +94,8 @@ def _save_and_publish(models_dir, trained, factory, source, bootstrap, models_to
         with ModelPublisher(bootstrap, models_topic) as publisher:
             number = max(newest_number(models_dir), read_models_topic(bootstrap, models_topic).newest_number()) + 1
             gate = {"decision": "publish", "reason": "streamrec train --publish (no gate)"}
-            folder = trained.save(models_dir, factory=factory, source=source, number=number, extra_meta={"gate": gate})
+            folder = trained.save(models_dir, factory=factory, source=source, number=number, extra_meta={"gate": gate},
+                                  target_recall=get_settings().index.target_recall)
             publisher.publish_version(folder)
             publisher.promote(folder.name, reason="train --publish")
     except (DistributionError, RuntimeError) as exc:

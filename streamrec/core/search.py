@@ -64,6 +64,11 @@ def _selector_params(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchPar
     else:
         params = faiss.SearchParameters(sel=selector)
     params.referenced = (selector, allowed)  # keep both alive while the search runs
+    refine = faiss.downcast_index(index)
+    if isinstance(refine, faiss.IndexRefine):  # the selector goes to the index whose candidates are re-ranked
+        outer = faiss.IndexRefineSearchParameters(k_factor=float(refine.k_factor), base_index_params=params)
+        outer.referenced = params
+        return outer
     return params
 
 

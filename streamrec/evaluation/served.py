@@ -22,7 +22,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from indexing.index import build_index
+from indexing.index import build_served_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.interest import InterestParams, fold_events, update_batch
@@ -78,7 +78,7 @@ class ServedModel(Recommender):
         )
         self.trained = train_model(data, self.train_params, self.interest_params)
         self.context, self.target, self.summary = self.trained.context, self.trained.target, self.trained.summary
-        self.index = build_index(self.target, self.factory)
+        self.index, self.calibration = build_served_index(self.target, self.factory, context=self.context)
         self.model_item_ids = data.item_ids
         row_of = {item: row for row, item in enumerate(log.item_ids)}
         self.log_row = np.array([row_of[i] for i in data.item_ids], dtype=np.int64)

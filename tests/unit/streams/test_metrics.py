@@ -40,7 +40,7 @@ def test_worker_metrics_count_a_batch_and_follow_the_served_model_and_partitions
     metrics = WorkerMetrics()
     metrics.record_batch(10, 4, 1, np.array([5, 2, 0, 1, 1]), np.array([0.02, 0.2, 0.3, 3.0]))
     metrics.set_model("v000001", created_at=1000.0, now=1060.0)
-    metrics.set_model("v000002", created_at=1050.0, now=1060.0)
+    metrics.set_model("v000002", created_at=1050.0, now=1060.0, search={"effort": 12, "recall_at_10": 0.9642})
     metrics.set_lag({0: 3, 1: 0})
     metrics.set_lag({1: 2})
     samples = parse_metrics(generate_latest(metrics.registry).decode())
@@ -53,6 +53,8 @@ def test_worker_metrics_count_a_batch_and_follow_the_served_model_and_partitions
     assert samples["streamrec_event_to_list_seconds_count"] == {(): 4.0}
     assert samples["streamrec_model_info"] == {(("version", "v000002"),): 1.0}
     assert samples["streamrec_model_age_seconds"] == {(): 10.0}
+    assert samples["streamrec_index_recall_at_10"] == {(): 0.9642}
+    assert samples["streamrec_index_search_effort"] == {(): 12.0}
     assert samples["streamrec_consumer_lag"] == {(("partition", "1"),): 2.0}
     p50 = bucket_quantile(0.5, histogram_buckets(samples, "streamrec_event_to_list_seconds"))
     assert 0.15 < p50 <= 0.25

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexing.index import choose_factory
-from streamrec.benchmarks.index_bench import efforts_for, ivf_lists, make_catalog, recall_at_k
+from streamrec.benchmarks.index_bench import efforts_for, grow_vectors, ivf_lists, make_catalog, pick_cheapest, recall_at_k
 from streamrec.benchmarks.load import shop_item_vectors
 from streamrec.benchmarks.profile import classify, summarise
 
@@ -18,8 +18,30 @@ def test_recall_counts_the_intersection_of_top_k():
 
 
 def test_ivf_lists_follow_the_auto_rule():
-    assert choose_factory(1_000_000) == f"IVF{ivf_lists(1_000_000)},SQ8"
-    assert ivf_lists(100) == 1024 and ivf_lists(10**12) == 65536
+    assert choose_factory(1_000_000) == "IVF1024,SQ8" and choose_factory(100_000) == "IVF256,Flat"  # about sqrt(n) lists
+    assert ivf_lists(100) == 256 and ivf_lists(10**12) == 65536
+
+
+def test_grown_catalogs_keep_the_real_items_and_their_neighbourhoods():
+    rng = np.random.default_rng(0)
+    real = (np.repeat(rng.standard_normal((20, 8)), 30, axis=0) + 0.05 * rng.standard_normal((600, 8))).astype(np.float32)
+    grown = grow_vectors(real, 3000, seed=1)
+    np.testing.assert_array_equal(grown[:600], real)
+    # every new item lies nearer its closest real item than the real clusters lie to each other
+    nearest = np.sqrt(((grown[600:, None, :] - real[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+    centres = real.reshape(20, 30, 8).mean(axis=1)
+    gaps = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(axis=2))
+    assert nearest.max() < gaps[gaps > 0].min() / 2
+
+
+def test_the_cheapest_index_reaching_the_target_is_picked():
+    rows = [{"factory": "Flat", "effort": None, "recall_at_10": 1.0, "target_recall": None, "qps": {"1024": 5.0}},
+            {"factory": "A", "effort": 8, "recall_at_10": 0.951, "target_recall": 0.95, "qps": {"1024": 20.0}},
+            {"factory": "B", "effort": 4, "recall_at_10": 0.94, "target_recall": 0.95, "qps": {"1024": 50.0}},
+            {"factory": "A", "effort": 32, "recall_at_10": 0.992, "target_recall": 0.99, "qps": {"1024": 7.0}}]
+    assert pick_cheapest(rows, 0.95)["factory"] == "A"
+    assert pick_cheapest(rows, 0.99)["effort"] == 32
+    assert pick_cheapest(rows, 0.999)["factory"] == "Flat"
 
 
 def test_efforts_are_swept_only_for_approximate_indexes():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from streamrec.benchmarks.report import markdown_index, markdown_sides, ratio, rolling_percentile
@@ -43,7 +44,19 @@ def test_ratio_and_markdown_table():
 def test_index_rows_render():
     row = {"n_items": 12000, "vectors": "trained", "factory": "Flat", "effort": None, "auto": True, "build_s": 0.01,
            "bytes_per_item": 512.0, "recall_at_10": 1.0, "qps": {"1": 10.0, "64": 20.0, "1024": 30.0}}
-    assert "| 12,000 | trained | Flat (auto) | – | 0.0 | 512 | 1.000 | 10 | 20 | 30 |" in markdown_index([row])
+    assert "| 12,000 | trained | Flat (auto) | – | – | 0.0 | 512 | 1.000 | 10 | 20 | 30 |" in markdown_index([row])
+    ivf = {**row, "factory": "IVF256,Flat", "auto": False, "effort": 12, "target_recall": 0.95, "recall_at_10": 0.964}
+    assert "| IVF256,Flat | 0.95 | 12 | 0.0 | 512 | 0.964 |" in markdown_index([ivf])
+
+
+@pytest.mark.parametrize(("flag", "value", "words"), [
+    ("--index-targets", "0.95,high", "expected recalls like 0.95,0.99"),
+    ("--index-targets", "1.5", "in (0, 1]"),
+    ("--index-datasets", "movielens", "unknown dataset 'movielens'"),
+])
+def test_bad_index_options_are_refused_with_a_sentence(flag, value, words):
+    result = CliRunner().invoke(bench, ["--index-only", flag, value])
+    assert result.exit_code == 2 and words in result.output
 
 
 def test_rolling_percentile_per_window():
