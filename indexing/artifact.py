@@ -42,7 +42,7 @@ from indexing.index import (
     maybe_to_gpu,
     set_search_effort,
 )
-from streamrec.core.search import check_vectors
+from streamrec.core.search import check_vectors, is_euclidean, mark_euclidean
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,9 @@ def save_artifact(
         "n_items": len(item_ids),
         "metric": "inner_product",
         "factory": factory,
+        # An approximate index holds the Euclidean reduction of the target vectors: the
+        # largest squared norm turns its distances back into inner products.
+        "euclidean_norm2": index.mips_norm2 if is_euclidean(index) else None,
         "search": calibration.as_meta(),
         "created_at": time.time(),
         "training": training or {},
@@ -228,8 +231,12 @@ def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int | None = None
     problems = []
     if context.ndim != 2 or context.shape[1] != dim:
         problems.append(f"{files['context.npy']} has shape {context.shape}, meta.json says dimension {dim}")
-    if index.d != dim:
-        problems.append(f"{files['index.faiss']} has dimension {index.d}, meta.json says {dim}")
+    norm2 = meta.get("euclidean_norm2")
+    if index.d != dim if norm2 is None else not (isinstance(dim, int) and index.d > dim):
+        problems.append(f"{files['index.faiss']} has dimension {index.d}, meta.json says {dim}"
+                        + ("" if norm2 is None else " (and one more: the Euclidean reduction)"))
+    elif norm2 is not None:
+        mark_euclidean(index, float(norm2), dim)
     if index.ntotal != len(item_ids) or len(context) != len(item_ids):
         problems.append(
             f"{files['index.faiss']} holds {index.ntotal} vectors, context.npy {len(context)}, "

@@ -15,12 +15,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import faiss
 import numpy as np
 
-from streamrec.core.search import BLAS_FROM_QUERIES, check_vectors, use_blas_from
+from streamrec.core.search import (
+    BLAS_FROM_QUERIES,
+    check_vectors,
+    euclidean_items,
+    inner_product_search,
+    is_euclidean,
+    mark_euclidean,
+    use_blas_from,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +77,25 @@ def choose_factory(n_items: int) -> str:
     return f"IVF{lists},{'SQ8' if n_items >= SQ8_FROM else 'Flat'}"
 
 
-def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 0, nprobe: int | None = None) -> faiss.Index:
+def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 0, nprobe: int | None = None,
+                euclidean: bool = True) -> faiss.Index:
     """Build an inner-product index over ``item_vectors`` (trained first if the type needs it).
 
     ``nprobe``: a fixed search effort; none leaves FAISS's default (see
-    :func:`build_served_index` for a calibrated one)."""
+    :func:`build_served_index` for a calibrated one). ``euclidean``: an approximate index is
+    built on the Euclidean reduction of the items (:func:`streamrec.core.search.euclidean_items`);
+    False builds it on the raw vectors with inner product."""
     vectors = check_vectors(item_vectors)
     if factory == "auto":
         factory = choose_factory(len(vectors))
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    m2 = None
+    if euclidean and not is_exact(index):
+        # Approximate indexes partition and link items by distance: built on the Euclidean
+        # reduction, whose nearest items are the items of largest inner product
+        # (streamrec.core.search.euclidean_items; docs/performance.md).
+        index, width = _euclidean_index(factory, vectors.shape[1])
+        vectors, m2 = euclidean_items(vectors, width)
     if not index.is_trained:
         n_train = min(len(vectors), max(256 * 64, 50 * _n_lists(index)))
         sample = vectors[np.random.default_rng(seed).choice(len(vectors), n_train, replace=False)]
@@ -88,7 +106,21 @@ def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 
         refine.k_factor = REFINE_K_FACTOR
     if nprobe is not None:
         set_search_effort(index, nprobe)
+    if m2 is not None:
+        mark_euclidean(index, m2, len(item_vectors[0]))
     return index
+
+
+def _euclidean_index(factory: str, dim: int) -> tuple[faiss.Index, int]:
+    """An empty L2 index of ``factory`` for ``dim``-dimensional items and their norm component:
+    ``dim + 1`` wide, or the next multiple of 8, 16, 32 or 64 where the factory's product
+    quantizer needs its sub-vectors to divide the dimension (the padding is zeros)."""
+    for width in (dim + 1, *(dim + 1 + (-(dim + 1)) % m for m in (8, 16, 32, 64))):
+        try:
+            return faiss.index_factory(width, factory, faiss.METRIC_L2), width
+        except RuntimeError:
+            continue
+    raise ValueError(f"the factory {factory!r} cannot index {dim + 1}-dimensional vectors, even padded")
 
 
 def _n_lists(index: faiss.Index) -> int:
@@ -213,6 +245,8 @@ class Calibration:
     n_queries: int
     curve: tuple[tuple[int, float], ...] = ()  # (effort, recall@10) tried, in order
     seconds: float = 0.0
+    #: Built on the Euclidean reduction of the items (:func:`streamrec.core.search.euclidean_items`).
+    euclidean: bool = False
 
     def as_meta(self) -> dict[str, object]:
         """For meta.json and reports (JSON types only)."""
@@ -246,13 +280,13 @@ def calibrate(
     truth = exact_top(item_vectors, queries, K)
     name = effort_name(index)
     if name is None or is_exact(index):
-        recall = 1.0 if is_exact(index) else recall_at_k(index.search(queries, K)[1], truth)
+        recall = 1.0 if is_exact(index) else recall_at_k(inner_product_search(index, queries, K)[1], truth)
         return Calibration(factory, None, None, round(recall, 4), target_recall, recall >= target_recall, source,
                            len(queries), (), round(time.perf_counter() - began, 2))
     curve: list[tuple[int, float]] = []
     for effort in steps or effort_steps(index):
         set_search_effort(index, effort)
-        recall = recall_at_k(index.search(queries, K)[1], truth)
+        recall = recall_at_k(inner_product_search(index, queries, K)[1], truth)
         curve.append((int(effort), round(recall, 4)))
         if recall >= target_recall:
             break
@@ -299,12 +333,27 @@ def build_served_index(
         queries, source = session_queries(vectors, n_queries, context=context, seed=seed), "sessions"
     else:
         source = "users"
-    calibration = calibrate(index, vectors, queries, target_recall, factory=factory, source=source)
-    if auto and not calibration.reached and factory.endswith(",SQ8"):
+    # The Euclidean reduction first; where it cannot reach the target (float32 loses the inner
+    # products' differences when a few items' norms dwarf the rest's), the raw vectors; with
+    # auto, SQ8 codes that cannot reach it give way to float ones.
+    candidates = [(factory, True), (factory, False)]
+    if auto and factory.endswith(",SQ8"):
         fallback = factory.removesuffix(",SQ8") + ",Flat"
-        logger.info("auto: %s cannot reach recall@10 %.3f; building %s instead", factory, target_recall, fallback)
-        index = build_index(vectors, fallback, seed=seed)
-        calibration = calibrate(index, vectors, queries, target_recall, factory=fallback, source=source)
+        candidates += [(fallback, True), (fallback, False)]
+    best = None
+    for attempt, (name, euclidean) in enumerate(candidates):
+        if attempt:
+            logger.info("%s cannot reach recall@10 %.3f; building %s%s instead", best[1].factory, target_recall, name,
+                        "" if euclidean else " on the raw vectors")
+            index = build_index(vectors, name, seed=seed, euclidean=euclidean)
+        calibration = calibrate(index, vectors, queries, target_recall, factory=name, source=source)
+        calibration = replace(calibration, euclidean=is_euclidean(index))
+        if best is None or calibration.recall_at_10 > best[1].recall_at_10:
+            best = (index, calibration)
+        if calibration.reached:
+            break
+    index, calibration = best
+    set_search_effort(index, calibration.effort)
     return index, calibration
 
 
@@ -322,5 +371,8 @@ def maybe_to_gpu(index: faiss.Index, *, use_gpu: bool = True) -> faiss.Index:
         logger.warning("the index %s cannot go to the GPU (%s); searching on the CPU", type(faiss.downcast_index(index)).__name__,
                        str(exc).splitlines()[0])
         return index
-    gpu_index.referenced_resources = resources  # keep alive as long as the index
+    # Kept alive as long as the index (FAISS refuses new attributes on its index objects).
+    object.__setattr__(gpu_index, "referenced_resources", resources)
+    if is_euclidean(index):
+        mark_euclidean(gpu_index, index.mips_norm2, index.mips_dim)
     return gpu_index

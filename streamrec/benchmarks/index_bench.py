@@ -52,7 +52,7 @@ from indexing.index import (
     set_search_effort,
 )
 from streamrec.benchmarks.load import shop_item_vectors
-from streamrec.core.search import use_blas_from
+from streamrec.core.search import inner_product_search, use_blas_from
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def measure_qps(index: faiss.Index, queries: np.ndarray, batch_size: int, budget
             if len(batch) < batch_size:
                 position = 0
                 batch = queries[:batch_size]
-            index.search(batch, K)
+            inner_product_search(index, batch, K)
             done += len(batch)
             position = (position + batch_size) % max(n, 1)
             elapsed = time.perf_counter() - start
@@ -311,7 +311,7 @@ def measure_factory(catalog: Catalog, factory: str, *, targets: Sequence[float] 
         calibration = calibrate(index, catalog.target, catalog.queries, target, factory=factory, source=catalog.vectors)
         if calibration.effort is not None:
             set_search_effort(index, calibration.effort)
-        recall = recall_at_k(index.search(catalog.queries, K)[1], catalog.exact)
+        recall = recall_at_k(inner_product_search(index, catalog.queries, K)[1], catalog.exact)
         qps = {str(b): round(measure_qps(index, catalog.queries, b, budget_s), 1) for b in batch_sizes}
         rows.append({
             "n_items": catalog.n_items, "vectors": catalog.vectors, "n_queries": len(catalog.queries),

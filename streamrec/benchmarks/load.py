@@ -142,6 +142,7 @@ def index_recall(model_dir: Path, items: int, users: int, seed: int, shop_rate: 
     :data:`CALIBRATION_USERS`), at the effort the worker loads it with, and how it was calibrated."""
     from indexing.artifact import load_artifact
     from indexing.index import K, exact_top, recall_at_k
+    from streamrec.core.search import inner_product_search
     from producers.synthetic import SyntheticShop
 
     model = load_artifact(model_dir, use_gpu=False, nprobe=nprobe)
@@ -156,7 +157,7 @@ def index_recall(model_dir: Path, items: int, users: int, seed: int, shop_rate: 
     shop = SyntheticShop(items=items, users=1, seed=seed)
     row_of_item = np.array([model.row_of.get(i, -1) for i in shop.item_ids], dtype=np.int64)
     vectors = bench_user_vectors(items, users, seed, model.context, shop_rate, row_of_item)[CALIBRATION_USERS:][:5_000]
-    _, found = model.index.search(np.ascontiguousarray(vectors), K)
+    _, found = inner_product_search(model.index, np.ascontiguousarray(vectors), K)
     recall = recall_at_k(found, exact_top(target, vectors, K))
     return {**report, "recall_at_10": round(recall, 4), "recall_queries": len(vectors)}
 

@@ -72,7 +72,7 @@ def _selector_params(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchPar
     return params
 
 
-def euclidean_items(item_vectors: np.ndarray) -> tuple[np.ndarray, float]:
+def euclidean_items(item_vectors: np.ndarray, width: int | None = None) -> tuple[np.ndarray, float]:
     """The reduction of inner-product search to Euclidean search (Bachrach et al., RecSys 2014)
     that an approximate index is built on: each item vector gets one more component,
     ``sqrt(M² - |x|²)`` with ``M`` the largest norm, so that every item has norm ``M``; a
@@ -82,7 +82,8 @@ def euclidean_items(item_vectors: np.ndarray) -> tuple[np.ndarray, float]:
     IVF and HNSW partition and link items by distance; over raw item vectors with inner
     product, long vectors (popular items) attract the queries and the lists, and recall per
     item scanned drops (docs/performance.md, "Indexes per catalog size"). Returns the
-    ``(n, d + 1)`` vectors and ``M²``.
+    ``(n, d + 1)`` vectors (zero-padded to ``width`` columns where given: product quantizers
+    want a dimension their sub-vectors divide) and ``M²``.
 
     >>> items, m2 = euclidean_items(np.array([[3, 4], [1, 0]], np.float32))
     >>> items.tolist(), m2
@@ -91,15 +92,18 @@ def euclidean_items(item_vectors: np.ndarray) -> tuple[np.ndarray, float]:
     vectors = check_vectors(item_vectors)
     norms2 = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
     m2 = float(norms2.max()) if len(norms2) else 0.0
-    extra = np.sqrt(np.maximum(m2 - norms2, 0.0)).astype(np.float32)
-    return np.ascontiguousarray(np.hstack([vectors, extra[:, None]])), m2
+    out = np.zeros((len(vectors), max(width or 0, vectors.shape[1] + 1)), np.float32)
+    out[:, : vectors.shape[1]] = vectors
+    out[:, vectors.shape[1]] = np.sqrt(np.maximum(m2 - norms2, 0.0))
+    return out, m2
 
 
-def mark_euclidean(index: faiss.Index, m2: float) -> faiss.Index:
-    """Record on ``index`` that it holds :func:`euclidean_items` of largest squared norm ``m2``
-    (FAISS refuses new attributes on its index objects; this one lives in the Python object,
-    and whoever loads or copies the index marks it again)."""
+def mark_euclidean(index: faiss.Index, m2: float, dim: int) -> faiss.Index:
+    """Record on ``index`` that it holds :func:`euclidean_items` of ``dim``-dimensional items
+    of largest squared norm ``m2`` (FAISS refuses new attributes on its index objects; these
+    live in the Python object, and whoever loads or copies the index marks it again)."""
     object.__setattr__(index, "mips_norm2", float(m2))
+    object.__setattr__(index, "mips_dim", int(dim))
     return index
 
 
@@ -115,8 +119,8 @@ def inner_product_search(index: faiss.Index, queries: np.ndarray, k: int,
     its distances become inner products). Returns FAISS's ``(scores, rows)``."""
     if not is_euclidean(index):
         return index.search(queries, k, params=params)
-    padded = np.zeros((len(queries), queries.shape[1] + 1), np.float32)
-    padded[:, :-1] = queries
+    padded = np.zeros((len(queries), index.d), np.float32)  # 0 for the norm component and any padding
+    padded[:, : queries.shape[1]] = queries
     distances, rows = index.search(padded, k, params=params)
     norms2 = np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
     scores = ((norms2[:, None] + index.mips_norm2 - distances) / 2).astype(np.float32)
@@ -151,7 +155,7 @@ def search(
     scores_out = np.full((n, k), -np.inf, dtype=np.float32)
     if n == 0 or index.ntotal == 0:
         return rows_out, scores_out
-    if index.d != queries.shape[1] + is_euclidean(index):
+    if queries.shape[1] != (index.mips_dim if is_euclidean(index) else index.d):
         raise ValueError(f"query vectors of dimension {queries.shape[1]} for an index of dimension {index.d}")
     use_blas_from(BLAS_FROM_QUERIES, index.d)
     n_excluded = np.zeros(n, dtype=np.int64) if exclude is None else np.fromiter(map(len, exclude), np.int64, count=n)

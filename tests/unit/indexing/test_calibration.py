@@ -20,7 +20,7 @@ from indexing.index import (
     session_queries,
     set_search_effort,
 )
-from streamrec.core.search import search
+from streamrec.core.search import inner_product_search, search
 
 
 def clustered(n_items: int, dim: int = 16, n_clusters: int = 50, seed: int = 0) -> np.ndarray:
@@ -32,7 +32,7 @@ def clustered(n_items: int, dim: int = 16, n_clusters: int = 50, seed: int = 0) 
 def brute_recall(index: faiss.Index, items: np.ndarray, queries: np.ndarray, k: int = 10) -> float:
     """recall@10 judged by numpy's own full sort, not by FAISS."""
     truth = np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :k]
-    _, found = index.search(queries, k)
+    _, found = inner_product_search(index, queries, k)
     return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)]))
 
 

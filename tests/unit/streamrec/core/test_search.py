@@ -12,7 +12,7 @@ def euclidean_ivf(items: np.ndarray, n_lists: int) -> faiss.Index:
     index = faiss.index_factory(vectors.shape[1], f"IVF{n_lists},Flat", faiss.METRIC_L2)
     index.train(vectors)
     index.add(vectors)
-    mark_euclidean(index, m2)
+    mark_euclidean(index, m2, items.shape[1])
     faiss.extract_index_ivf(index).nprobe = n_lists  # every list: as exact as the reduction
     return index
 
