@@ -96,6 +96,19 @@ def grow(real: np.ndarray, n_items: int, seed: int, spread: float = 0.5) -> np.n
     return grown[:n_items]
 
 
+def euclidean(target: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Euclidean reduction of inner-product search (as ``streamrec.core.search.euclidean_items``):
+    each item gets sqrt(M² - |x|²) so that all norms are M, each query a 0; the nearest items
+    are then the items of largest inner product."""
+    norms2 = np.einsum("ij,ij->i", target, target, dtype=np.float64)
+    items = np.zeros((len(target), target.shape[1] + 1), np.float32)
+    items[:, :-1] = target
+    items[:, -1] = np.sqrt(np.maximum(norms2.max() - norms2, 0.0))
+    padded = np.zeros((len(queries), target.shape[1] + 1), np.float32)
+    padded[:, :-1] = queries
+    return items, padded
+
+
 def effort_steps(n_lists: int, top: int = 2048) -> list[int]:
     """nprobe values tried in order: 1, 2, 3, 4, 6, 8, 12, ... up to the lists (at most ``top``,
     the GPU's limit)."""
@@ -142,6 +155,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000, help="--core: events driven through the core")
     parser.add_argument("--batch", type=int, default=20_000, help="--core: events per micro-batch (the worker's default)")
     parser.add_argument("--factory", default="auto", help="--core: the model's FAISS factory (auto: the project's rule)")
+    parser.add_argument("--raw-ip", action="store_true", help="build IVF indexes on the raw vectors with inner "
+                        "product, not on the Euclidean reduction the worker uses (streamrec.core.search.euclidean_items)")
     parser.add_argument("--budget-s", type=float, default=1.0, help="seconds of searching per measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gpu", type=int, default=0, help="GPU number")
@@ -184,18 +199,25 @@ def main() -> int:
           f"ground truth in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
     rows = []
+    euclidean_target, euclidean_queries = euclidean(target, queries)
     for factory in args.factories.split(";"):
         began = time.perf_counter()
-        cpu_index = faiss.index_factory(args.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        # IVF partitions items by distance: like the worker (indexing.index.build_index), build it on
+        # the Euclidean reduction (items padded to equal norms, queries with a 0), unless --raw-ip.
+        reduced = factory != "Flat" and not args.raw_ip
+        items, searched = (euclidean_target, euclidean_queries) if reduced else (target, queries)
+        metric = faiss.METRIC_L2 if reduced else faiss.METRIC_INNER_PRODUCT
+        cpu_index = faiss.index_factory(items.shape[1], factory, metric)
         if not cpu_index.is_trained:
             ivf = faiss.extract_index_ivf(cpu_index)
             n_train = min(args.items, max(256 * 64, 50 * ivf.nlist))
-            sample = target[np.random.default_rng(args.seed).choice(args.items, n_train, replace=False)]
+            sample = items[np.random.default_rng(args.seed).choice(args.items, n_train, replace=False)]
             # Train on the GPU too where FAISS can (the coarse quantiser's k-means).
             if on_gpu:
-                ivf.clustering_index = faiss.index_cpu_to_gpu(resources, args.gpu, faiss.IndexFlatIP(args.dim))
+                flat = faiss.IndexFlatL2(items.shape[1]) if reduced else faiss.IndexFlatIP(items.shape[1])
+                ivf.clustering_index = faiss.index_cpu_to_gpu(resources, args.gpu, flat)
             cpu_index.train(sample)
-        cpu_index.add(target)
+        cpu_index.add(items)
         bytes_per_item = faiss.serialize_index(cpu_index).nbytes / args.items
         index = faiss.index_cpu_to_gpu(resources, args.gpu, cpu_index) if on_gpu else cpu_index
         build_s = time.perf_counter() - began
@@ -208,7 +230,7 @@ def main() -> int:
                 faiss.extract_index_ivf(index).nprobe = nprobe
 
         def recall_now() -> float:
-            return recall_at_k(index.search(queries[:2000], K)[1], exact[:2000])
+            return recall_at_k(index.search(searched[:2000], K)[1], exact[:2000])
 
         if ivf is None:
             chosen = [(None, None)]
@@ -229,18 +251,19 @@ def main() -> int:
         for goal, nprobe in chosen:
             if nprobe is not None:
                 set_nprobe(nprobe)
-            _, found = index.search(queries, K)
+            _, found = index.search(searched, K)
             row = {
                 "device": device,
                 "vectors": vectors,
                 "n_items": args.items,
                 "factory": factory,
+                "euclidean": reduced,
                 "target_recall": goal,
                 "nprobe": nprobe,
                 "build_s": round(build_s, 2),
                 "bytes_per_item": round(bytes_per_item, 1),
                 "recall_at_10": round(recall_at_k(found, exact), 4),
-                "qps": {str(b): round(qps(index, queries, b, args.budget_s), 1) for b in batch_sizes},
+                "qps": {str(b): round(qps(index, searched, b, args.budget_s), 1) for b in batch_sizes},
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
