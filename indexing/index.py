@@ -128,7 +128,7 @@ def _n_lists(index: faiss.Index) -> int:
     return int(ivf.nlist) if ivf is not None else 1
 
 
-def _hnsw(index: faiss.Index):  # noqa: ANN202
+def _hnsw(index: faiss.Index):
     inner = faiss.downcast_index(index)
     if isinstance(inner, faiss.IndexRefine):
         inner = faiss.downcast_index(inner.base_index)
@@ -176,7 +176,7 @@ def effort_steps(index: faiss.Index) -> list[int]:
     ivf = faiss.try_extract_index_ivf(index)
     top = int(ivf.nlist) if ivf is not None else 4096
     low = 1 if ivf is not None else K
-    steps = sorted({s for p in range(0, 17) for s in (1 << p, 3 << max(p - 1, 0)) if low <= s <= top} | {top})
+    steps = sorted({s for p in range(17) for s in (1 << p, 3 << max(p - 1, 0)) if low <= s <= top} | {top})
     return steps
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,15 +36,22 @@ from streamrec.contract import (
     EVENT_TYPE_CODES,
     InvalidEvent,
     Recommendation,
-    ScoredItem,
     decode_event,
     encode_dead_letter,
     encode_recommendation,
 )
-from streamrec.core.batch import Message, is_duplicate, rebuild_state
+from streamrec.core.batch import (
+    BatchResult,
+    Message,
+    PreparedBatch,
+    finish_batch,
+    is_duplicate,
+    live_items,
+    rebuild_state,
+)
+from streamrec.core.diversity import POOL
 from streamrec.core.interest import InterestParams, update_vector
-from streamrec.core.search import search
-from streamrec.core.state import EMPTY_HISTORY, UserState, encode_state
+from streamrec.core.state import EMPTY_HISTORY, History, UserState, encode_state
 from streams.engine import GC_THRESHOLDS
 from streams.tables import read_state
 
@@ -65,12 +71,19 @@ class Outcome:
     duplicate: bool = False
 
 
-def _recommend(vector: np.ndarray, purchased: tuple[str, ...], trigger, model: ModelArtifact,  # noqa: ANN001
-               params: InterestParams) -> Recommendation:
-    banned = {model.row_of[i] for i in purchased if i in model.row_of}
-    rows, scores = search(model.index, vector[None, :], params.k, [banned])
-    items = tuple(ScoredItem(model.item_ids[r], s) for r, s in zip(rows[0].tolist(), scores[0].tolist()) if r >= 0)
-    return Recommendation(trigger.user_id, items, model.version, trigger.event_id, trigger.ts, time.time())
+def _recommend(vector: np.ndarray, purchased: tuple[str, ...], trigger, model: ModelArtifact,
+               params: InterestParams, recent: History) -> Recommendation:
+    """One user's list as the worker's core finishes it (:func:`streamrec.core.batch.finish_batch`:
+    the repeat step, the catalog's rules), for a search of that one user."""
+    items = live_items(model)
+    view = items.view()
+    excluded = items.exclusions(purchased) if purchased else set()
+    query = vector[None, :].astype(np.float32)
+    rows, scores = view.search(query, params.k * POOL if params.diversity > 0 else params.k, [excluded])
+    prepared = PreparedBatch(BatchResult(), [trigger.user_id], query, [excluded], [trigger], items, params.k, [recent],
+                             view, repeat_weight=params.repeat_weight, diversity=params.diversity)
+    (recommendation,) = finish_batch(prepared, rows, scores).recommendations
+    return recommendation
 
 
 def handle_event(
@@ -97,7 +110,8 @@ def handle_event(
         state = rebuild_state(state, model, params)
     if is_duplicate(state, set(), event, message):
         if state is not None and state.recent.last_event_id == event.event_id:
-            return Outcome(recommendation=_recommend(state.vector, state.purchased, event, model, params), duplicate=True)
+            return Outcome(recommendation=_recommend(state.vector, state.purchased, event, model, params, state.recent),
+                           duplicate=True)
         return Outcome(duplicate=True)
 
     vector, last_ts = (np.zeros(model.dim, np.float32), None) if state is None else (state.vector, state.last_ts)
@@ -122,7 +136,7 @@ def handle_event(
         partition=message.partition,
         offset=message.offset,
     )
-    return Outcome(state=new_state, recommendation=_recommend(vector, new_state.purchased, event, model, params))
+    return Outcome(state=new_state, recommendation=_recommend(vector, new_state.purchased, event, model, params, recent))
 
 
 def register_naive_agent(bundle: StreamrecApp) -> None:
@@ -136,7 +150,7 @@ def register_naive_agent(bundle: StreamrecApp) -> None:
         return read_state(table, user_id)
 
     @app.agent(bundle.events_topic, name="recommend")
-    async def recommend(stream):  # noqa: ANN001 - Faust passes its own stream type
+    async def recommend(stream):
         async for event in stream.events():
             source = event.message
             message = Message(source.key, source.value, source.partition, source.offset)

@@ -39,7 +39,7 @@ from streamrec.core.diversity import POOL, mmr
 from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
-from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
+from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
 from streamrec.core.state import (
     EMPTY_HISTORY,
     History,
@@ -610,16 +610,20 @@ def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -
     if prepared.repeat_weight <= 0 or not items.has_repeat or not len(rows):
         return rows, scores
     view = prepared.view or items.view()
-    rows, scores = rows.copy(), scores.copy()
+    by_age = items.model.repeat_by_age
+    width = min(REPEAT_EVENTS, len(by_age))
     row_of = items.row_of
-    for slot in range(len(prepared.users)):
-        recent = [row_of.get(item_id, -1) for item_id in recent_item_ids(prepared.recent[slot])[-REPEAT_EVENTS:]]
-        excluded = prepared.exclusions[slot]
-        skip = {row for row in recent if row < 0 or row in excluded or items.blocked(row)}
-        rows[slot], scores[slot] = with_repeats(
-            rows[slot], scores[slot], rows.shape[1], prepared.vectors[slot], recent,
-            lambda r: items.targets(r, view), items.repeat_lift, prepared.repeat_weight, items.model.repeat_by_age, skip)
-    return rows, scores
+    recent = recent_matrix([[row_of.get(item_id, -1) for item_id in recent_item_ids(history)[-width:]]
+                            for history in prepared.recent], by_age)
+    # Excluded and blocked items are never added: they leave the recent rows.
+    known = recent >= 0
+    recent[known & items.blocked_rows(np.maximum(recent, 0))] = -1
+    for slot, excluded in enumerate(prepared.exclusions):
+        if isinstance(excluded, (set, frozenset)) and not excluded:
+            continue  # the usual user: nothing excluded (serve's filters exclude by membership)
+        recent[slot, [row >= 0 and row in excluded for row in recent[slot].tolist()]] = -1
+    return repeat_batch(rows, scores, rows.shape[1], prepared.vectors, recent, lambda r: items.targets(r, view),
+                        items.repeat_lift, prepared.repeat_weight, by_age)
 
 
 def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -51,13 +51,14 @@ def with_repeats(
     k: int,
     vector: np.ndarray,
     recent_rows: Sequence[int],
-    target_of,  # noqa: ANN001 - Callable[[np.ndarray], np.ndarray]: (n, d) target vectors of rows
-    lift_of,  # noqa: ANN001 - Callable[[np.ndarray], np.ndarray]: (n,) repeat lifts of rows
+    target_of,
+    lift_of,
     weight: float,
     by_age: np.ndarray,
     skip: Collection[int] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One user's list re-ranked with the repeat bonus (see the module doc).
+    """One user's list re-ranked with the repeat bonus (see the module doc): :func:`repeat_batch`
+    for one user.
 
     ``rows``/``scores``: the search's top ``k`` (-1 / -inf pad a short list); ``skip``: rows
     that must not be added (excluded or blocked). Returns ``k`` rows and scores, -1 / -inf
@@ -71,24 +72,94 @@ def with_repeats(
     """
     if weight <= 0 or not len(recent_rows) or not len(by_age):
         return rows, scores
-    extra, recency_weights = recency(recent_rows, by_age)
-    if skip:
-        keep = np.fromiter((r not in skip for r in extra.tolist()), bool, len(extra))
-        extra, recency_weights = extra[keep], recency_weights[keep]
-    if not len(extra):
+    recent = [row if row not in skip else -1 for row in recent_rows]
+    out_rows, out_scores = repeat_batch(np.asarray(rows)[None, :], np.asarray(scores)[None, :], k,
+                                        np.asarray(vector)[None, :], recent_matrix([recent], by_age),
+                                        target_of, lift_of, weight, by_age)
+    return out_rows[0], out_scores[0]
+
+
+def recent_matrix(recent_rows: Sequence[Sequence[int]], by_age: np.ndarray) -> np.ndarray:
+    """Users' recent rows (each oldest first, -1 for none) as one ``(users, R)`` matrix, newest
+    in the last column, -1 padded on the left; ``R = min(REPEAT_EVENTS, len(by_age))``.
+
+    >>> recent_matrix([[4, 7, 4], [9]], np.ones(4)).tolist()
+    [[-1, 4, 7, 4], [-1, -1, -1, 9]]
+    """
+    width = min(REPEAT_EVENTS, len(by_age))
+    out = np.full((len(recent_rows), width), -1, np.int64)
+    if not width:
+        return out
+    tails = [list(rows)[-width:] for rows in recent_rows]
+    lengths = np.fromiter(map(len, tails), np.int64, len(tails))
+    flat = np.fromiter((row for tail in tails for row in tail), np.int64, int(lengths.sum()))
+    owner = np.repeat(np.arange(len(tails)), lengths)
+    column = width - np.repeat(lengths, lengths) + (np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    out[owner, column] = flat
+    return out
+
+
+#: Users re-ranked per block (bounds the (users, R, R) and (users, R, d) temporaries).
+BLOCK = 2048
+
+
+def repeat_batch(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    vectors: np.ndarray,
+    recent: np.ndarray,
+    target_of,
+    lift_of,
+    weight: float,
+    by_age: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's list re-ranked with the repeat bonus, vectorised over the users.
+
+    ``rows``/``scores``: ``(users, >= k)`` search results (-1 / -inf pad); ``vectors``: the
+    users' query vectors; ``recent``: :func:`recent_matrix` of their recent rows, with the rows
+    that must not be added (excluded, blocked) already -1. A recent row's bonus sums
+    ``by_age[age]`` over its occurrences; the union of the search's rows and the distinct recent
+    rows (newest occurrence first) is sorted by score, stably, and cut to ``k``. Users without
+    a recent row keep their rows and scores."""
+    rows, scores = np.asarray(rows), np.asarray(scores)
+    width = recent.shape[1]
+    if weight <= 0 or not width or not len(rows) or not (recent >= 0).any():
         return rows, scores
-    bonus = weight * lift_of(extra) * recency_weights
-    extra_scores = target_of(extra).astype(np.float64) @ np.asarray(vector, np.float64) + bonus
-    found = rows >= 0
-    in_found = np.isin(rows, extra) & found
-    all_rows = np.concatenate([rows[found & ~in_found], extra])
-    all_scores = np.concatenate([np.asarray(scores, np.float64)[found & ~in_found], extra_scores])
-    order = np.argsort(-all_scores, kind="stable")[:k]
-    out_rows = np.full(k, -1, np.int64)
-    out_scores = np.full(k, -np.inf)
-    out_rows[: len(order)] = all_rows[order]
-    out_scores[: len(order)] = all_scores[order]
-    return out_rows, out_scores.astype(np.asarray(scores).dtype, copy=False)
+    ages = np.asarray(by_age, np.float64)[:width]
+    out_rows, out_scores = rows[:, :k].copy(), scores[:, :k].copy()
+    earlier = np.tril(np.ones((width, width), bool), -1)  # [a, b]: b is a newer position than a
+    for start in range(0, len(rows), BLOCK):
+        block = slice(start, start + BLOCK)
+        newest_first = recent[block, ::-1]  # column = age
+        valid = newest_first >= 0
+        if not valid.any():
+            continue
+        same = (newest_first[:, :, None] == newest_first[:, None, :]) & valid[:, :, None]
+        first = valid & ~(same & earlier).any(axis=2)  # a row's newest occurrence
+        extra = np.where(first, newest_first, -1)
+        taken = extra >= 0
+        at = extra[taken]
+        bonus = weight * np.asarray(lift_of(at), np.float64) * (same[taken].astype(np.float64) @ ages)
+        users = np.nonzero(taken)[0]
+        dots = np.einsum("ij,ij->i", np.asarray(target_of(at), np.float64),
+                         np.asarray(vectors[block], np.float64)[users])
+        extra_scores = np.full(extra.shape, -np.inf)
+        extra_scores[taken] = dots + bonus
+        found_rows, found_scores = rows[block], scores[block].astype(np.float64)
+        found = found_rows >= 0
+        in_extra = ((found_rows[:, :, None] == extra[:, None, :]) & taken[:, None, :]).any(axis=2)
+        keep = found & ~in_extra
+        candidates = np.concatenate([np.where(keep, found_rows, -1), extra], axis=1)
+        candidate_scores = np.concatenate([np.where(keep, found_scores, -np.inf), extra_scores], axis=1)
+        order = np.argsort(-candidate_scores, axis=1, kind="stable")[:, :k]
+        chosen = np.take_along_axis(candidates, order, axis=1)
+        chosen_scores = np.take_along_axis(candidate_scores, order, axis=1)
+        chosen[np.isneginf(chosen_scores)] = -1
+        changed = taken.any(axis=1)
+        out_rows[block][changed] = chosen[changed]
+        out_scores[block][changed] = chosen_scores[changed].astype(scores.dtype)
+    return out_rows, out_scores
 
 
 def repeat_rates(users: np.ndarray, items: np.ndarray, n_items: int, *, prior: float = 10.0,

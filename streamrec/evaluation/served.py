@@ -25,9 +25,9 @@ import numpy as np
 from indexing.index import build_served_index
 from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
-from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.diversity import POOL, mmr
-from streamrec.core.repeat import REPEAT_EVENTS, with_repeats
+from streamrec.core.interest import InterestParams, fold_events, update_batch
+from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
 from streamrec.core.search import search
 from streamrec.core.taste import fold_taste, update_taste
 from streamrec.core.taste import query as taste_query
@@ -165,17 +165,12 @@ class ServedModel(Recommender):
         by_age = np.asarray(self.summary.get("repeat_by_age", []), np.float64)
         if not len(by_age):
             return rows, scores
-        rows, scores = rows.copy(), scores.copy()
+        recent = []
         for slot, user in enumerate(users.tolist()):
-            recent = [int(self.model_row[item]) for item, _, _ in list(self.recent[user])[-REPEAT_EVENTS:]]
-            recent = [row for row in recent if row >= 0]
-            if not recent:
-                continue
-            skip = {row for row in recent if row in banned[slot]}
-            rows[slot], scores[slot] = with_repeats(rows[slot], scores[slot], k, self.queries(users[slot : slot + 1])[0], recent,
-                                         self.target.__getitem__, repeat.__getitem__, p.repeat_weight,
-                                         by_age, skip)
-        return rows, scores
+            rows_of_user = [int(self.model_row[item]) for item, _, _ in list(self.recent[user])[-REPEAT_EVENTS:]]
+            recent.append([row if row not in banned[slot] else -1 for row in rows_of_user if row >= 0])
+        return repeat_batch(rows, scores, k, self.queries(users), recent_matrix(recent, by_age), self.target.__getitem__,
+                            repeat.__getitem__, p.repeat_weight, by_age)
 
     def queries(self, users: np.ndarray) -> np.ndarray:
         """The users' search queries: the interest vector plus the mapped taste

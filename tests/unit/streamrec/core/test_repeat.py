@@ -130,3 +130,36 @@ def test_a_new_item_gets_the_shops_average_lift(model):
     items = LiveItems(ItemsModel.from_artifact(model))
     row = items.row("brand-new")
     assert items.repeat_lift(np.array([0, row])).tolist() == pytest.approx([0.5, 1.0])
+
+
+def reference_list(rows, scores, k, vector, recent, target, lift, weight, by_age):
+    """The repeat step for one user, written plainly: the independent expectation."""
+    bonus = {}
+    for age, row in enumerate(reversed(recent[-len(by_age):])):
+        if row >= 0:
+            bonus[row] = bonus.get(row, 0.0) + by_age[age]
+    candidates = [(float(s), r) for r, s in zip(rows, scores) if r >= 0 and r not in bonus]
+    candidates += [(float(target[r] @ vector) + weight * lift[r] * b, r) for r, b in bonus.items()]
+    ranked = sorted(candidates, key=lambda c: -c[0])[:k]  # stable: search order, then newest recent first
+    return [r for _, r in ranked] + [-1] * (k - len(ranked))
+
+
+def test_the_batched_step_equals_the_plain_one_user_by_user():
+    from streamrec.core.repeat import recent_matrix, repeat_batch
+
+    rng = np.random.default_rng(5)
+    n_items, k, users = 40, 5, 300
+    target = rng.standard_normal((n_items, 6))
+    lift = rng.uniform(0.2, 3.0, n_items)
+    by_age = np.sort(rng.uniform(0, 0.3, 12))[::-1]
+    vectors = rng.standard_normal((users, 6))
+    scores_all = vectors @ target.T
+    rows = np.argsort(-scores_all, axis=1)[:, :k]
+    scores = np.take_along_axis(scores_all, rows, axis=1).astype(np.float32)
+    rows[::7, -2:] = -1  # some short lists
+    scores[::7, -2:] = -np.inf
+    recent = [rng.integers(-1, n_items, rng.integers(0, 20)).tolist() for _ in range(users)]
+    out, out_scores = repeat_batch(rows, scores, k, vectors, recent_matrix(recent, by_age), target.__getitem__,
+                                   lift.__getitem__, 0.7, by_age)
+    for u in range(users):
+        assert out[u].tolist() == reference_list(rows[u], scores[u], k, vectors[u], recent[u], target, lift, 0.7, by_age)
