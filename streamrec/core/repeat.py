@@ -100,7 +100,7 @@ def recent_matrix(recent_rows: Sequence[Sequence[int]], by_age: np.ndarray) -> n
 
 
 #: Users re-ranked per block (bounds the (users, R, R) and (users, R, d) temporaries).
-BLOCK = 2048
+BLOCK = 512
 
 
 def repeat_batch(
@@ -142,8 +142,8 @@ def repeat_batch(
         at = extra[taken]
         bonus = weight * np.asarray(lift_of(at), np.float64) * (same[taken].astype(np.float64) @ ages)
         users = np.nonzero(taken)[0]
-        dots = np.einsum("ij,ij->i", np.asarray(target_of(at), np.float64),
-                         np.asarray(vectors[block], np.float64)[users])
+        dots = np.einsum("ij,ij->i", np.asarray(target_of(at), np.float32),
+                         np.asarray(vectors[block], np.float32)[users]).astype(np.float64)
         extra_scores = np.full(extra.shape, -np.inf)
         extra_scores[taken] = dots + bonus
         found_rows, found_scores = rows[block], scores[block].astype(np.float64)
