@@ -52,7 +52,7 @@ from indexing.index import (
     set_search_effort,
 )
 from streamrec.benchmarks.load import shop_item_vectors
-from streamrec.core.search import inner_product_search, use_blas_from
+from streamrec.core.search import inner_product_search, is_euclidean, use_blas_from
 
 logger = logging.getLogger(__name__)
 
@@ -294,14 +294,14 @@ def measure_qps(index: faiss.Index, queries: np.ndarray, batch_size: int, budget
     return best
 
 
-def measure_factory(catalog: Catalog, factory: str, *, targets: Sequence[float] = DEFAULT_TARGETS,
+def measure_factory(catalog: Catalog, factory: str, *, targets: Sequence[float] = DEFAULT_TARGETS, euclidean: bool = True,
                     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, seed: int = 0, budget_s: float = 0.5,
                     log: Callable[[str], None] = logger.info) -> list[dict[str, object]]:
     """One row per target recall (one row for an exact index): the calibrated effort, its
     recall@10, the curve that led there, and QPS at each batch size."""
     use_blas_from(16, catalog.target.shape[1])  # as streamrec.core.search does for the worker
     began = time.perf_counter()
-    index = build_index(catalog.target, factory, seed=seed)
+    index = build_index(catalog.target, factory, seed=seed, euclidean=euclidean)
     build_s = time.perf_counter() - began
     bytes_per_item = faiss.serialize_index(index).nbytes / catalog.n_items
     log(f"  {factory}: built in {build_s:.1f} s, {bytes_per_item:.0f} bytes/item")
@@ -315,7 +315,7 @@ def measure_factory(catalog: Catalog, factory: str, *, targets: Sequence[float] 
         qps = {str(b): round(measure_qps(index, catalog.queries, b, budget_s), 1) for b in batch_sizes}
         rows.append({
             "n_items": catalog.n_items, "vectors": catalog.vectors, "n_queries": len(catalog.queries),
-            "factory": factory, "auto": factory == choose_factory(catalog.n_items), "target_recall": None if exact else target,
+            "factory": factory, "euclidean": is_euclidean(index), "auto": factory == choose_factory(catalog.n_items), "target_recall": None if exact else target,
             "effort_name": calibration.effort_name, "effort": calibration.effort, "reached": bool(recall >= target),
             "recall_at_10": round(recall, 4), "curve": [list(p) for p in calibration.curve],
             "build_s": round(build_s, 2), "bytes_per_item": round(bytes_per_item, 1), "qps": qps,
@@ -358,6 +358,7 @@ def run_index_bench(
     grow: bool = False,
     structural: bool = True,
     cache_dir: Path | None = None,
+    euclidean: bool = True,
     log: Callable[[str], None] = logger.info,
 ) -> dict[str, object]:
     """Measure every catalog asked for; returns ``{"rows": [...], "picks": [...]}``: one row per
@@ -366,7 +367,8 @@ def run_index_bench(
     ``datasets``: real logs (:data:`REAL_DATASETS`) whose trained catalogs are measured at their
     own size; ``grow``: also catalogs of each of ``sizes`` grown from :data:`GROW_FROM`;
     ``structural``: the bench's structural catalogs of each of ``sizes`` (a size listed in
-    ``trained`` uses that bench model's trained vectors instead)."""
+    ``trained`` uses that bench model's trained vectors instead); ``euclidean``: approximate
+    indexes on the Euclidean reduction, as served (False: on the raw vectors, to compare)."""
     plans: list[Callable[[], Catalog]] = []
     cache = Path(cache_dir) if cache_dir is not None else Path(".")
     models: dict[str, RealModel] = {}
@@ -393,7 +395,7 @@ def run_index_bench(
         catalog_rows = []
         for factory in factories or default_factories(catalog.n_items):
             catalog_rows += measure_factory(catalog, factory, targets=targets, batch_sizes=batch_sizes, seed=seed,
-                                            budget_s=budget_s, log=log)
+                                            budget_s=budget_s, euclidean=euclidean, log=log)
         rows += catalog_rows
         for target in targets:
             best = pick_cheapest(catalog_rows, target, max(batch_sizes))

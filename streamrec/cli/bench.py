@@ -119,6 +119,8 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
               help="--index-only: also measure catalogs of --index-sizes grown from the Amazon Beauty model's vectors.")
 @click.option("--index-structural/--no-index-structural", default=True, show_default=True,
               help="--index-only: also measure the bench's structural (synthetic) catalogs of --index-sizes.")
+@click.option("--index-raw-ip", is_flag=True, help="--index-only: build approximate indexes on the raw vectors with "
+              "inner product instead of the Euclidean reduction the worker serves (to compare the two).")
 @click.option("--index-targets", default="0.95,0.99", show_default=True,
               help="--index-only: recall@10 targets each approximate index is calibrated to.")
 @click.option("--fill-users", is_flag=True, help="Drive one event for each of the --users users (not the shop's "
@@ -289,7 +291,7 @@ def _index_only(options: dict[str, object], log) -> None:  # noqa: ANN001
                                n_queries=int(options["index_queries"]), seed=int(options["seed"]), trained=trained,
                                datasets=datasets, datasets_dir=datasets_dir, grow=bool(options["index_grow"]),
                                structural=bool(options["index_structural"]), cache_dir=Path(str(options["cache_dir"])),
-                               log=log)
+                               euclidean=not options["index_raw_ip"], log=log)
     rows = measured["rows"]
     result = {"index": rows, "picks": measured["picks"], "rule": summary_rule(), "faiss_threads": threads(),
               "hardware": hardware()}
