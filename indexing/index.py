@@ -82,15 +82,16 @@ def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 
     """Build an inner-product index over ``item_vectors`` (trained first if the type needs it).
 
     ``nprobe``: a fixed search effort; none leaves FAISS's default (see
-    :func:`build_served_index` for a calibrated one). ``euclidean``: an approximate index is
-    built on the Euclidean reduction of the items (:func:`streamrec.core.search.euclidean_items`);
-    False builds it on the raw vectors with inner product."""
+    :func:`build_served_index` for a calibrated one). ``euclidean``: an approximate index over
+    float vectors (IVF,Flat, HNSW) is built on the Euclidean reduction of the items
+    (:func:`streamrec.core.search.euclidean_items`); False, and quantised codes (SQ, PQ),
+    build it on the raw vectors with inner product."""
     vectors = check_vectors(item_vectors)
     if factory == "auto":
         factory = choose_factory(len(vectors))
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     m2 = None
-    if euclidean and not is_exact(index):
+    if euclidean and not is_exact(index) and not _coded(factory):
         # Approximate indexes partition and link items by distance: built on the Euclidean
         # reduction, whose nearest items are the items of largest inner product
         # (streamrec.core.search.euclidean_items; docs/performance.md).
@@ -109,6 +110,18 @@ def build_index(item_vectors: np.ndarray, factory: str = "Flat", *, seed: int = 
     if m2 is not None:
         mark_euclidean(index, m2, len(item_vectors[0]))
     return index
+
+
+def _coded(factory: str) -> bool:
+    """Does ``factory`` store items as scalar or product-quantised codes (SQ, PQ)? Those are
+    built on the raw vectors: the reduction's extra component widens every code's range, and
+    at 1M items IVF1024,SQ8 on it did not reach recall@10 0.95 within 12 minutes of calibration
+    (docs/performance.md).
+
+    >>> _coded("IVF1024,SQ8"), _coded("IVF256,Flat"), _coded("IVF4096,PQ32x4fs,RFlat"), _coded("HNSW32")
+    (True, False, True, False)
+    """
+    return any(part.startswith(("SQ", "PQ")) for part in factory.split(","))
 
 
 def _euclidean_index(factory: str, dim: int) -> tuple[faiss.Index, int]:
@@ -336,7 +349,7 @@ def build_served_index(
     # The Euclidean reduction first; where it cannot reach the target (float32 loses the inner
     # products' differences when a few items' norms dwarf the rest's), the raw vectors; with
     # auto, SQ8 codes that cannot reach it give way to float ones.
-    candidates = [(factory, True), (factory, False)]
+    candidates = [(factory, False)] if _coded(factory) else [(factory, True), (factory, False)]
     if auto and factory.endswith(",SQ8"):
         fallback = factory.removesuffix(",SQ8") + ",Flat"
         candidates += [(fallback, True), (fallback, False)]
