@@ -412,8 +412,9 @@ def run_index_bench(
 def summary_rule() -> str:
     """The documented rule (``indexing.index.choose_factory``), for the report."""
     return (f"factory auto: exact Flat up to {EXACT_UP_TO:,} items, else IVF<lists>,Flat with lists = sqrt(n) rounded "
-            f"to a power of two in [256, 65536] (IVF<lists>,SQ8 from {SQ8_FROM:,} items, IVF,Flat where SQ8 cannot "
-            "reach the target); nprobe calibrated per index to index.target_recall")
+            "to a power of two in [256, 65536], on the Euclidean reduction of the item vectors"
+            + (f" (IVF<lists>,SQ8 from {SQ8_FROM:,} items, IVF,Flat where SQ8 cannot reach the target)"
+               if SQ8_FROM < 10**9 else "") + "; nprobe calibrated per index to index.target_recall")
 
 
 def threads() -> int:

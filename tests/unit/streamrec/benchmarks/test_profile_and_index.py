@@ -18,7 +18,7 @@ def test_recall_counts_the_intersection_of_top_k():
 
 
 def test_ivf_lists_follow_the_auto_rule():
-    assert choose_factory(1_000_000) == "IVF1024,SQ8" and choose_factory(100_000) == "IVF256,Flat"  # about sqrt(n) lists
+    assert choose_factory(1_000_000) == "IVF1024,Flat" and choose_factory(100_000) == "IVF256,Flat"  # about sqrt(n) lists
     assert ivf_lists(100) == 256 and ivf_lists(10**12) == 65536
 
 
