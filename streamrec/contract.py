@@ -258,13 +258,15 @@ _event_decoder = msgspec.json.Decoder(Event)
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 
-def _usable(event: Event, now: float) -> bool:
-    """What the decoder cannot check: a finite time not too far in the future, ids with a
-    visible character and no control character."""
+def _usable(event: Event, latest: float, *, escaped: bool = True) -> bool:
+    """What the decoder cannot check: a finite time no later than ``latest``, ids with a
+    visible character and no control character. A control character can only come from an
+    escape sequence (raw ones are malformed JSON): ``escaped=False`` says the raw bytes held no
+    backslash, and the ids need no search."""
     ts = event.ts
-    return (math.isfinite(ts) and ts <= now + MAX_FUTURE_SKEW_S
+    return (math.isfinite(ts) and ts <= latest
             and not (event.event_id.isspace() or event.user_id.isspace() or event.item_id.isspace())
-            and _CONTROL.search(event.event_id + event.user_id + event.item_id) is None)
+            and not (escaped and _CONTROL.search(event.event_id + event.user_id + event.item_id) is not None))
 
 
 def _fast_decode(raw: bytes, now: float | None) -> Event | None:
@@ -272,7 +274,7 @@ def _fast_decode(raw: bytes, now: float | None) -> Event | None:
         event = _event_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    return event if _usable(event, time.time() if now is None else now) else None
+    return event if _usable(event, (time.time() if now is None else now) + MAX_FUTURE_SKEW_S) else None
 
 
 def decode_events(values: list[bytes | None], *, now: float | None = None) -> list[Event] | None:
@@ -293,18 +295,9 @@ def decode_events(values: list[bytes | None], *, now: float | None = None) -> li
         return None
     if len(events) != len(values):
         return None
-    limit = (time.time() if now is None else now) + MAX_FUTURE_SKEW_S
-    # A control character can only come from an escape sequence: without a backslash in the
-    # batch there is none (raw control characters are malformed JSON).
+    latest = (time.time() if now is None else now) + MAX_FUTURE_SKEW_S
     escaped = b"\\" in joined
-    for event in events:
-        ts = event.ts
-        if not (ts <= limit and math.isfinite(ts)) or event.event_id.isspace() or \
-                event.user_id.isspace() or event.item_id.isspace():
-            return None
-        if escaped and _CONTROL.search(event.event_id + event.user_id + event.item_id) is not None:
-            return None
-    return events
+    return events if all(_usable(event, latest, escaped=escaped) for event in events) else None
 
 
 def decode_event(raw: bytes | None, *, now: float | None = None) -> Event:
