@@ -271,7 +271,11 @@ def prepare_workload(
 
 class Pacer:
     """Paces event ``n`` to leave at ``start + n / rate``; a late producer catches up
-    without sleeping (no drift), an early one sleeps until the event is due.
+    without sleeping (no drift), an early one sleeps until the event is due, unless it is due
+    within ``slack`` seconds: then it leaves at once. At 5,000 events/s a sleep per event was
+    5,000 wake-ups a second of the bench's own process on the two cores it shares with the
+    worker and the broker; with 1 ms of slack events leave in groups of a millisecond's worth
+    (each event's produce time is stamped when it leaves, so its latency is measured from then).
 
     >>> clock = iter([0.0, 0.0, 0.0, 0.6]).__next__
     >>> slept = []
@@ -282,10 +286,11 @@ class Pacer:
     """
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.perf_counter,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, slack: float = 0.001) -> None:
         if not rate > 0 or not math.isfinite(rate):
             raise ValueError(f"rate must be a finite number of events per second > 0, got {rate}")
         self.rate = rate
+        self.slack = slack
         self._clock = clock
         self._sleep = sleep
         self.start = clock()
@@ -296,7 +301,7 @@ class Pacer:
 
     def wait(self, n: int) -> None:
         delay = self.due(n) - self._clock()
-        if delay > 0:
+        if delay > self.slack:
             self._sleep(delay)
 
 

@@ -109,10 +109,24 @@ class FakeClock:
 
 def test_pacer_holds_a_steady_rate():
     clock = FakeClock()
-    pacer = Pacer(1000.0, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(1000.0, clock=clock, sleep=clock.sleep, slack=0.0)
     for n in range(5000):
         pacer.wait(n)
     assert clock.now == pytest.approx(100.0 + 4999 / 1000.0)
+
+
+def test_pacer_sends_what_is_due_within_its_slack_at_once():
+    clock = FakeClock()
+    pacer = Pacer(5000.0, clock=clock, sleep=clock.sleep, slack=0.001)
+    left_at = []
+    for n in range(5000):
+        pacer.wait(n)
+        left_at.append(clock.now)
+    # no event leaves late or more than the slack early, and one sleep covers ~5 events
+    early = [pacer.due(n) - t for n, t in enumerate(left_at)]
+    assert max(early) <= 0.001 + 1e-9
+    assert min(early) >= -1e-9
+    assert 800 <= len(clock.slept) <= 1100  # without slack: one per event
 
 
 def test_a_late_pacer_catches_up_without_sleeping_or_drifting():
