@@ -375,36 +375,23 @@ def read_models_topic(
     bootstrap: str, topic: str, *, timeout: float = 30.0, on_record: Callable[[Any], None] | None = None
 ) -> TopicState:
     """Read the whole models topic (to its current end) into a :class:`TopicState`."""
-    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka import KafkaException
+
+    from streamrec.kafka.reading import NoSuchTopic, read_to_end
 
     state = TopicState()
-    consumer = models_consumer(bootstrap)
-    deadline = time.monotonic() + timeout
     try:
-        try:
-            partitions = assign_all(consumer, topic, timeout)
-        except KafkaException as exc:
-            raise DistributionError(f"could not reach Kafka at {bootstrap}: {exc}") from None
-        if partitions is None:
-            return state
-        marks = watermarks(consumer, topic, partitions, timeout)
-        ends = {p: high for p, (_, high) in marks.items()}
-        positions = {p: low for p, (low, _) in marks.items()}
-        while any(positions[p] < ends[p] for p in partitions):
-            if time.monotonic() > deadline:
-                raise DistributionError(f"could not read topic {topic} to its end within {timeout:g} s")
-            for message in consumer.consume(500, timeout=0.5):
-                if message.error():
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        raise DistributionError(f"reading {topic}[{message.partition()}]: {message.error()}")
-                    positions[message.partition()] = max(positions[message.partition()], message.offset() or 0)
-                    continue
-                positions[message.partition()] = message.offset() + 1
-                state.apply(message.key(), message.value())
-                if on_record is not None:
-                    on_record(message)
-    finally:
-        consumer.close()
+        for message in read_to_end(bootstrap, topic, timeout=timeout, group="models-reader",
+                                   config={"fetch.message.max.bytes": MAX_MESSAGE_BYTES}):
+            state.apply(message.key(), message.value())
+            if on_record is not None:
+                on_record(message)
+    except NoSuchTopic:
+        pass
+    except TimeoutError as exc:
+        raise DistributionError(f"could not read topic {topic} to its end: {exc}") from None
+    except KafkaException as exc:
+        raise DistributionError(f"could not read topic {topic} on Kafka at {bootstrap}: {exc}") from None
     return state
 
 

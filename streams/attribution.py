@@ -37,9 +37,15 @@ from confluent_kafka import (
 )
 
 from streamrec.config import Settings
-from streamrec.contract import InvalidEvent, decode_erasure, decode_event, decode_recommendation
+from streamrec.contract import (
+    InvalidEvent,
+    decode_erasure,
+    decode_event,
+    decode_recommendation,
+)
 from streamrec.core.attribution import Attributor, arm_record, bucket_record
 from streamrec.kafka.admin import ensure_topics, watermarks
+from streamrec.kafka.reading import read_to_end
 from streamrec.kafka.security import client_config
 
 logger = logging.getLogger(__name__)
@@ -198,20 +204,10 @@ class AttributionJob:
 
 
 def read_attribution(bootstrap: str, topic: str, *, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """The current value of every key of the attribution topic (read to its end)."""
-    consumer, partitions = _reader(bootstrap, topic)
+    """The current value of every key of the attribution topic, read to its end
+    (:func:`streamrec.kafka.reading.read_to_end`, whose errors it raises)."""
     latest: dict[str, dict[str, Any]] = {}
-    try:
-        ends = _ends(consumer, topic, partitions)
-        deadline = time.monotonic() + timeout
-        while not _reached(consumer, topic, ends):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end within {timeout:.0f} s")
-            for message in consumer.consume(5_000, timeout=0.2):
-                if message.error():
-                    continue
-                if message.value() is not None:
-                    latest[message.key().decode()] = orjson.loads(message.value())
-    finally:
-        consumer.close()
+    for message in read_to_end(bootstrap, topic, timeout=timeout, group="streamrec-attribution-reader"):
+        if message.value() is not None:
+            latest[message.key().decode()] = orjson.loads(message.value())
     return latest

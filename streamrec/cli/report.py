@@ -18,7 +18,6 @@ import click
 from producers.readers import FORMATS, ReadStats, read_events
 from streamrec.config import get_settings
 from streamrec.contract import Event
-from streamrec.kafka.security import client_config
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -28,12 +27,15 @@ _topic = click.option("--topic", help="Attribution topic [default: settings kafk
 
 
 def _records(bootstrap: str | None, topic: str | None) -> list[dict]:
+    from confluent_kafka import KafkaException
+
+    from streamrec.kafka.reading import NoSuchTopic
     from streams.attribution import read_attribution
 
     kafka = get_settings().kafka
     try:
         return list(read_attribution(bootstrap or kafka.bootstrap, topic or kafka.attribution_topic).values())
-    except (RuntimeError, TimeoutError) as exc:
+    except (NoSuchTopic, KafkaException, TimeoutError) as exc:
         raise click.ClickException(f"cannot read the attribution topic: {exc}") from None
 
 
@@ -141,52 +143,25 @@ def parse_duration(text: str) -> float:
 def read_events_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> tuple[list[Event], dict[str, int]]:
     """Every event on ``topic`` now (read from the beginning to the end of each partition), and
     the count of records that break the contract by reason (left out; the worker dead-letters them)."""
-    import time
-    import uuid
-
-    from confluent_kafka import (
-        OFFSET_BEGINNING,
-        Consumer,
-        KafkaError,
-        KafkaException,
-        TopicPartition,
-    )
+    from confluent_kafka import KafkaException
 
     from streamrec.contract import InvalidEvent, decode_event
+    from streamrec.kafka.reading import NoSuchTopic, read_to_end
 
-    consumer = Consumer({**client_config(bootstrap), "group.id": f"report-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
     events: list[Event] = []
     rejected: dict[str, int] = {}
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        meta = metadata.topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise click.ClickException(f"topic {topic!r} does not exist on Kafka at {bootstrap}")
-        partitions = sorted(meta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        at_end: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(at_end) < len(partitions):
-            batch = consumer.consume(1000, timeout=0.5)
-            if batch:
-                deadline = time.monotonic() + timeout
-            elif time.monotonic() > deadline:
-                raise click.ClickException(f"no progress reading {topic!r} for {timeout:g} s")
-            for message in batch:
-                if message.error() is not None:
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        at_end.add(message.partition())
-                        continue
-                    raise click.ClickException(f"{topic} [{message.partition()}]: {message.error()}")
-                try:
-                    events.append(decode_event(message.value()))
-                except InvalidEvent as exc:
-                    rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
-    except KafkaException as exc:  # raised by list_topics when the broker cannot be reached
+        for message in read_to_end(bootstrap, topic, timeout=timeout, group="report"):
+            try:
+                events.append(decode_event(message.value()))
+            except InvalidEvent as exc:
+                rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+    except NoSuchTopic as exc:
+        raise click.ClickException(str(exc)) from None
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KafkaException as exc:  # the broker cannot be reached, or an error on a partition
         raise click.ClickException(f"could not read {topic!r} on Kafka at {bootstrap}: {exc}") from None
-    finally:
-        consumer.close()
     return events, rejected
 
 
