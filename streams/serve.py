@@ -39,18 +39,15 @@ from aiohttp import web
 
 from streamrec.contract import MAX_STRING_LENGTH
 from streamrec.core.batch import (
-    BatchResult,
     Message,
-    PreparedBatch,
     decode_batch,
-    finish_batch,
     rebuild_state,
+    recommend_one,
     variant_query,
 )
 from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams
 from streams.shell import interest_params, running_experiment
-from streamrec.core.diversity import POOL
 from streamrec.core.repeat import REPEAT_EVENTS
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.state import RecentEvent, StateDecodeError, UserState, decode_state
@@ -166,16 +163,11 @@ def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], rec
             only: np.ndarray | None, user_id: str, trigger: _Trigger,
             experiment: Experiment | None = None, params: InterestParams | None = None) -> list[dict[str, Any]]:
     """Search and finish one list as :func:`finish_batch` does for the worker."""
-    view = items.view(only)
-    queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
-    diversity = 0.0 if params is None else params.diversity
-    rows, scores = view.search(queries, k * POOL if diversity > 0 else k, [excluded])
-    finish_excluded = excluded if only is None else _OutsideOr(only, excluded)
-    repeat_weight = 0.0 if params is None else params.repeat_weight  # similar(): no repeats
-    prepared = PreparedBatch(BatchResult(), [user_id], queries, [finish_excluded], [trigger],  # type: ignore[list-item]
-                             items, k, [list(recent)], view, experiment=experiment, repeat_weight=repeat_weight,
-                             diversity=diversity)
-    (rec,) = finish_batch(prepared, rows, scores).recommendations
+    rec = recommend_one(items, user_id, query, trigger, list(recent), k=k,
+                        excluded=excluded if only is None else _OutsideOr(only, excluded), search_excluded=excluded,
+                        view=items.view(only), experiment=experiment,
+                        repeat_weight=0.0 if params is None else params.repeat_weight,  # similar(): no repeats
+                        diversity=0.0 if params is None else params.diversity)
     return [{"item_id": i.item_id, "score": float(i.score), "source": i.source} for i in rec.items]
 
 

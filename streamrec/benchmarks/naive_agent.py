@@ -41,15 +41,12 @@ from streamrec.contract import (
     encode_recommendation,
 )
 from streamrec.core.batch import (
-    BatchResult,
     Message,
-    PreparedBatch,
-    finish_batch,
     is_duplicate,
     live_items,
     rebuild_state,
+    recommend_one,
 )
-from streamrec.core.diversity import POOL
 from streamrec.core.interest import InterestParams, update_vector
 from streamrec.core.state import EMPTY_HISTORY, History, UserState, encode_state
 from streams.engine import GC_THRESHOLDS
@@ -73,17 +70,12 @@ class Outcome:
 
 def _recommend(vector: np.ndarray, purchased: tuple[str, ...], trigger, model: ModelArtifact,
                params: InterestParams, recent: History) -> Recommendation:
-    """One user's list as the worker's core finishes it (:func:`streamrec.core.batch.finish_batch`:
-    the repeat step, the catalog's rules), for a search of that one user."""
+    """One user's list as the worker's core finishes it (the repeat step, the catalog's rules),
+    for a search of that one user."""
     items = live_items(model)
-    view = items.view()
-    excluded = items.exclusions(purchased) if purchased else set()
-    query = vector[None, :].astype(np.float32)
-    rows, scores = view.search(query, params.k * POOL if params.diversity > 0 else params.k, [excluded])
-    prepared = PreparedBatch(BatchResult(), [trigger.user_id], query, [excluded], [trigger], items, params.k, [recent],
-                             view, repeat_weight=params.repeat_weight, diversity=params.diversity)
-    (recommendation,) = finish_batch(prepared, rows, scores).recommendations
-    return recommendation
+    return recommend_one(items, trigger.user_id, vector, trigger, recent, k=params.k,
+                         excluded=items.exclusions(purchased) if purchased else set(),
+                         repeat_weight=params.repeat_weight, diversity=params.diversity)
 
 
 def handle_event(

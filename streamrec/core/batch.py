@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -208,6 +208,25 @@ class PreparedBatch:
         view = self.view or self.items.view()
         return view.search(self.vectors, self.fetch, self.exclusions)
 
+
+
+def recommend_one(items: LiveItems, user_id: str, query: np.ndarray, trigger: Any, recent: Sequence[RecentEvent], *,
+                  k: int, excluded: Collection[int], search_excluded: Collection[int] | None = None,
+                  view: SearchView | None = None, repeat_weight: float = 0.0, diversity: float = 0.0,
+                  experiment: Experiment | None = None) -> Recommendation:
+    """One user's list, searched and finished as :func:`finish_batch` finishes the worker's
+    (the repeat and diversity steps, the catalog's rules), for the paths that answer one user at
+    a time (``streamrec serve``, the bench's naive agent). ``trigger`` has the ``event_id`` and
+    ``ts`` the list names; finishing leaves out ``excluded``, the search ``search_excluded``
+    (default: the same rows)."""
+    queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+    prepared = PreparedBatch(BatchResult(), [user_id], queries, [excluded], [trigger], items, k, [recent],
+                             view or items.view(), experiment=experiment, repeat_weight=repeat_weight,
+                             diversity=diversity)
+    rows, scores = prepared.view.search(queries, prepared.fetch,
+                                        [excluded if search_excluded is None else search_excluded])
+    (recommendation,) = finish_batch(prepared, rows, scores).recommendations
+    return recommendation
 
 def process_batch(
     messages: Sequence[Message],
