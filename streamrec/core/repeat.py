@@ -20,8 +20,10 @@ bonus, so the top k of that union is the top k of the whole catalog under the co
 the step costs O(REPEAT_EVENTS * d) per list. Excluded (purchased) and blocked items are never
 added. ``repeat_weight = 0`` turns the step off.
 
->>> rows, weights = recency([4, 7, 4], np.array([0.5, 0.25, 0.125]))   # oldest first: 4, 7, 4
->>> rows.tolist(), weights.tolist()
+>>> target = np.zeros((8, 2), np.float32)   # no inner product: the bonus alone ranks
+>>> rows, scores = with_repeats(np.array([0, -1]), np.array([0.0, -np.inf]), 2, np.zeros(2), [4, 7, 4], target.__getitem__,
+...                             lambda r: np.ones(len(r)), 1.0, np.array([0.5, 0.25, 0.125]))  # oldest first
+>>> rows.tolist(), scores.tolist()   # 4: ages 0 and 2, 0.5 + 0.125; 7: age 1
 ([4, 7], [0.625, 0.25])
 """
 
@@ -33,16 +35,6 @@ import numpy as np
 
 #: A user's last events that can bring their items back (the state's ``recent`` holds 32).
 REPEAT_EVENTS = 32
-
-
-def recency(recent_rows: Sequence[int], by_age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of ``recent_rows`` (oldest first, rows < 0 skipped), newest first, with
-    ``sum by_age[age]`` over their occurrences (age 0 = the last entry)."""
-    weights: dict[int, float] = {}
-    for age, row in enumerate(reversed(list(recent_rows)[-min(REPEAT_EVENTS, len(by_age)):])):
-        if row >= 0:
-            weights[row] = weights.get(row, 0.0) + float(by_age[age])
-    return np.fromiter(weights, np.int64, len(weights)), np.fromiter(weights.values(), np.float64, len(weights))
 
 
 def with_repeats(

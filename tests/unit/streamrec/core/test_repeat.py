@@ -8,7 +8,7 @@ from streamrec.contract import CatalogItem, Event, encode_event
 from streamrec.core.batch import Message, process_batch
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import ItemsModel, LiveItems
-from streamrec.core.repeat import REPEAT_EVENTS, recency, repeat_rates, with_repeats
+from streamrec.core.repeat import REPEAT_EVENTS, repeat_rates, with_repeats
 
 
 def brute_force(vector, target, lift, recent, weight, by_age, skip, k):
@@ -58,9 +58,11 @@ def test_a_short_list_is_filled_with_recent_items_and_padded():
 def test_recency_sums_the_learnt_weights_of_the_last_events_only():
     recent = [9] + [1] * REPEAT_EVENTS  # 9 is one event too old
     by_age = 0.5 ** np.arange(REPEAT_EVENTS)
-    rows, weights = recency(recent, by_age)
-    assert rows.tolist() == [1]
-    assert weights[0] == pytest.approx(by_age.sum())
+    target = np.zeros((10, 2))
+    rows, scores = with_repeats(np.array([-1, -1, -1]), np.full(3, -np.inf), 3, np.ones(2), recent,
+                                target.__getitem__, lambda r: np.ones(len(r)), 1.0, by_age)
+    assert rows.tolist() == [1, -1, -1]
+    assert scores[0] == pytest.approx(by_age.sum())
 
 
 def test_lift_and_by_age_are_the_shares_written_out():
