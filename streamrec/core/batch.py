@@ -228,6 +228,7 @@ def recommend_one(items: LiveItems, user_id: str, query: np.ndarray, trigger: An
     (recommendation,) = finish_batch(prepared, rows, scores).recommendations
     return recommendation
 
+
 def process_batch(
     messages: Sequence[Message],
     load_state: Callable[[str, int], UserState | None],
