@@ -52,6 +52,46 @@ def fetch_sizes(k: int, n_excluded: np.ndarray, n_total: int) -> np.ndarray:
     return np.minimum(k + padded, n_total)
 
 
+def fetch_groups(fetch: np.ndarray, min_group: int = BLAS_FROM_QUERIES, max_growth: int = 4) -> list[tuple[int, np.ndarray]]:
+    """The queries of a batch grouped for one search call per group: ``(fetch size, query
+    positions)``, by fetch size (:func:`fetch_sizes`), except that a group of fewer than
+    ``min_group`` queries joins a neighbouring size, fetched for all, as long as no query
+    fetches more than ``max_growth`` times its own size: in a small batch, a few more
+    neighbours per query cost less than a search call for a handful of queries, below the
+    BLAS threshold.
+
+    >>> [(size, group.tolist()) for size, group in fetch_groups(np.array([10, 10, 14, 10, 11, 400]), min_group=3)]
+    [(14, [0, 1, 3, 4, 2]), (400, [5])]
+    >>> [(size, group.tolist()) for size, group in fetch_groups(np.array([10, 10, 14, 10, 11, 400]), min_group=1)]
+    [(10, [0, 1, 3]), (11, [4]), (14, [2]), (400, [5])]
+    """
+    fetch = np.asarray(fetch, dtype=np.int64)
+    groups: list[tuple[int, np.ndarray, int]] = []  # fetch size, queries, their smallest own fetch
+
+    def close(members: np.ndarray, size: int, smallest: int) -> None:
+        if len(members) < min_group and groups and size <= max_growth * groups[-1][2]:
+            groups[-1] = (size, np.concatenate([groups[-1][1], members]), groups[-1][2])  # joins the group below
+        else:
+            groups.append((size, members, smallest))
+
+    pending, pending_size, smallest = np.zeros(0, np.int64), 0, 0
+    for size in np.unique(fetch).tolist():
+        members = np.flatnonzero(fetch == size)
+        if len(pending) and size <= max_growth * smallest:
+            members = np.concatenate([pending, members])  # the small group joins this larger size
+        else:
+            if len(pending):
+                close(pending, pending_size, smallest)
+            smallest = size
+        pending, pending_size = members, size
+        if len(pending) >= min_group:
+            groups.append((pending_size, pending, smallest))
+            pending = np.zeros(0, np.int64)
+    if len(pending):
+        close(pending, pending_size, smallest)
+    return [(size, members) for size, members, _ in groups]
+
+
 def _selector_params(index: faiss.Index, allowed: np.ndarray) -> faiss.SearchParameters | None:
     """Search parameters that skip rows whose bit in ``allowed`` is 0 (a bitmap, bit i of byte
     i // 8 for row i), for CPU indexes; None where the index cannot take a selector (GPU)."""
@@ -166,10 +206,10 @@ def search(
             banned = set(np.flatnonzero(~np.unpackbits(allowed, count=index.ntotal, bitorder="little").astype(bool)).tolist())
             exclude = [banned | set(rows) for rows in (exclude or [()] * n)]
             n_excluded = np.fromiter(map(len, exclude), np.int64, count=n)
-    fetch = fetch_sizes(k, n_excluded, index.ntotal)
-    for size in np.unique(fetch).tolist():
-        group = np.flatnonzero(fetch == size)
+    for size, group in fetch_groups(fetch_sizes(k, n_excluded, index.ntotal)):
         whole = len(group) == n
+        if whole:
+            group = np.arange(n)
         scores, rows = inner_product_search(index, queries if whole else queries[group], size, params)
         if not n_excluded[group].any():
             width = min(k, size)

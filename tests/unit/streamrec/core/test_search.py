@@ -4,7 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
-from streamrec.core.search import euclidean_items, inner_product_search, mark_euclidean, search
+from streamrec.core.search import euclidean_items, fetch_groups, inner_product_search, mark_euclidean, search
 
 
 def euclidean_ivf(items: np.ndarray, n_lists: int) -> faiss.Index:
@@ -40,3 +40,29 @@ def test_a_plain_inner_product_index_is_searched_as_before():
     flat.add(items)
     scores, rows = inner_product_search(flat, items[:1] * 2, 2)
     assert rows[0, 0] == 0 and scores[0, 0] == 2.0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_fetch_groups_cover_every_query_once_and_fetch_enough(seed):
+    rng = np.random.default_rng(seed)
+    fetch = rng.choice([10, 11, 12, 14, 18, 26, 42, 74, 138, 1000], size=rng.integers(1, 80))
+    groups = fetch_groups(fetch, min_group=16, max_growth=4)
+    members = np.concatenate([group for _, group in groups])
+    assert sorted(members.tolist()) == list(range(len(fetch)))
+    for size, group in groups:
+        assert (fetch[group] <= size).all() and (size <= 4 * fetch[group]).all()
+        assert size in fetch[group]
+
+
+def test_a_small_batch_with_exclusions_finds_the_same_lists_as_a_search_per_user():
+    rng = np.random.default_rng(7)
+    items = rng.standard_normal((500, 8)).astype(np.float32)
+    index = faiss.IndexFlatIP(8)
+    index.add(items)
+    queries = rng.standard_normal((20, 8)).astype(np.float32)
+    exclude = [set(rng.choice(500, rng.integers(0, 6), replace=False).tolist()) for _ in range(20)]
+    rows, _ = search(index, queries, 10, exclude)
+    for q in range(20):
+        scores = items @ queries[q]
+        expected = [r for r in np.argsort(-scores).tolist() if r not in exclude[q]][:10]
+        assert rows[q].tolist() == expected
