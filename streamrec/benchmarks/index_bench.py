@@ -51,7 +51,7 @@ from indexing.index import (
     recall_at_k,
     set_search_effort,
 )
-from streamrec.benchmarks.load import shop_item_vectors
+from streamrec.benchmarks.load import shop_item_vectors, shop_user_vectors
 from streamrec.core.search import inner_product_search, is_euclidean, use_blas_from
 
 logger = logging.getLogger(__name__)
@@ -112,31 +112,6 @@ class Catalog:
 
 def _with_truth(target: np.ndarray, queries: np.ndarray, vectors: str) -> Catalog:
     return Catalog(len(target), target, queries, exact_top(target, queries, K), vectors)
-
-
-def shop_user_vectors(shop, n_events: int, context: np.ndarray, *, rate: float = 50.0,  # noqa: ANN001
-                      row_of_item: np.ndarray | None = None) -> np.ndarray:
-    """The vectors of the users of a synthetic ``shop`` (a :class:`producers.synthetic.SyntheticShop`)
-    after its first ``n_events`` events, folded by the worker's rule over ``context``, for the
-    users with at least one event. ``row_of_item[i]``: the model row of the shop's item ``i``
-    (-1: not in the model); by default item ``i`` is row ``i``."""
-    from streamrec.core.interest import InterestParams, update_batch
-
-    columns = list(shop.event_columns(n_events, rate=rate))
-    users = np.concatenate([c.users for c in columns]).astype(np.int64)
-    items = np.concatenate([c.items for c in columns]).astype(np.int64)
-    types = np.concatenate([c.types for c in columns]).astype(np.int64)
-    ts = np.concatenate([c.ts for c in columns])
-    if row_of_item is not None:
-        items = row_of_item[items]
-        known = items >= 0
-        users, items, types, ts = users[known], items[known], types[known], ts[known]
-    n_users = int(users.max()) + 1 if len(users) else 0
-    vectors = np.zeros((n_users, context.shape[1]), np.float32)
-    last_ts = np.full(n_users, np.nan)
-    update_batch(vectors, last_ts, users, items, types, ts, context, InterestParams())
-    active = np.isfinite(last_ts) & (np.abs(vectors).sum(axis=1) > 0)
-    return np.ascontiguousarray(vectors[active])
 
 
 def user_queries(n_items: int, n_queries: int, context: np.ndarray, seed: int = 0,

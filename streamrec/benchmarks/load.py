@@ -111,6 +111,31 @@ def shop_item_vectors(
     return np.ascontiguousarray(context, np.float32), np.ascontiguousarray(target, np.float32)
 
 
+def shop_user_vectors(shop, n_events: int, context: np.ndarray, *, rate: float = 50.0,  # noqa: ANN001
+                      row_of_item: np.ndarray | None = None) -> np.ndarray:
+    """The vectors of the users of a synthetic ``shop`` (a :class:`producers.synthetic.SyntheticShop`)
+    after its first ``n_events`` events, folded by the worker's rule over ``context``, for the
+    users with at least one event. ``row_of_item[i]``: the model row of the shop's item ``i``
+    (-1: not in the model); by default item ``i`` is row ``i``."""
+    from streamrec.core.interest import InterestParams, update_batch
+
+    columns = list(shop.event_columns(n_events, rate=rate))
+    users = np.concatenate([c.users for c in columns]).astype(np.int64)
+    items = np.concatenate([c.items for c in columns]).astype(np.int64)
+    types = np.concatenate([c.types for c in columns]).astype(np.int64)
+    ts = np.concatenate([c.ts for c in columns])
+    if row_of_item is not None:
+        items = row_of_item[items]
+        known = items >= 0
+        users, items, types, ts = users[known], items[known], types[known], ts[known]
+    n_users = int(users.max()) + 1 if len(users) else 0
+    vectors = np.zeros((n_users, context.shape[1]), np.float32)
+    last_ts = np.full(n_users, np.nan)
+    update_batch(vectors, last_ts, users, items, types, ts, context, InterestParams())
+    active = np.isfinite(last_ts) & (np.abs(vectors).sum(axis=1) > 0)
+    return np.ascontiguousarray(vectors[active])
+
+
 # --------------------------------------------------------------------------- the workload
 
 #: Shop events folded into the user vectors an index is calibrated on / its recall reported on.
@@ -122,9 +147,8 @@ CALIBRATION_USERS = 1_000
 def bench_user_vectors(items: int, users: int, seed: int, context: np.ndarray, shop_rate: float,
                        row_of_item: np.ndarray | None = None) -> np.ndarray:
     """The bench's own users' vectors: its shop's first :data:`CALIBRATION_EVENTS` events
-    folded by the worker's rule (``streamrec.benchmarks.index_bench.shop_user_vectors``)."""
+    folded by the worker's rule (:func:`shop_user_vectors`)."""
     from producers.synthetic import SyntheticShop
-    from streamrec.benchmarks.index_bench import shop_user_vectors
 
     shop = SyntheticShop(items=items, users=users, seed=seed)
     return shop_user_vectors(shop, CALIBRATION_EVENTS, context, rate=shop_rate, row_of_item=row_of_item)
