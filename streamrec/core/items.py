@@ -109,6 +109,9 @@ class ItemsModel:
     repeat_by_age: np.ndarray | None = None
     #: The taste map ``W`` (:mod:`streamrec.core.taste`); None: the query is the interest vector.
     taste: np.ndarray | None = None
+    #: Each model item's best neighbours and their similarities (:mod:`streamrec.core.neighbours`).
+    neighbours: np.ndarray | None = None
+    neighbour_sims: np.ndarray | None = None
 
     @classmethod
     def from_artifact(cls, model: ArtifactLike) -> ItemsModel:
@@ -118,7 +121,7 @@ class ItemsModel:
                    model.extras.get("fold_in"), float(params.get("popularity_beta", 0.3)), model.extras.get("popularity"),
                    model.extras.get("repeat"),
                    None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64),
-                   model.extras.get("taste"))
+                   model.extras.get("taste"), model.extras.get("neighbours"), model.extras.get("neighbour_sims"))
 
 
 def item_features(item: CatalogItem) -> list[tuple[str, str]]:
@@ -582,6 +585,11 @@ class LiveItems:
     def has_repeat(self) -> bool:
         """Whether this version can re-rank with the repeat step (it has targets and propensities)."""
         return self.model.target is not None and self.model.repeat is not None and self.model.repeat_by_age is not None
+
+    @property
+    def has_neighbours(self) -> bool:
+        """Whether this version can re-rank with the neighbour step (it has targets and neighbours)."""
+        return self.model.target is not None and self.model.neighbours is not None and self.model.neighbour_sims is not None
 
     def targets(self, rows: np.ndarray, view: SearchView) -> np.ndarray:
         """Target vectors of ``rows`` as ``view`` searches them (new items from its snapshot)."""
