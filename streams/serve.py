@@ -173,7 +173,8 @@ def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], rec
     finish_excluded = excluded if only is None else _OutsideOr(only, excluded)
     repeat_weight = 0.0 if params is None else params.repeat_weight  # similar(): no repeats
     knn = {} if params is None else {"knn_weight": params.knn_weight, "knn_decay": params.knn_decay,
-                                     "knn_events": params.knn_events}  # similar(): no neighbour step
+                                     "knn_events": params.knn_events, "pop_weight": params.pop_weight,
+                                     "pop_items": params.pop_items}  # similar(): no neighbour step
     prepared = PreparedBatch(BatchResult(), [user_id], queries, [finish_excluded], [trigger],  # type: ignore[list-item]
                              items, k, [list(recent)], view, experiment=experiment, repeat_weight=repeat_weight,
                              diversity=diversity, **knn)

@@ -201,6 +201,9 @@ class PreparedBatch:
     knn_weight: float = 0.0
     knn_decay: float = 0.7
     knn_events: int = 5
+    #: The popular items' ``InterestParams.pop_weight`` and ``pop_items`` (weight 0: off).
+    pop_weight: float = 0.0
+    pop_items: int = 20
 
     @property
     def fetch(self) -> int:
@@ -530,7 +533,7 @@ def new_states(
     return PreparedBatch(result, kept_users, queries, exclusions, triggers, items, params.k,
                          recent_events, items.view(), repeat_weight=params.repeat_weight,
                          diversity=params.diversity, knn_weight=params.knn_weight, knn_decay=params.knn_decay,
-                         knn_events=params.knn_events)
+                         knn_events=params.knn_events, pop_weight=params.pop_weight, pop_items=params.pop_items)
 
 
 #: The purchase type's code, as a byte of a history's type column.
@@ -637,8 +640,12 @@ def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, *
 
 
 def neighbours_on(prepared: PreparedBatch) -> bool:
-    """Whether the neighbour step runs on this batch (its weight > 0 and the version has neighbours)."""
-    return prepared.knn_weight > 0 and prepared.items.has_neighbours
+    """Whether the neighbour step runs on this batch (its weight > 0 and the version has
+    neighbours, or popular items with a weight > 0)."""
+    items = prepared.items
+    return ((prepared.knn_weight > 0 and items.has_neighbours)
+            or (prepared.pop_weight > 0 and prepared.pop_items > 0 and items.model.target is not None
+                and items.model.popularity is not None))
 
 
 def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray,
@@ -670,9 +677,14 @@ def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray
             out |= np.isin(slots.astype(np.int64) * span + candidates, np.asarray(pairs, np.int64))
         return out
 
-    return neighbour_batch(rows, scores, width, prepared.vectors, recent, items.model.neighbours,
-                           items.model.neighbour_sims, lambda r: items.targets(r, view), weight=prepared.knn_weight,
-                           decay=prepared.knn_decay, banned=banned)
+    model = items.model
+    knn = items.has_neighbours
+    return neighbour_batch(rows, scores, width, prepared.vectors, recent,
+                           model.neighbours if knn else np.zeros((0, 0), np.int32),
+                           model.neighbour_sims if knn else np.zeros((0, 0), np.float32),
+                           lambda r: items.targets(r, view), weight=prepared.knn_weight if knn else 0.0,
+                           decay=prepared.knn_decay, banned=banned,
+                           popular=model.popular(prepared.pop_items, prepared.pop_weight))
 
 
 def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

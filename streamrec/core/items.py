@@ -50,6 +50,7 @@ import faiss
 import numpy as np
 
 from streamrec.contract import CatalogItem, ScoredItem
+from streamrec.core.neighbours import popular_items
 from streamrec.core.search import search
 
 #: Weight of each feature group in a new item's catalog prior.
@@ -112,6 +113,17 @@ class ItemsModel:
     #: Each model item's best neighbours and their similarities (:mod:`streamrec.core.neighbours`).
     neighbours: np.ndarray | None = None
     neighbour_sims: np.ndarray | None = None
+    #: :meth:`popular`'s answers, by ``(top, weight)`` (derived from ``popularity``).
+    _popular: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def popular(self, top: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """The ``top`` items with the most training events and their bonuses
+        (:func:`streamrec.core.neighbours.popular_items`; none without ``popularity``)."""
+        key = (top, weight)
+        if key not in self._popular:
+            counts = self.popularity if self.popularity is not None else np.zeros(0)
+            self._popular[key] = popular_items(counts, top, weight)
+        return self._popular[key]
 
     @classmethod
     def from_artifact(cls, model: ArtifactLike) -> ItemsModel:

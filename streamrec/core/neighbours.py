@@ -111,6 +111,22 @@ def top_neighbours(similarity: sp.csr_matrix, per_item: int, norm: str = "row") 
     return rows, sims
 
 
+def popular_items(counts: np.ndarray, top: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``top`` items with the most training events and their bonuses, ``weight * count / the
+    largest count`` (empty when ``weight`` or ``top`` is 0).
+
+    >>> rows, bonus = popular_items(np.array([5.0, 20.0, 0.0, 10.0]), 2, 0.1)
+    >>> rows.tolist(), np.round(bonus, 3).tolist()
+    ([1, 3], [0.1, 0.05])
+    """
+    counts = np.asarray(counts, np.float64)
+    if weight <= 0 or top <= 0 or not len(counts) or counts.max() <= 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    rows = np.argsort(-counts, kind="stable")[:top]
+    rows = rows[counts[rows] > 0]
+    return rows.astype(np.int64), weight * counts[rows] / counts.max()
+
+
 #: Users re-ranked per block (bounds the (users, candidates) temporaries).
 BLOCK = 512
 
@@ -128,6 +144,7 @@ def neighbour_batch(
     weight: float,
     decay: float,
     banned: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    popular: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every user's list re-ranked with the neighbour bonus (see the module doc), vectorised.
 
@@ -135,7 +152,8 @@ def neighbour_batch(
     ``vectors``: the users' query vectors; ``recent``: ``(users, L)`` rows of their last ``L``
     events, newest in the last column, -1 for none or for an item without neighbours (rows
     ``>= len(neighbours)``: new items); ``neighbours``/``sims``: :func:`top_neighbours`;
-    ``banned(slots, rows)``: True where user ``slots[i]`` must not be shown ``rows[i]``.
+    ``banned(slots, rows)``: True where user ``slots[i]`` must not be shown ``rows[i]``;
+    ``popular``: ``(rows, bonuses)`` added to every user's candidates (:func:`popular_items`).
     Returns ``(users, k)`` rows and scores, best first, -1 / -inf padded; equal scores keep the
     list's order, then the added items' (newest source first, then its best neighbour first)."""
     rows, scores = np.asarray(rows), np.asarray(scores)
@@ -146,7 +164,11 @@ def neighbour_batch(
     out_rows[:, :take], out_scores[:, :take] = rows[:, :take], scores[:, :take]
     n_known = len(neighbours)
     recent = np.where((recent >= 0) & (recent < n_known), recent, -1)
-    if weight <= 0 or not n_users or not recent.shape[1] or not (recent >= 0).any():
+    if popular is not None and not len(popular[0]):
+        popular = None
+    if weight <= 0:
+        recent = recent[:, :0]
+    if not n_users or (popular is None and not (recent >= 0).any()):
         return out_rows, out_scores.astype(scores.dtype)
     ages = decay ** np.arange(recent.shape[1] - 1, -1, -1, dtype=np.float64)  # column -> decay ** age
     for start in range(0, n_users, BLOCK):
@@ -154,10 +176,13 @@ def neighbour_batch(
         sources = recent[block][:, ::-1]  # newest first
         users = len(sources)
         valid = sources >= 0
-        if not valid.any():
+        if not valid.any() and popular is None:
             continue
         near = np.where(valid[:, :, None], neighbours[np.maximum(sources, 0)], -1).reshape(users, -1)
-        gain = (sims[np.maximum(sources, 0)] * (ages[::-1][None, :, None] * valid[:, :, None])).reshape(users, -1)
+        gain = weight * (sims[np.maximum(sources, 0)] * (ages[::-1][None, :, None] * valid[:, :, None])).reshape(users, -1)
+        if popular is not None:
+            near = np.concatenate([near, np.broadcast_to(popular[0], (users, len(popular[0])))], axis=1)
+            gain = np.concatenate([gain, np.broadcast_to(popular[1], (users, len(popular[1])))], axis=1)
         listed = rows[block]
         candidates = np.concatenate([listed, near], axis=1)
         bonus = np.concatenate([np.zeros(listed.shape), gain], axis=1)
@@ -183,7 +208,7 @@ def neighbour_batch(
         if fresh.any():
             value[fresh] = np.einsum("ij,ij->i", np.asarray(target_of(row[fresh]), np.float32),
                                      np.asarray(vectors[block], np.float32)[owner[fresh]]).astype(np.float64)
-        value = value + weight * total
+        value = value + total
         order = np.lexsort((position, -value, owner))
         owner, row, value = owner[order], row[order], value[order]
         rank = np.arange(len(owner)) - np.searchsorted(owner, owner)

@@ -27,7 +27,7 @@ from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.interest import InterestParams, fold_events, update_batch
-from streamrec.core.neighbours import neighbour_batch
+from streamrec.core.neighbours import neighbour_batch, popular_items
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
 from streamrec.core.search import search
 from streamrec.core.taste import fold_taste, update_taste
@@ -160,7 +160,9 @@ class ServedModel(Recommender):
         return out
 
     def _knn_on(self) -> bool:
-        return self.interest_params.knn_weight > 0 and getattr(self.trained, "neighbours", None) is not None
+        p = self.interest_params
+        return ((p.knn_weight > 0 and getattr(self.trained, "neighbours", None) is not None)
+                or (p.pop_weight > 0 and p.pop_items > 0))
 
     def _neighbours(self, users: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int,
                     banned: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +180,16 @@ class ServedModel(Recommender):
         def is_banned(slots: np.ndarray, candidates: np.ndarray) -> np.ndarray:
             return np.isin(slots.astype(np.int64) * (len(self.target) + 1) + candidates, pairs)
 
-        return neighbour_batch(rows, scores, k, self.queries(users), recent, self.trained.neighbours,
-                               self.trained.neighbour_sims, self.target.__getitem__, weight=p.knn_weight,
-                               decay=p.knn_decay, banned=is_banned)
+        knn = self.trained.neighbours is not None
+        if not hasattr(self, "_popular"):
+            self._popular = {}
+        if (key := (id(self.trained), p.pop_items, p.pop_weight)) not in self._popular:
+            self._popular = {key: popular_items(self.trained.popularity, p.pop_items, p.pop_weight)}
+        return neighbour_batch(rows, scores, k, self.queries(users), recent,
+                               self.trained.neighbours if knn else np.zeros((0, 0), np.int32),
+                               self.trained.neighbour_sims if knn else np.zeros((0, 0), np.float32),
+                               self.target.__getitem__, weight=p.knn_weight if knn else 0.0,
+                               decay=p.knn_decay, banned=is_banned, popular=self._popular[key])
 
     def _repeats(self, users: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int,
                  banned: list[set[int]], *, keep_all: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from streamrec.contract import CatalogItem, Event, encode_event
 from streamrec.core.batch import Message, process_batch
 from streamrec.core.interest import InterestParams, fold_events
 from streamrec.core.items import ItemsModel, LiveItems
-from streamrec.core.neighbours import cooccurrence, neighbour_batch, top_neighbours
+from streamrec.core.neighbours import cooccurrence, neighbour_batch, popular_items, top_neighbours
 from streamrec.core.repeat import REPEAT_EVENTS
 
 
@@ -186,3 +186,15 @@ def test_repeat_and_neighbour_steps_together_are_the_catalog_wide_top_k(tmp_path
                 scores[near] += 1.3 * 0.6**age * s
     expected = [ids[r] for r in sorted((r for r in range(n) if r not in skip), key=lambda r: -scores[r])[:k]]
     assert last_list(events, model, params) == expected
+
+
+def test_popular_items_join_every_list_with_their_bonus_never_banned_ones():
+    target = np.zeros((6, 2))
+    counts = np.array([1.0, 8.0, 0.0, 4.0, 2.0, 0.0])
+    popular = popular_items(counts, 3, 0.5)  # rows 1, 3, 4 with 0.5, 0.25, 0.125
+    rows, scores = np.array([[0, 5], [0, 5]]), np.array([[0.3, 0.2], [0.3, 0.2]])
+    out, out_scores = neighbour_batch(rows, scores, 3, np.ones((2, 2)), np.full((2, 1), -1), np.zeros((0, 0), int),
+                                      np.zeros((0, 0)), target.__getitem__, weight=0.0, decay=0.5,
+                                      banned=lambda slots, r: (slots == 1) & (r == 1), popular=popular)
+    assert out.tolist() == [[1, 0, 3], [0, 3, 5]]
+    np.testing.assert_allclose(out_scores, [[0.5, 0.3, 0.25], [0.3, 0.25, 0.2]])
