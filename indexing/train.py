@@ -75,11 +75,14 @@ class TrainParams:
     taste_ridge: float = 0.1
     #: Neighbours kept per item for the neighbour step (:mod:`streamrec.core.neighbours`; 0: none).
     knn_neighbours: int = 30
+    #: Scale of the neighbours' similarities: "row" (each item's sum to 1) or "global" (divided
+    #: by the mean row sum; :func:`streamrec.core.neighbours.top_neighbours`).
     knn_norm: str = "row"
 
     def __post_init__(self) -> None:
-        if self.knn_neighbours < 0:
-            raise ValueError(f"knn_neighbours must be >= 0, got {self.knn_neighbours}")
+        if self.knn_neighbours < 0 or self.knn_norm not in ("row", "global"):
+            raise ValueError(f"knn_neighbours must be >= 0 and knn_norm 'row' or 'global', got "
+                             f"{self.knn_neighbours} and {self.knn_norm!r}")
         if self.dim < 1 or self.window < 1:
             raise ValueError(f"dim and window must be >= 1, got {self.dim} and {self.window}")
         if self.solver not in ("arpack", "randomized"):

@@ -172,8 +172,8 @@ class RulesSettings(BaseModel):
     #: Weight of the neighbour step that lists items following the user's last items, and of
     #: the popular items among its candidates (0: off; docs/model.md, chosen on validation in
     #: docs/quality.md). A model version without neighbours is served without the step.
-    knn_weight: float = Field(0.0, ge=0)
-    pop_weight: float = Field(0.0, ge=0)
+    knn_weight: float = Field(0.03, ge=0)
+    pop_weight: float = Field(0.001, ge=0)
 
 
 class WorkerSettings(BaseModel):

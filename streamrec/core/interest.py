@@ -62,12 +62,12 @@ class InterestParams:
     taste_decay: float = 0.0
     #: Neighbour step (:mod:`streamrec.core.neighbours`): weight of the summed similarities of a
     #: candidate to the user's last ``knn_events`` items, each weighted ``knn_decay ** age`` (0: off).
-    knn_weight: float = 0.0
+    knn_weight: float = 0.03
     knn_decay: float = 0.7
     knn_events: int = 5
     #: With the neighbour step's candidates: the ``pop_items`` items with the most training events,
     #: each with a bonus ``pop_weight * count / the largest count`` (0: off).
-    pop_weight: float = 0.0
+    pop_weight: float = 0.001
     pop_items: int = 20
 
     def __post_init__(self) -> None:

@@ -88,7 +88,8 @@ def keep_best(matrix: sp.csr_matrix, per_row: int) -> sp.csr_matrix:
 
 def top_neighbours(similarity: sp.csr_matrix, per_item: int, norm: str = "row") -> tuple[np.ndarray, np.ndarray]:
     """Each item's ``per_item`` most similar items, best first, as ``(rows, sims)`` of shape
-    ``(n_items, per_item)`` (-1 / 0 pad a shorter row); each row's similarities sum to 1.
+    ``(n_items, per_item)`` (-1 / 0 pad a shorter row); each row's similarities sum to 1
+    (``norm="row"``) or are divided by the mean row sum of the items with neighbours (``"global"``).
 
     >>> rows, sims = top_neighbours(sp.csr_matrix(np.array([[0, 3.0, 1.0], [2.0, 0, 0], [0, 0, 0]])), 2)
     >>> rows.tolist(), sims.tolist()
@@ -105,6 +106,8 @@ def top_neighbours(similarity: sp.csr_matrix, per_item: int, norm: str = "row") 
     rank = np.arange(best.nnz) - np.repeat(best.indptr[:-1], lengths)
     rows[owner, rank] = best.indices[order]
     totals = np.maximum(np.asarray(best.sum(axis=1)).ravel(), 1e-30)
+    if norm not in ("row", "global"):
+        raise ValueError(f"norm must be 'row' or 'global', got {norm!r}")
     if norm == "global":  # one scale for all: the mean row sum of the items with neighbours
         totals[:] = totals[lengths > 0].mean() if (lengths > 0).any() else 1.0
     sims[owner, rank] = best.data[order] / totals[owner]

@@ -24,7 +24,7 @@ from streamrec.evaluation.data import EventLog, user_sequences
 #: the repeat step's weight (:mod:`streamrec.core.repeat`) and the neighbour step's
 #: (:mod:`streamrec.core.neighbours`). ``--tune-grid`` replaces or adds a setting (the taste
 #: vector's ``taste_decay``, :mod:`streamrec.core.taste`, was searched as 0 and 0.9: docs/quality.md).
-GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0), "knn_weight": (0.0, 0.1, 0.3, 1.0)}
+GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0), "knn_weight": (0.0, 0.03, 0.1, 0.3)}
 #: Settings that change the lists with the repeat step off (the others only tune the step).
 WITHOUT_REPEAT = ("taste_decay", "knn_weight", "knn_decay", "knn_events", "knn_neighbours", "pop_weight", "pop_items")
 

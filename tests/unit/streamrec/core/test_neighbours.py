@@ -121,7 +121,7 @@ def last_list(events, model, params):
 def test_the_worker_lists_a_neighbour_of_a_recent_item_the_inner_product_never_lists(model):
     events = [Event("e0", "u", "sku-1", "view", 100.0), Event("e1", "u", "sku-2", "view", 101.0)]
     on = last_list(events, model, InterestParams(k=3, repeat_weight=0.0, knn_weight=2.0, knn_decay=0.5))
-    off = last_list(events, model, InterestParams(k=3, repeat_weight=0.0))
+    off = last_list(events, model, InterestParams(k=3, repeat_weight=0.0, knn_weight=0.0, pop_weight=0.0))
     assert "sku-9" not in off
     assert on[0] == "sku-9"  # 0 + 2.0 * 0.5 (sku-1 is one event old) = 1.0 > sku-2's 0.89
 
@@ -143,7 +143,7 @@ def test_a_version_without_neighbours_loads_and_serves_without_the_step(tmp_path
     old = load_artifact(tmp_path / "m", use_gpu=False)
     assert not LiveItems(ItemsModel.from_artifact(old)).has_neighbours
     events = [Event("e0", "u", "sku-1", "view", 100.0)]
-    assert last_list(events, old, InterestParams(k=2, knn_weight=3.0)) == last_list(events, old, InterestParams(k=2))
+    assert last_list(events, old, InterestParams(k=2, knn_weight=3.0)) == last_list(events, old, InterestParams(k=2, knn_weight=0.0))
 
 
 def test_neighbours_naming_rows_outside_the_catalog_are_refused(tmp_path):

@@ -51,7 +51,7 @@ def worker_run(store: Store, log: EventLog, model, params: InterestParams, batch
 
 
 def artifact(tmp_path, served: ServedModel):
-    extras = {"repeat": served.trained.repeat}
+    extras = {"repeat": served.trained.repeat, "popularity": served.trained.popularity}
     if served.trained.taste is not None:
         extras["taste"] = served.trained.taste
     if served.trained.neighbours is not None:
