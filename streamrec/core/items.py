@@ -605,8 +605,10 @@ class LiveItems:
 
     def targets(self, rows: np.ndarray, view: SearchView) -> np.ndarray:
         """Target vectors of ``rows`` as ``view`` searches them (new items from its snapshot)."""
-        out = np.zeros((len(rows), self.dim), np.float32)
         model_rows = rows < self.n_model
+        if model_rows.all():  # the usual case: one gather
+            return np.asarray(self.model.target[rows], np.float32)
+        out = np.zeros((len(rows), self.dim), np.float32)
         out[model_rows] = self.model.target[rows[model_rows]]
         new_rows = rows[~model_rows] - self.n_model
         known = new_rows < len(view.new_target)

@@ -200,7 +200,7 @@ def neighbour_batch(
             owner, position, row = owner[keep], position[keep], row[keep]
         # One entry per (user, row): its first position; the bonus summed over its entries.
         key = owner * (int(row.max(initial=0)) + 1) + row
-        order = np.lexsort((position, key))
+        order = np.argsort(key, kind="stable")  # entries are in (owner, position) order already
         key, owner, position, row = key[order], owner[order], position[order], row[order]
         first = np.r_[True, key[1:] != key[:-1]]
         group = np.cumsum(first) - 1
