@@ -15,6 +15,8 @@ Layout of a models folder::
         popularity.npy       # events per item (new items' priors and fold-in, trending prior)
         repeat.npy           # each item's repeat lift (streamrec.core.repeat) and the
         taste.npy            # d x d taste map of the users' long-term vectors (streamrec.core.taste)
+        neighbours.npy       # (n_items, M) each item's best neighbours and their similarities
+        neighbour_sims.npy   # (streamrec.core.neighbours); a version without them: no neighbour step
 
 A version folder is complete once ``meta.json`` exists; ``LATEST`` only ever names complete
 versions, so a worker polling it never loads half a model.
@@ -49,8 +51,9 @@ logger = logging.getLogger(__name__)
 _VERSION_RE = re.compile(r"^v(\d{6})$")
 #: Optional arrays of a version: the target vectors, the target regression's solve matrix and
 #: the training events per item (see streamrec.core.items), the items' repeat lifts
-#: (streamrec.core.repeat), the taste map (streamrec.core.taste).
-EXTRAS = ("target", "fold_in", "popularity", "repeat", "taste")
+#: (streamrec.core.repeat), the taste map (streamrec.core.taste), each item's neighbours and their
+#: similarities (streamrec.core.neighbours).
+EXTRAS = ("target", "fold_in", "popularity", "repeat", "taste", "neighbours", "neighbour_sims")
 
 
 class ArtifactError(RuntimeError):
@@ -256,6 +259,12 @@ def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int | None = None
                 raise ArtifactError(f"{file} is unreadable or truncated ({exc})") from exc
             if len(extras[name]) != (dim if name in ("fold_in", "taste") else len(item_ids)) or not np.all(np.isfinite(extras[name])):
                 raise ArtifactError(f"model {folder} is inconsistent: {file} has shape {extras[name].shape} or non-finite values")
+    if "neighbours" in extras:
+        near, sims = extras["neighbours"], extras.get("neighbour_sims")
+        if (near.ndim != 2 or sims is None or sims.shape != near.shape
+                or (near.size and not (-1 <= int(near.min()) and int(near.max()) < len(item_ids)))):
+            raise ArtifactError(f"model {folder} is inconsistent: neighbours.npy must be (items, M) rows in "
+                                f"[-1, {len(item_ids)}) with neighbour_sims.npy of the same shape")
     if effort_name(index) is not None:
         effort = nprobe if nprobe is not None else search_effort_of(meta)
         set_search_effort(index, effort)

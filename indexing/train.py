@@ -34,6 +34,7 @@ from scipy.sparse.linalg import svds
 
 from streamrec.contract import EVENT_TYPE_CODES, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
+from streamrec.core.neighbours import cooccurrence, top_neighbours
 from streamrec.core.repeat import repeat_rates
 from streamrec.core.taste import TasteStats, direction, fit_transform, update_taste
 
@@ -72,8 +73,16 @@ class TrainParams:
     taste_map: str = "full"
     #: Ridge of the taste map's fit, relative to the mean eigenvalues of its Gram matrices.
     taste_ridge: float = 0.1
+    #: Neighbours kept per item for the neighbour step (:mod:`streamrec.core.neighbours`; 0: none).
+    knn_neighbours: int = 30
+    #: Scale of the neighbours' similarities: "row" (each item's sum to 1) or "global" (divided
+    #: by the mean row sum; :func:`streamrec.core.neighbours.top_neighbours`).
+    knn_norm: str = "row"
 
     def __post_init__(self) -> None:
+        if self.knn_neighbours < 0 or self.knn_norm not in ("row", "global"):
+            raise ValueError(f"knn_neighbours must be >= 0 and knn_norm 'row' or 'global', got "
+                             f"{self.knn_neighbours} and {self.knn_norm!r}")
         if self.dim < 1 or self.window < 1:
             raise ValueError(f"dim and window must be >= 1, got {self.dim} and {self.window}")
         if self.solver not in ("arpack", "randomized"):
@@ -326,6 +335,10 @@ class TrainedModel:
     repeat: np.ndarray | None = None
     #: The taste map ``W`` (d x d) of :mod:`streamrec.core.taste` (None: no taste).
     taste: np.ndarray | None = None
+    #: Each item's best neighbours and their similarities (:func:`streamrec.core.neighbours.top_neighbours`;
+    #: None: no neighbour step).
+    neighbours: np.ndarray | None = None
+    neighbour_sims: np.ndarray | None = None
 
     def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
              extra_meta: dict[str, Any] | None = None, target_recall: float | None = None,
@@ -343,6 +356,8 @@ class TrainedModel:
             extras["fold_in"] = self.fold_in
         if self.taste is not None:
             extras["taste"] = self.taste
+        if self.neighbours is not None and self.neighbour_sims is not None:
+            extras["neighbours"], extras["neighbour_sims"] = self.neighbours, self.neighbour_sims
         return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
                              training=summary, extras=extras, number=number, extra_meta=extra_meta,
                              queries=queries if queries is not None and len(queries) else None,
@@ -373,6 +388,10 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     if params.targets == "regression":
         taste, target, solve = fit_targets_and_solve(data, context, params, interest)
     repeat, repeat_by_age = repeat_rates(data.user_of_event(), data.items, data.n_items, prior=params.repeat_prior)
+    neighbours = sims = None
+    if params.knn_neighbours > 0:
+        neighbours, sims = top_neighbours(cooccurrence(data.user_of_event(), data.items, data.n_items),
+                                          params.knn_neighbours, params.knn_norm)
     summary = {
         "users": len(data.user_ids),
         "items": data.n_items,
@@ -387,4 +406,4 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])
     popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
-    return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat, taste)
+    return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat, taste, neighbours, sims)

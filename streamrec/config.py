@@ -169,6 +169,11 @@ class RulesSettings(BaseModel):
     #: Per-event decay of the long-term taste vector (0: off; docs/model.md). The worker and the
     #: trainers read it: a model version trained with it carries the taste map.
     taste_decay: float = Field(0.0, ge=0, lt=1)
+    #: Weight of the neighbour step that lists items following the user's last items, and of
+    #: the popular items among its candidates (0: off; docs/model.md, chosen on validation in
+    #: docs/quality.md). A model version without neighbours is served without the step.
+    knn_weight: float = Field(0.03, ge=0)
+    pop_weight: float = Field(0.001, ge=0)
 
 
 class WorkerSettings(BaseModel):

@@ -165,9 +165,7 @@ def _answer(items: LiveItems, query: np.ndarray, k: int, excluded: set[int], rec
     """Search and finish one list as :func:`finish_batch` does for the worker."""
     rec = recommend_one(items, user_id, query, trigger, list(recent), k=k,
                         excluded=excluded if only is None else _OutsideOr(only, excluded), search_excluded=excluded,
-                        view=items.view(only), experiment=experiment,
-                        repeat_weight=0.0 if params is None else params.repeat_weight,  # similar(): no repeats
-                        diversity=0.0 if params is None else params.diversity)
+                        view=items.view(only), params=params, experiment=experiment)  # similar(): no params, no steps
     return [{"item_id": i.item_id, "score": float(i.score), "source": i.source} for i in rec.items]
 
 

@@ -55,9 +55,11 @@ CATALOG_COUNT_EVERY_S = 5.0
 
 
 def interest_params(settings: Settings) -> InterestParams:
-    """The worker's ``InterestParams``: the defaults with the list rules' repeat, diversity and taste settings."""
-    return InterestParams(repeat_weight=settings.rules.repeat_weight, diversity=settings.rules.diversity,
-                          taste_decay=settings.rules.taste_decay)
+    """The worker's ``InterestParams``: the defaults with the list rules' repeat, diversity, taste and
+    neighbour settings."""
+    rules = settings.rules
+    return InterestParams(repeat_weight=rules.repeat_weight, diversity=rules.diversity, taste_decay=rules.taste_decay,
+                          knn_weight=rules.knn_weight, pop_weight=rules.pop_weight)
 
 
 def running_experiment(settings: Settings) -> Experiment | None:

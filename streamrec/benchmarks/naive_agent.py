@@ -70,12 +70,11 @@ class Outcome:
 
 def _recommend(vector: np.ndarray, purchased: tuple[str, ...], trigger, model: ModelArtifact,
                params: InterestParams, recent: History) -> Recommendation:
-    """One user's list as the worker's core finishes it (the repeat step, the catalog's rules),
-    for a search of that one user."""
+    """One user's list as the worker's core finishes it (the steps after the search, the
+    catalog's rules), for a search of that one user."""
     items = live_items(model)
     return recommend_one(items, trigger.user_id, vector, trigger, recent, k=params.k,
-                         excluded=items.exclusions(purchased) if purchased else set(),
-                         repeat_weight=params.repeat_weight, diversity=params.diversity)
+                         excluded=items.exclusions(purchased) if purchased else set(), params=params)
 
 
 def handle_event(

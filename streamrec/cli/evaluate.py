@@ -46,6 +46,27 @@ def _overrides(_ctx: click.Context, _param: click.Parameter, value: tuple[str, .
     return pairs
 
 
+def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
+    from streamrec.evaluation.models import served_params
+
+    grid = {}
+    for item in value:
+        name, sep, text = item.partition("=")
+        try:
+            values = tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            values = ()
+        if not sep or not values:
+            raise click.BadParameter(f"{item!r} is not NAME=V1,V2,... with numbers (e.g. knn_weight=0,0.1,0.3)")
+        try:
+            for v in values:
+                served_params({name.strip(): f"{v:g}"})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        grid[name.strip()] = values
+    return grid
+
+
 @click.command()
 @click.option("--dataset", required=True, type=click.Path(path_type=Path),
               help="Event file (e.g. ../shared/datasets/amazon-beauty/Beauty.txt).")
@@ -95,9 +116,12 @@ def _overrides(_ctx: click.Context, _param: click.Parameter, value: tuple[str, .
               help="Prequential: purchased items may be recommended again (a shop whose every category is a "
                    "repeat-purchase one); by default they are excluded, as the worker does.")
 @click.option("--tune", is_flag=True,
-              help="Choose the served model's repeat-step weight and taste decay on the validation split (leave-one-out: the "
+              help="Choose the served model's repeat-step and neighbour-step weights on the validation split (leave-one-out: the "
                    "second-to-last item; prequential: the first --tune-share of the stream) and print the choice; "
                    "no test numbers are computed.")
+@click.option("--tune-grid", "tune_grid", multiple=True, metavar="NAME=V1,V2,...", callback=_grid,
+              help="--tune: search these values of a served-model setting instead of the default grid's "
+                   "(repeatable; a setting the default grid lacks is added), e.g. taste_decay=0,0.9.")
 @click.option("--tune-share", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="--tune with prequential: the share of the stream the validation run replays.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
@@ -105,8 +129,8 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
              dim: int | None, served_param: dict[str, str], pretrain: float, retrain_every: int, recent_window: int, window: int,
              csv_path: Path | None, plot_path: Path | None, through_kafka: bool, bootstrap: str | None,
              catalog_path: Path | None, train_fraction: float, end_fraction: float, batch_size: int, limit: int | None,
-             prior_events: float | None, variants: str, repeat_purchases: bool, tune: bool, tune_share: float,
-             as_json: bool) -> None:
+             prior_events: float | None, variants: str, repeat_purchases: bool, tune: bool,
+             tune_grid: dict[str, tuple[float, ...]], tune_share: float, as_json: bool) -> None:
     """Measure recommendation quality: the served model and the baselines, one protocol.
 
     \b
@@ -151,7 +175,7 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
     name = dataset.stem
     if tune:
         _tune(log, name, protocol, dim, served_param, pretrain, retrain_every, repeat_purchases, tune_share, as_json,
-              console)
+              console, tune_grid)
         return
     results: list[dict[str, Any]] = []
     outcomes = []
@@ -185,7 +209,8 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
 
 
 def _tune(log, name: str, protocol: str, dim: int | None, overrides: dict[str, str], pretrain: float,  # noqa: ANN001
-          retrain_every: int, repeat_purchases: bool, share: float, as_json: bool, console) -> None:  # noqa: ANN001
+          retrain_every: int, repeat_purchases: bool, share: float, as_json: bool, console,  # noqa: ANN001
+          grid_overrides: dict[str, tuple[float, ...]] | None = None) -> None:
     from streamrec.evaluation.models import build_models
     from streamrec.evaluation.protocols import run_leave_one_out, run_prequential
     from streamrec.evaluation.tune import GRID, tune, validation_log
@@ -200,7 +225,8 @@ def _tune(log, name: str, protocol: str, dim: int | None, overrides: dict[str, s
         return run_prequential(model, validation, pretrain=max(1, int(pretrain * len(validation))),
                                retrain_every=retrain_every, exclude_purchased=not repeat_purchases).metrics
 
-    result = tune(run, GRID, progress=console.log)
+    grid = {**GRID, **(grid_overrides or {})}
+    result = tune(run, grid, progress=console.log)
     if as_json:
         click.echo(json.dumps({"dataset": name, "protocol": protocol, "validation_events": len(validation),
                                "grid": result.rows, "chosen": result.chosen}))
@@ -209,10 +235,10 @@ def _tune(log, name: str, protocol: str, dim: int | None, overrides: dict[str, s
     from rich.table import Table
 
     table = Table(title=f"{name} · {protocol} · validation split ({len(validation):,} events)")
-    for column in [*GRID, "HR@10", "NDCG@10"]:
+    for column in [*grid, "HR@10", "NDCG@10"]:
         table.add_column(column, justify="right")
     for row in result.rows:
-        table.add_row(*(f"{row[c]:g}" if c in GRID else f"{row[c]:.4f}" for c in [*GRID, "HR@10", "NDCG@10"]))
+        table.add_row(*(f"{row[c]:g}" if c in grid else f"{row[c]:.4f}" for c in [*grid, "HR@10", "NDCG@10"]))
     Console().print(table)
     click.echo("chosen: " + " ".join(f"--served-param {k}={v:g}" for k, v in result.chosen.items()))
 

@@ -39,6 +39,7 @@ from streamrec.core.diversity import POOL, mmr
 from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
+from streamrec.core.neighbours import neighbour_batch
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
 from streamrec.core.state import (
     EMPTY_HISTORY,
@@ -196,6 +197,13 @@ class PreparedBatch:
     repeat_weight: float = 0.0
     #: The diversity step's ``InterestParams.diversity`` (0: off; else POOL * k candidates are searched).
     diversity: float = 0.0
+    #: The neighbour step's ``InterestParams.knn_weight``, ``knn_decay`` and ``knn_events`` (weight 0: off).
+    knn_weight: float = 0.0
+    knn_decay: float = 0.7
+    knn_events: int = 5
+    #: The popular items' ``InterestParams.pop_weight`` and ``pop_items`` (weight 0: off).
+    pop_weight: float = 0.0
+    pop_items: int = 20
 
     @property
     def fetch(self) -> int:
@@ -210,19 +218,28 @@ class PreparedBatch:
 
 
 
+def finishing_steps(params: InterestParams | None) -> dict[str, Any]:
+    """:class:`PreparedBatch`'s settings of the steps after the search (repeat, diversity,
+    neighbours, popular items) from ``params``; None turns every one of them off."""
+    if params is None:
+        return {}
+    return {"repeat_weight": params.repeat_weight, "diversity": params.diversity, "knn_weight": params.knn_weight,
+            "knn_decay": params.knn_decay, "knn_events": params.knn_events, "pop_weight": params.pop_weight,
+            "pop_items": params.pop_items}
+
+
 def recommend_one(items: LiveItems, user_id: str, query: np.ndarray, trigger: Any, recent: Sequence[RecentEvent], *,
                   k: int, excluded: Collection[int], search_excluded: Collection[int] | None = None,
-                  view: SearchView | None = None, repeat_weight: float = 0.0, diversity: float = 0.0,
+                  view: SearchView | None = None, params: InterestParams | None = None,
                   experiment: Experiment | None = None) -> Recommendation:
     """One user's list, searched and finished as :func:`finish_batch` finishes the worker's
-    (the repeat and diversity steps, the catalog's rules), for the paths that answer one user at
-    a time (``streamrec serve``, the bench's naive agent). ``trigger`` has the ``event_id`` and
-    ``ts`` the list names; finishing leaves out ``excluded``, the search ``search_excluded``
-    (default: the same rows)."""
+    (with ``params``' steps after the search, none without; the catalog's rules), for the paths
+    that answer one user at a time (``streamrec serve``, the bench's naive agent). ``trigger``
+    has the ``event_id`` and ``ts`` the list names; finishing leaves out ``excluded``, the search
+    ``search_excluded`` (default: the same rows)."""
     queries = np.ascontiguousarray(query, np.float32).reshape(1, -1)
     prepared = PreparedBatch(BatchResult(), [user_id], queries, [excluded], [trigger], items, k, [recent],
-                             view or items.view(), experiment=experiment, repeat_weight=repeat_weight,
-                             diversity=diversity)
+                             view or items.view(), experiment=experiment, **finishing_steps(params))
     rows, scores = prepared.view.search(queries, prepared.fetch,
                                         [excluded if search_excluded is None else search_excluded])
     (recommendation,) = finish_batch(prepared, rows, scores).recommendations
@@ -543,8 +560,7 @@ def new_states(
     queries = taste_query(applied.vectors[kept_slots], None if applied.taste is None else applied.taste[kept_slots],
                           items.model.taste)
     return PreparedBatch(result, kept_users, queries, exclusions, triggers, items, params.k,
-                         recent_events, items.view(), repeat_weight=params.repeat_weight,
-                         diversity=params.diversity)
+                         recent_events, items.view(), **finishing_steps(params))
 
 
 #: The purchase type's code, as a byte of a history's type column.
@@ -587,7 +603,9 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     after the item side's rules (:meth:`streamrec.core.items.LiveItems.finish_list`)."""
     result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
-    rows, scores = repeat_step(prepared, rows, scores)
+    width = rows.shape[1] if len(rows) else 0
+    rows, scores = repeat_step(prepared, rows, scores, keep_all=neighbours_on(prepared))
+    rows, scores = neighbour_step(prepared, rows, scores, width)
     rows, scores = diversity_step(prepared, rows, scores)
     item_ids = items.item_ids
     # Lists the rules must finish: short ones, and those holding an item blocked since the
@@ -622,10 +640,12 @@ def recent_item_ids(recent: Sequence[RecentEvent]) -> list[str]:
     return recent.item_ids() if isinstance(recent, History) else [event.item_id for event in recent]
 
 
-def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, *,
+                keep_all: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Every user's search result re-ranked with their recent items (:mod:`streamrec.core.repeat`);
     excluded and blocked items are never added. Unchanged when the step is off or the model
-    version has no repeat propensities."""
+    version has no repeat propensities. ``keep_all``: no candidate is cut (the neighbour step
+    comes next and cuts)."""
     items = prepared.items
     if prepared.repeat_weight <= 0 or not items.has_repeat or not len(rows):
         return rows, scores
@@ -642,8 +662,56 @@ def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -
         if isinstance(excluded, (set, frozenset)) and not excluded:
             continue  # the usual user: nothing excluded (serve's filters exclude by membership)
         recent[slot, [row >= 0 and row in excluded for row in recent[slot].tolist()]] = -1
-    return repeat_batch(rows, scores, rows.shape[1], prepared.vectors, recent, lambda r: items.targets(r, view),
-                        items.repeat_lift, prepared.repeat_weight, by_age)
+    return repeat_batch(rows, scores, rows.shape[1] + (width if keep_all else 0), prepared.vectors, recent,
+                        lambda r: items.targets(r, view), items.repeat_lift, prepared.repeat_weight, by_age)
+
+
+def neighbours_on(prepared: PreparedBatch) -> bool:
+    """Whether the neighbour step runs on this batch (its weight > 0 and the version has
+    neighbours, or popular items with a weight > 0)."""
+    items = prepared.items
+    return ((prepared.knn_weight > 0 and items.has_neighbours)
+            or (prepared.pop_weight > 0 and prepared.pop_items > 0 and items.model.target is not None
+                and items.model.popularity is not None))
+
+
+def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray,
+                   width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's list re-ranked with the neighbours of their last items
+    (:mod:`streamrec.core.neighbours`) and cut to ``width``; excluded and blocked items are never
+    added. Unchanged (but cut) when the step is off or the model version has no neighbours."""
+    items = prepared.items
+    if not neighbours_on(prepared) or not len(rows):
+        return rows[:, :width], scores[:, :width]
+    view = prepared.view or items.view()
+    row_of, last = items.row_of, prepared.knn_events
+    recent = recent_matrix([[row_of.get(item_id, -1) for item_id in recent_item_ids(history)[-last:]]
+                            for history in prepared.recent], np.ones(last))
+    exclusions = prepared.exclusions
+
+    def banned(slots: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        out = items.blocked_rows(candidates)
+        span = items.n_rows + 1
+        pairs: list[int] = []
+        for slot in np.unique(slots).tolist():
+            excluded = exclusions[slot]
+            if isinstance(excluded, (set, frozenset)):  # the worker's: a set of rows
+                pairs += [slot * span + row for row in excluded]
+            else:  # serve's filters exclude by membership
+                mine = np.flatnonzero(slots == slot)
+                out[mine] |= [int(row) in excluded for row in candidates[mine].tolist()]
+        if pairs:
+            out |= np.isin(slots.astype(np.int64) * span + candidates, np.asarray(pairs, np.int64))
+        return out
+
+    model = items.model
+    knn = items.has_neighbours
+    return neighbour_batch(rows, scores, width, prepared.vectors, recent,
+                           model.neighbours if knn else np.zeros((0, 0), np.int32),
+                           model.neighbour_sims if knn else np.zeros((0, 0), np.float32),
+                           lambda r: items.targets(r, view), weight=prepared.knn_weight if knn else 0.0,
+                           decay=prepared.knn_decay, banned=banned,
+                           popular=model.popular(prepared.pop_items, prepared.pop_weight))
 
 
 def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,15 @@ class InterestParams:
     diversity: float = 0.0
     #: Long-term taste (:mod:`streamrec.core.taste`): per-event decay of the taste vector (0: off).
     taste_decay: float = 0.0
+    #: Neighbour step (:mod:`streamrec.core.neighbours`): weight of the summed similarities of a
+    #: candidate to the user's last ``knn_events`` items, each weighted ``knn_decay ** age`` (0: off).
+    knn_weight: float = 0.03
+    knn_decay: float = 0.7
+    knn_events: int = 5
+    #: With the neighbour step's candidates: the ``pop_items`` items with the most training events,
+    #: each with a bonus ``pop_weight * count / the largest count`` (0: off).
+    pop_weight: float = 0.001
+    pop_items: int = 20
 
     def __post_init__(self) -> None:
         unknown = set(self.event_weights) - set(EVENT_TYPES)
@@ -77,6 +86,11 @@ class InterestParams:
             raise ValueError(f"taste_decay must be in [0, 1), got {self.taste_decay}")
         if not self.repeat_weight >= 0:
             raise ValueError(f"repeat_weight must be >= 0, got {self.repeat_weight}")
+        if not self.pop_weight >= 0 or self.pop_items < 0:
+            raise ValueError(f"pop_weight and pop_items must be >= 0, got {self.pop_weight} and {self.pop_items}")
+        if not self.knn_weight >= 0 or not 0.0 < self.knn_decay <= 1.0 or self.knn_events < 1:
+            raise ValueError(f"knn_weight must be >= 0, knn_decay in (0, 1] and knn_events >= 1, got "
+                             f"{self.knn_weight}, {self.knn_decay} and {self.knn_events}")
 
     def weight_table(self) -> np.ndarray:
         """Weights indexed by event-type code (the order of ``EVENT_TYPES``)."""

@@ -50,6 +50,7 @@ import faiss
 import numpy as np
 
 from streamrec.contract import CatalogItem, ScoredItem
+from streamrec.core.neighbours import popular_items
 from streamrec.core.search import search
 
 #: Weight of each feature group in a new item's catalog prior.
@@ -109,6 +110,20 @@ class ItemsModel:
     repeat_by_age: np.ndarray | None = None
     #: The taste map ``W`` (:mod:`streamrec.core.taste`); None: the query is the interest vector.
     taste: np.ndarray | None = None
+    #: Each model item's best neighbours and their similarities (:mod:`streamrec.core.neighbours`).
+    neighbours: np.ndarray | None = None
+    neighbour_sims: np.ndarray | None = None
+    #: :meth:`popular`'s answers, by ``(top, weight)`` (derived from ``popularity``).
+    _popular: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def popular(self, top: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """The ``top`` items with the most training events and their bonuses
+        (:func:`streamrec.core.neighbours.popular_items`; none without ``popularity``)."""
+        key = (top, weight)
+        if key not in self._popular:
+            counts = self.popularity if self.popularity is not None else np.zeros(0)
+            self._popular[key] = popular_items(counts, top, weight)
+        return self._popular[key]
 
     @classmethod
     def from_artifact(cls, model: ArtifactLike) -> ItemsModel:
@@ -118,7 +133,7 @@ class ItemsModel:
                    model.extras.get("fold_in"), float(params.get("popularity_beta", 0.3)), model.extras.get("popularity"),
                    model.extras.get("repeat"),
                    None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64),
-                   model.extras.get("taste"))
+                   model.extras.get("taste"), model.extras.get("neighbours"), model.extras.get("neighbour_sims"))
 
 
 def item_features(item: CatalogItem) -> list[tuple[str, str]]:
@@ -583,10 +598,17 @@ class LiveItems:
         """Whether this version can re-rank with the repeat step (it has targets and propensities)."""
         return self.model.target is not None and self.model.repeat is not None and self.model.repeat_by_age is not None
 
+    @property
+    def has_neighbours(self) -> bool:
+        """Whether this version can re-rank with the neighbour step (it has targets and neighbours)."""
+        return self.model.target is not None and self.model.neighbours is not None and self.model.neighbour_sims is not None
+
     def targets(self, rows: np.ndarray, view: SearchView) -> np.ndarray:
         """Target vectors of ``rows`` as ``view`` searches them (new items from its snapshot)."""
-        out = np.zeros((len(rows), self.dim), np.float32)
         model_rows = rows < self.n_model
+        if model_rows.all():  # the usual case: one gather
+            return np.asarray(self.model.target[rows], np.float32)
+        out = np.zeros((len(rows), self.dim), np.float32)
         out[model_rows] = self.model.target[rows[model_rows]]
         new_rows = rows[~model_rows] - self.n_model
         known = new_rows < len(view.new_target)

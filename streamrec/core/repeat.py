@@ -108,9 +108,10 @@ def repeat_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every user's list re-ranked with the repeat bonus, vectorised over the users.
 
-    ``rows``/``scores``: ``(users, >= k)`` search results (-1 / -inf pad); ``vectors``: the
+    ``rows``/``scores``: ``(users, width)`` search results (-1 / -inf pad); ``vectors``: the
     users' query vectors; ``recent``: :func:`recent_matrix` of their recent rows, with the rows
-    that must not be added (excluded, blocked) already -1. A recent row's bonus sums
+    that must not be added (excluded, blocked) already -1; ``k`` may exceed the search's width
+    (nothing is cut then, the rest is padded). A recent row's bonus sums
     ``by_age[age]`` over its occurrences; the union of the search's rows and the distinct recent
     rows (newest occurrence first) is sorted by score, stably, and cut to ``k``. Users without
     a recent row keep their rows and scores."""
@@ -119,7 +120,10 @@ def repeat_batch(
     if weight <= 0 or not width or not len(rows) or not (recent >= 0).any():
         return rows, scores
     ages = np.asarray(by_age, np.float64)[:width]
-    out_rows, out_scores = rows[:, :k].copy(), scores[:, :k].copy()
+    out_rows = np.full((len(rows), k), -1, rows.dtype)
+    out_scores = np.full((len(rows), k), -np.inf, scores.dtype)
+    take = min(k, rows.shape[1])  # k may exceed the search's width: the recent items then all fit
+    out_rows[:, :take], out_scores[:, :take] = rows[:, :take], scores[:, :take]
     earlier = np.tril(np.ones((width, width), bool), -1)  # [a, b]: b is a newer position than a
     for start in range(0, len(rows), BLOCK):
         block = slice(start, start + BLOCK)
@@ -149,8 +153,8 @@ def repeat_batch(
         chosen_scores = np.take_along_axis(candidate_scores, order, axis=1)
         chosen[np.isneginf(chosen_scores)] = -1
         changed = taken.any(axis=1)
-        out_rows[block][changed] = chosen[changed]
-        out_scores[block][changed] = chosen_scores[changed].astype(scores.dtype)
+        out_rows[block, : chosen.shape[1]][changed] = chosen[changed]
+        out_scores[block, : chosen.shape[1]][changed] = chosen_scores[changed].astype(scores.dtype)
     return out_rows, out_scores
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from streamrec.core.neighbours import cooccurrence, keep_best
 from streamrec.evaluation.base import Histories, Recommender, global_top_k, scores_to_top_k
 from streamrec.evaluation.data import EventLog, user_sequences
 
@@ -96,23 +97,9 @@ class ItemKNN(Recommender):
         n = log.n_items
         sequences = user_sequences(log)
         order = np.concatenate([s for s in sequences if len(s)]) if len(log) else np.zeros(0, np.int64)
-        users, items = log.users[order], log.items[order]
-        rows, cols, vals = [], [], []
-        for gap in range(1, p["window"] + 1):
-            same = users[gap:] == users[:-gap]
-            first, then = items[:-gap][same], items[gap:][same]
-            weight = np.full(len(first), p["gap_decay"] ** (gap - 1))
-            rows += [first, then]
-            cols += [then, first]
-            vals += [weight, p["backward"] * weight]
-        cooc = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-        ) if rows else sp.csr_matrix((n, n))
-        cooc.setdiag(0.0)
-        cooc.eliminate_zeros()
-        counts = np.maximum(np.bincount(log.items, minlength=n), 1).astype(np.float64)
-        sim = (sp.diags(counts ** -p["alpha"]) @ cooc @ sp.diags(counts ** -p["beta"])).tocsr()
-        self.similarity = _keep_best(sim, p["neighbours"])
+        sim = cooccurrence(log.users[order], log.items[order], n, window=p["window"], gap_decay=p["gap_decay"],
+                           backward=p["backward"], alpha=p["alpha"], beta=p["beta"])
+        self.similarity = keep_best(sim, p["neighbours"])
         self.histories = Histories(log.n_users)
         self.histories.add(log.take(order))
 
@@ -136,19 +123,3 @@ class ItemKNN(Recommender):
     def describe(self) -> dict[str, object]:
         return dict(self.params)
 
-
-def _keep_best(matrix: sp.csr_matrix, per_row: int) -> sp.csr_matrix:
-    """Keep the ``per_row`` largest entries of every row."""
-    matrix = matrix.tocsr()
-    lengths = np.diff(matrix.indptr)
-    if lengths.max(initial=0) <= per_row:
-        return matrix
-    keep = np.ones(matrix.nnz, dtype=bool)
-    for row in np.flatnonzero(lengths > per_row):
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        values = matrix.data[start:end]
-        drop = np.argpartition(-values, per_row)[per_row:]
-        keep[start + drop] = False
-    matrix.data = np.where(keep, matrix.data, 0.0)
-    matrix.eliminate_zeros()
-    return matrix

@@ -42,6 +42,8 @@ def _parse(text: str, kind: type, name: str) -> object:
             raise ValueError(f"{name} must be true or false, got {text!r}")
         return text.lower() in ("true", "1", "yes", "on")
     try:
+        if kind is int and text.strip().endswith(".0"):  # a grid's value (--tune-grid knn_events=5,10)
+            return int(float(text))
         return kind(text)
     except ValueError:
         raise ValueError(f"{name} must be a {kind.__name__}, got {text!r}") from None

@@ -27,6 +27,7 @@ from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.interest import InterestParams, fold_events, update_batch
+from streamrec.core.neighbours import neighbour_batch, popular_items
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
 from streamrec.core.search import search
 from streamrec.core.taste import fold_taste, update_taste
@@ -147,15 +148,51 @@ class ServedModel(Recommender):
             diversity = self.interest_params.diversity
             fetch = k * POOL if diversity > 0 else k
             rows, scores = search(self.index, self.queries(block), fetch, banned)
-            rows, scores = self._repeats(block, rows, scores, fetch, banned)
+            knn = self._knn_on()
+            rows, scores = self._repeats(block, rows, scores, fetch, banned, keep_all=knn)
+            if knn:
+                rows, scores = self._neighbours(block, rows, scores, fetch, banned)
+            rows, scores = rows[:, :fetch], scores[:, :fetch]
             if diversity > 0:  # as streamrec.core.batch.diversity_step
                 picked = [mmr(r, s, k, self.target.__getitem__, diversity) for r, s in zip(rows, scores)]
                 rows = np.array([r for r, _ in picked], np.int64).reshape(len(block), k)
             out[start : start + len(block)] = np.where(rows >= 0, self.log_row[np.maximum(rows, 0)], -1)
         return out
 
+    def _knn_on(self) -> bool:
+        p = self.interest_params
+        return ((p.knn_weight > 0 and getattr(self.trained, "neighbours", None) is not None)
+                or (p.pop_weight > 0 and p.pop_items > 0))
+
+    def _neighbours(self, users: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int,
+                    banned: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The worker's neighbour step (:func:`streamrec.core.batch.neighbour_step`) over the users'
+        last ``knn_events`` events, as model rows (-1: an item the model does not know)."""
+        p = self.interest_params
+        recent = np.full((len(users), p.knn_events), -1, np.int64)
+        for slot, user in enumerate(users.tolist()):
+            mine = [int(self.model_row[item]) for item, _, _ in list(self.recent[user])[-p.knn_events:]]
+            if mine:
+                recent[slot, -len(mine):] = mine
+        pairs = np.asarray([slot * (len(self.target) + 1) + row for slot, rows_of in enumerate(banned) for row in rows_of],
+                           np.int64)
+
+        def is_banned(slots: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+            return np.isin(slots.astype(np.int64) * (len(self.target) + 1) + candidates, pairs)
+
+        knn = self.trained.neighbours is not None
+        if not hasattr(self, "_popular"):
+            self._popular = {}
+        if (key := (id(self.trained), p.pop_items, p.pop_weight)) not in self._popular:
+            self._popular = {key: popular_items(self.trained.popularity, p.pop_items, p.pop_weight)}
+        return neighbour_batch(rows, scores, k, self.queries(users), recent,
+                               self.trained.neighbours if knn else np.zeros((0, 0), np.int32),
+                               self.trained.neighbour_sims if knn else np.zeros((0, 0), np.float32),
+                               self.target.__getitem__, weight=p.knn_weight if knn else 0.0,
+                               decay=p.knn_decay, banned=is_banned, popular=self._popular[key])
+
     def _repeats(self, users: np.ndarray, rows: np.ndarray, scores: np.ndarray, k: int,
-                 banned: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+                 banned: list[set[int]], *, keep_all: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The worker's repeat step (:func:`streamrec.core.batch.repeat_step`) over the users' last
         events, as model rows (events on items the model does not know are not in ``recent``)."""
         p = self.interest_params
@@ -169,8 +206,9 @@ class ServedModel(Recommender):
         for slot, user in enumerate(users.tolist()):
             rows_of_user = [int(self.model_row[item]) for item, _, _ in list(self.recent[user])[-REPEAT_EVENTS:]]
             recent.append([row if row not in banned[slot] else -1 for row in rows_of_user if row >= 0])
-        return repeat_batch(rows, scores, k, self.queries(users), recent_matrix(recent, by_age), self.target.__getitem__,
-                            repeat.__getitem__, p.repeat_weight, by_age)
+        matrix = recent_matrix(recent, by_age)
+        return repeat_batch(rows, scores, k + (matrix.shape[1] if keep_all else 0), self.queries(users), matrix,
+                            self.target.__getitem__, repeat.__getitem__, p.repeat_weight, by_age)
 
     def queries(self, users: np.ndarray) -> np.ndarray:
         """The users' search queries: the interest vector plus the mapped taste

@@ -1,4 +1,4 @@
-"""Choosing the served model's repeat-step and taste settings on a validation split, never on test numbers.
+"""Choosing the served model's repeat-step and neighbour-step settings on a validation split, never on test numbers.
 
 * **Leave-one-out**: every user's last event (the test item) is dropped, so the protocol's
   held-out item becomes the second-to-last one, the S3-Rec validation item.
@@ -21,11 +21,12 @@ import numpy as np
 from streamrec.evaluation.data import EventLog, user_sequences
 
 #: The settings searched, in the order ties are broken (the first point is both steps switched off):
-#: the repeat step's weight (:mod:`streamrec.core.repeat`) and the taste vector's decay
-#: (:mod:`streamrec.core.taste`).
-GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0, 3.0), "taste_decay": (0.0, 0.9)}
+#: the repeat step's weight (:mod:`streamrec.core.repeat`) and the neighbour step's
+#: (:mod:`streamrec.core.neighbours`). ``--tune-grid`` replaces or adds a setting (the taste
+#: vector's ``taste_decay``, :mod:`streamrec.core.taste`, was searched as 0 and 0.9: docs/quality.md).
+GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0), "knn_weight": (0.0, 0.03, 0.1, 0.3)}
 #: Settings that change the lists with the repeat step off (the others only tune the step).
-WITHOUT_REPEAT = ("taste_decay",)
+WITHOUT_REPEAT = ("taste_decay", "knn_weight", "knn_decay", "knn_events", "knn_neighbours", "pop_weight", "pop_items")
 
 
 def without_last_events(log: EventLog) -> EventLog:

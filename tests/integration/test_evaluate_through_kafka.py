@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from indexing.train import TrainParams
+from streamrec.core.interest import InterestParams
 from producers.synthetic import SyntheticShop
 from streamrec.evaluation.data import EventLog, leave_one_out, load_log, sample_users
 from streamrec.evaluation.protocols import run_leave_one_out
@@ -43,6 +44,10 @@ def test_synthetic_shop_through_kafka_matches_in_process(bootstrap, tmp_path, ta
     check_agreement(outcome)
     if taste_decay:  # the worker ran with the taste vector: its hits are not those without it
         plain = run_leave_one_out(ServedModel(replace(TrainParams(), dim=32)), log, split=leave_one_out(log))
+        assert (np.minimum(plain.positions, 10) != outcome.positions).sum() >= 10
+    else:  # the worker ran with the default neighbour step: its hits are not those without it
+        plain = run_leave_one_out(ServedModel(replace(TrainParams(), dim=32), InterestParams(knn_weight=0.0, pop_weight=0.0)),
+                                  log, split=leave_one_out(log))
         assert (np.minimum(plain.positions, 10) != outcome.positions).sum() >= 10
     assert outcome.metrics["HR@10"] > 0.05  # the shop is learnable: far above random (10 / 600)
 

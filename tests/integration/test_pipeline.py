@@ -115,6 +115,18 @@ def test_every_user_gets_exact_recommendations_and_bad_events_are_dead_lettered(
             row = model.row_of[event.item_id]
             by_age = model.meta["training"]["repeat_by_age"]
             scores[row] += params.repeat_weight * model.extras["repeat"][row] * by_age[age]
+        # The neighbour step, written out: each neighbour of the items of the user's last
+        # knn_events events gets knn_weight * knn_decay ** age * its similarity; the pop_items
+        # items with the most training events get pop_weight * count / the largest count.
+        near, sims = model.extras["neighbours"], model.extras["neighbour_sims"]
+        for age, event in enumerate(reversed(per_user_events[user_id][-params.knn_events:])):
+            for j, s in zip(near[model.row_of[event.item_id]], sims[model.row_of[event.item_id]]):
+                if j >= 0:
+                    scores[j] += params.knn_weight * params.knn_decay**age * s
+        counts = model.extras["popularity"]
+        if params.pop_weight > 0:
+            for j in np.argsort(-counts, kind="stable")[: params.pop_items]:
+                scores[j] += params.pop_weight * counts[j] / counts.max()
         for item in {e.item_id for e in per_user_events[user_id] if e.type == "purchase"}:
             scores[model.row_of[item]] = -np.inf
         top = np.argsort(-scores, kind="stable")[: params.k]

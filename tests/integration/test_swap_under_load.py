@@ -174,6 +174,18 @@ def test_a_swap_under_load_loses_nothing_and_mixes_nothing(engine, rate, bootstr
                 by_age = models[rec.model_version].meta["training"]["repeat_by_age"]
                 bonus = sum(params.repeat_weight * float(repeat[row]) * by_age[age]
                             for age, event in enumerate(reversed(state.recent[-32:])) if event.item_id == item.item_id)
+                # the neighbour step's: knn_weight * knn_decay ** age * similarity to the items of the
+                # user's last knn_events events; pop_weight * count / the largest for the pop_items most popular
+                extras = models[rec.model_version].extras
+                for age, event in enumerate(reversed(state.recent[-params.knn_events:])):
+                    source = row_of.get(event.item_id)
+                    if source is not None:
+                        bonus += sum(params.knn_weight * params.knn_decay**age * float(s)
+                                     for j, s in zip(extras["neighbours"][source], extras["neighbour_sims"][source])
+                                     if j == row)
+                counts = extras["popularity"]
+                if params.pop_weight > 0 and row in np.argsort(-counts, kind="stable")[: params.pop_items]:
+                    bonus += params.pop_weight * float(counts[row] / counts.max())
                 expected = float(targets[rec.model_version][row] @ state.vector) + bonus
                 scored += 1
                 off_scores += not np.isclose(item.score, expected, rtol=1e-4, atol=1e-4)

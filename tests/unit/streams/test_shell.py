@@ -23,3 +23,17 @@ def test_a_diversity_outside_0_to_1_is_refused(monkeypatch):
     monkeypatch.setenv("STREAMREC_RULES__DIVERSITY", "1.5")
     with pytest.raises(ValidationError, match="diversity"):
         Settings()
+
+
+def test_the_neighbour_settings_default_to_the_core_defaults_and_are_read_from_the_environment(monkeypatch):
+    from streamrec.core.interest import InterestParams
+
+    params = interest_params(Settings())
+    assert (params.knn_weight, params.pop_weight) == (InterestParams().knn_weight, InterestParams().pop_weight)
+    monkeypatch.setenv("STREAMREC_RULES__KNN_WEIGHT", "0.25")
+    monkeypatch.setenv("STREAMREC_RULES__POP_WEIGHT", "0")
+    params = interest_params(Settings())
+    assert (params.knn_weight, params.pop_weight) == (0.25, 0.0)
+    monkeypatch.setenv("STREAMREC_RULES__KNN_WEIGHT", "-1")
+    with pytest.raises(ValidationError, match="knn_weight"):
+        Settings()

@@ -51,9 +51,11 @@ def worker_run(store: Store, log: EventLog, model, params: InterestParams, batch
 
 
 def artifact(tmp_path, served: ServedModel):
-    extras = {"repeat": served.trained.repeat}
+    extras = {"repeat": served.trained.repeat, "popularity": served.trained.popularity}
     if served.trained.taste is not None:
         extras["taste"] = served.trained.taste
+    if served.trained.neighbours is not None:
+        extras["neighbours"], extras["neighbour_sims"] = served.trained.neighbours, served.trained.neighbour_sims
     save_artifact(tmp_path, served.model_item_ids, served.context, served.target, training=served.summary,
                   extras=extras)
     return load_artifact(tmp_path, use_gpu=False)
@@ -78,10 +80,10 @@ def test_user_vectors_are_the_pure_update_rule_over_each_history(mixed_log):
         np.testing.assert_allclose(served.user_vector(user), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("taste_decay", [0.0, 0.9])
-def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed_log, taste_decay):
+@pytest.mark.parametrize(("taste_decay", "knn_weight"), [(0.0, 0.0), (0.9, 0.0), (0.0, 0.5), (0.9, 0.5)])
+def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed_log, taste_decay, knn_weight):
     log = mixed_log
-    params = InterestParams(k=10, taste_decay=taste_decay)
+    params = InterestParams(k=10, taste_decay=taste_decay, knn_weight=knn_weight)
     a, b = len(log) // 3, 2 * len(log) // 3
     served = ServedModel(PARAMS, params)
     served.fit(log.take(slice(0, a)))
@@ -101,6 +103,11 @@ def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed
         assert latest[log.user_ids[user]] == [log.item_ids[r] for r in rows if r >= 0]
         compared += 1
     assert compared > 80
+    if knn_weight:  # the neighbour step changes lists, so the equality above covers it
+        served.interest_params = replace(params, knn_weight=0.0)
+        plain = served.recommend(users, 10, [purchased(log.take(slice(0, b)), u) for u in users])
+        served.interest_params = params
+        assert (plain != ours).any(axis=1).sum() > 10
 
     # A new version trained on everything so far; then more events.
     served.fit(log.take(slice(0, b)))

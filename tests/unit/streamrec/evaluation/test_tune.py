@@ -58,14 +58,26 @@ def test_cli_tune_prints_the_grid_and_the_choice(beauty_like):
                                            "--tune", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    points = len(GRID["repeat_weight"]) * len(GRID["taste_decay"])
+    points = len(GRID["repeat_weight"]) * len(GRID["knn_weight"])
     log = load_log(beauty_like, "amazon-seq")
     assert len(report["grid"]) == points and report["validation_events"] == len(log) - log.n_users
-    # Leave-one-out masks the whole history: recent items can never be listed, so every point
-    # scores the same for a given taste, and the step is chosen off.
-    for decay in GRID["taste_decay"]:
-        assert len({row["HR@10"] for row in report["grid"] if row["taste_decay"] == decay}) == 1
+    # Leave-one-out masks the whole history: recent items can never be listed, so every repeat
+    # weight scores the same for a given neighbour weight, and the repeat step is chosen off.
+    for weight in GRID["knn_weight"]:
+        assert len({row["HR@10"] for row in report["grid"] if row["knn_weight"] == weight}) == 1
     assert report["chosen"]["repeat_weight"] == 0.0
+
+
+def test_cli_tune_grid_replaces_or_adds_settings_and_refuses_bad_ones(beauty_like):
+    args = ["--dataset", str(beauty_like), "--format", "amazon-seq", "--dim", "8", "--tune", "--json"]
+    result = CliRunner().invoke(evaluate, [*args, "--tune-grid", "repeat_weight=0", "--tune-grid", "knn_events=2,5",
+                                           "--tune-grid", "knn_weight=0.3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [(row["knn_events"], row["knn_weight"]) for row in report["grid"]] == [(2.0, 0.3), (5.0, 0.3)]
+    for bad in ("knn_weight=-1", "nonsense=1", "knn_weight=a,b", "knn_weight"):
+        result = CliRunner().invoke(evaluate, [*args, "--tune-grid", bad])
+        assert result.exit_code == 2 and "--tune-grid" in result.output
 
 
 def rebuyers() -> EventLog:

@@ -1,0 +1,200 @@
+"""The neighbour step: items that follow the user's last items come in, never excluded or blocked ones."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from indexing.artifact import ArtifactError, load_artifact, save_artifact
+from streamrec.contract import CatalogItem, Event, encode_event
+from streamrec.core.batch import Message, process_batch
+from streamrec.core.interest import InterestParams, fold_events
+from streamrec.core.items import ItemsModel, LiveItems
+from streamrec.core.neighbours import cooccurrence, neighbour_batch, popular_items, top_neighbours
+from streamrec.core.repeat import REPEAT_EVENTS
+
+
+def test_the_similarity_is_the_windowed_co_occurrence_written_out():
+    # user 0: a b a c; user 1: b c. window 2, gap decay 0.5, backward 0.25, damping count^0.5 * count^1.
+    users, items = np.array([0, 0, 0, 0, 1, 1]), np.array([0, 1, 0, 2, 1, 2])
+    sim = cooccurrence(users, items, 3, window=2, gap_decay=0.5, backward=0.25, alpha=0.5, beta=1.0).toarray()
+    forward = np.zeros((3, 3))
+    for a, b, w in [(0, 1, 1), (1, 0, 1), (0, 2, 1), (0, 0, 0.5), (1, 2, 0.5), (1, 2, 1)]:  # (first, then, decay)
+        forward[a, b] += w
+    cooc = forward + 0.25 * forward.T
+    np.fill_diagonal(cooc, 0)
+    counts = np.array([2.0, 2.0, 2.0])
+    np.testing.assert_allclose(sim, cooc / counts[:, None] ** 0.5 / counts[None, :])
+
+
+def test_neighbours_are_the_best_m_best_first_their_shares_summing_to_one():
+    sim = sp.csr_matrix(np.array([[0, 1.0, 4.0, 3.0], [0, 0, 0, 0], [2.0, 0, 0, 2.0], [1.0, 0, 0, 0]]))
+    rows, sims = top_neighbours(sim, 2)
+    assert rows.tolist() == [[2, 3], [-1, -1], [0, 3], [0, -1]]  # ties: the smaller row first
+    np.testing.assert_allclose(sims, [[4 / 7, 3 / 7], [0, 0], [0.5, 0.5], [1, 0]], rtol=1e-6)
+
+
+def brute_force(vector, target, recent, neighbours, sims, weight, decay, skip, k):
+    """Every item of the catalog scored with the bonus written out; the top k not skipped."""
+    scores = target @ vector
+    for age, source in enumerate(reversed(recent)):
+        if 0 <= source < len(neighbours):
+            for near, s in zip(neighbours[source], sims[source]):
+                if near >= 0:
+                    scores[near] += weight * decay**age * s
+    allowed = [r for r in range(len(target)) if r not in skip]
+    return sorted(allowed, key=lambda r: -scores[r])[:k], scores
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_union_of_search_and_neighbours_is_the_catalog_wide_top_k(seed):
+    rng = np.random.default_rng(seed)
+    n, d, k, users, last = 50, 5, 6, 30, 4
+    target = rng.standard_normal((n, d))
+    vectors = rng.standard_normal((users, d))
+    sim = sp.random(n, n, density=0.3, random_state=seed, format="csr")
+    sim.setdiag(0)
+    neighbours, sims = top_neighbours(sim, 5)
+    recent = rng.integers(-1, n + 3, (users, last))  # -1: none; >= n: a new item without neighbours
+    skip = [set(rng.choice(n, 4, replace=False).tolist()) for _ in range(users)]
+    rows = np.full((users, k), -1)
+    scores = np.full((users, k), -np.inf)
+    for u in range(users):
+        all_scores = target @ vectors[u]
+        found = [r for r in np.argsort(-all_scores) if r not in skip[u]][:k]
+        rows[u], scores[u] = found, all_scores[found]
+
+    def banned(slots, candidates):
+        return np.array([int(r) in skip[s] for s, r in zip(slots, candidates)], bool)
+
+    out, out_scores = neighbour_batch(rows, scores, k, vectors, recent, neighbours, sims, target.__getitem__,
+                                      weight=1.5, decay=0.6, banned=banned)
+    for u in range(users):
+        expected, expected_scores = brute_force(vectors[u], target, recent[u], neighbours, sims, 1.5, 0.6, skip[u], k)
+        assert out[u].tolist() == expected
+        np.testing.assert_allclose(out_scores[u], expected_scores[expected], rtol=1e-6)
+
+
+def test_weight_zero_and_no_sources_only_cut_the_list():
+    rows, scores = np.array([[3, 1, 2]]), np.array([[0.5, 0.2, 0.1]])
+    neighbours, sims = np.array([[1], [2], [0], [0]]), np.ones((4, 1))
+    for weight, recent in ((0.0, [[0]]), (1.0, [[-1]]), (1.0, [[7]])):
+        out, out_scores = neighbour_batch(rows, scores, 2, np.ones((1, 2)), np.array(recent), neighbours, sims,
+                                          lambda r: np.ones((len(r), 2)), weight=weight, decay=0.5)
+        assert out.tolist() == [[3, 1]] and out_scores.tolist() == [[0.5, 0.2]]
+
+
+def test_a_short_list_is_filled_by_neighbours_and_padded():
+    neighbours, sims = np.array([[2, 1], [-1, -1], [-1, -1]]), np.array([[0.8, 0.2], [0, 0], [0, 0]])
+    target = np.zeros((3, 2))
+    out, out_scores = neighbour_batch(np.array([[-1, -1, -1, -1]]), np.full((1, 4), -np.inf), 4, np.ones((1, 2)),
+                                      np.array([[0]]), neighbours, sims, target.__getitem__, weight=1.0, decay=0.5)
+    assert out.tolist() == [[2, 1, -1, -1]]
+    assert out_scores[0, :2].tolist() == pytest.approx([0.8, 0.2]) and np.isneginf(out_scores[0, 2:]).all()
+
+
+# ---------------------------------------------------------------------------- in the worker's core
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def model(tmp_path):
+    """Items on a line of their own (item i's target only answers context i); sku-9's target is
+    zero, so only a step can list it; sku-9 is sku-1's and sku-8's only neighbour."""
+    ids = [f"sku-{i}" for i in range(10)]
+    context = np.eye(10, dtype=np.float32)
+    target = np.eye(10, dtype=np.float32) * np.linspace(1.0, 0.5, 10)[:, None]
+    target[9] = 0.0
+    neighbours = np.full((10, 2), -1, np.int32)
+    sims = np.zeros((10, 2), np.float32)
+    neighbours[[1, 8], 0], sims[[1, 8], 0] = 9, 1.0
+    save_artifact(tmp_path / "m", ids, context, target, extras={"neighbours": neighbours, "neighbour_sims": sims})
+    return load_artifact(tmp_path / "m", use_gpu=False)
+
+
+def last_list(events, model, params):
+    messages = [Message(e.user_id.encode(), encode_event(e), 0, n) for n, e in enumerate(events)]
+    result = process_batch(messages, lambda user_id, position: None, model, params, now=NOW)
+    return [i.item_id for i in result.recommendations[-1].items]
+
+
+def test_the_worker_lists_a_neighbour_of_a_recent_item_the_inner_product_never_lists(model):
+    events = [Event("e0", "u", "sku-1", "view", 100.0), Event("e1", "u", "sku-2", "view", 101.0)]
+    on = last_list(events, model, InterestParams(k=3, repeat_weight=0.0, knn_weight=2.0, knn_decay=0.5))
+    off = last_list(events, model, InterestParams(k=3, repeat_weight=0.0, knn_weight=0.0, pop_weight=0.0))
+    assert "sku-9" not in off
+    assert on[0] == "sku-9"  # 0 + 2.0 * 0.5 (sku-1 is one event old) = 1.0 > sku-2's 0.89
+
+
+def test_purchased_and_unavailable_neighbours_never_come_in(model):
+    events = [Event("e0", "u", "sku-9", "purchase", 100.0), Event("e1", "u", "sku-1", "view", 101.0)]
+    listed = last_list(events, model, InterestParams(k=5, repeat_weight=0.0, knn_weight=5.0))
+    assert "sku-9" not in listed
+    items = LiveItems(ItemsModel.from_artifact(model))
+    items.apply_catalog("sku-9", CatalogItem("sku-9", available=False))
+    events = [Event("e0", "u", "sku-8", "view", 100.0), Event("e1", "u", "sku-1", "view", 101.0)]
+    assert "sku-9" not in last_list(events, items, InterestParams(k=5, repeat_weight=0.0, knn_weight=5.0))
+    assert "sku-9" in last_list(events, model, InterestParams(k=5, repeat_weight=0.0, knn_weight=5.0))
+
+
+def test_a_version_without_neighbours_loads_and_serves_without_the_step(tmp_path):
+    ids = [f"sku-{i}" for i in range(4)]
+    save_artifact(tmp_path / "m", ids, np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32))
+    old = load_artifact(tmp_path / "m", use_gpu=False)
+    assert not LiveItems(ItemsModel.from_artifact(old)).has_neighbours
+    events = [Event("e0", "u", "sku-1", "view", 100.0)]
+    assert last_list(events, old, InterestParams(k=2, knn_weight=3.0)) == last_list(events, old, InterestParams(k=2, knn_weight=0.0))
+
+
+def test_neighbours_naming_rows_outside_the_catalog_are_refused(tmp_path):
+    ids = [f"sku-{i}" for i in range(4)]
+    save_artifact(tmp_path / "m", ids, np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32),
+                  extras={"neighbours": np.full((4, 2), 4, np.int32), "neighbour_sims": np.ones((4, 2), np.float32)})
+    with pytest.raises(ArtifactError, match="neighbours.npy"):
+        load_artifact(tmp_path / "m", use_gpu=False)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_repeat_and_neighbour_steps_together_are_the_catalog_wide_top_k(tmp_path, seed):
+    """The worker's list equals every item scored with both bonuses written out."""
+    rng = np.random.default_rng(seed)
+    n, d, k = 30, 6, 5
+    ids = [f"sku-{i}" for i in range(n)]
+    context = rng.standard_normal((n, d)).astype(np.float32)
+    target = rng.standard_normal((n, d)).astype(np.float32)
+    lift = rng.uniform(0.2, 2.0, n).astype(np.float32)
+    by_age = np.sort(rng.uniform(0, 0.4, 8))[::-1]
+    sim = sp.random(n, n, density=0.3, random_state=seed, format="csr")
+    sim.setdiag(0)
+    neighbours, sims = top_neighbours(sim, 4)
+    save_artifact(tmp_path / "m", ids, context, target, training={"repeat_by_age": by_age.tolist()},
+                  extras={"repeat": lift, "neighbours": neighbours, "neighbour_sims": sims})
+    model = load_artifact(tmp_path / "m", use_gpu=False)
+    params = InterestParams(k=k, repeat_weight=0.8, knn_weight=1.3, knn_decay=0.6, knn_events=3)
+    rows = rng.integers(0, n, 12).tolist()
+    types = ["purchase" if t else "view" for t in rng.random(12) < 0.2]
+    events = [Event(f"e{m}", "u", ids[r], t, 100.0 + m) for m, (r, t) in enumerate(zip(rows, types))]
+    vector, _ = fold_events([(r, t, e.ts) for r, t, e in zip(rows, types, events)], context, params)
+    scores = target.astype(np.float64) @ vector
+    skip = {r for r, t in zip(rows, types) if t == "purchase"}
+    for age, r in enumerate(reversed(rows[-min(REPEAT_EVENTS, len(by_age)):])):
+        if r not in skip:
+            scores[r] += 0.8 * lift[r] * by_age[age]
+    for age, r in enumerate(reversed(rows[-3:])):
+        for near, s in zip(neighbours[r], sims[r]):
+            if near >= 0:
+                scores[near] += 1.3 * 0.6**age * s
+    expected = [ids[r] for r in sorted((r for r in range(n) if r not in skip), key=lambda r: -scores[r])[:k]]
+    assert last_list(events, model, params) == expected
+
+
+def test_popular_items_join_every_list_with_their_bonus_never_banned_ones():
+    target = np.zeros((6, 2))
+    counts = np.array([1.0, 8.0, 0.0, 4.0, 2.0, 0.0])
+    popular = popular_items(counts, 3, 0.5)  # rows 1, 3, 4 with 0.5, 0.25, 0.125
+    rows, scores = np.array([[0, 5], [0, 5]]), np.array([[0.3, 0.2], [0.3, 0.2]])
+    out, out_scores = neighbour_batch(rows, scores, 3, np.ones((2, 2)), np.full((2, 1), -1), np.zeros((0, 0), int),
+                                      np.zeros((0, 0)), target.__getitem__, weight=0.0, decay=0.5,
+                                      banned=lambda slots, r: (slots == 1) & (r == 1), popular=popular)
+    assert out.tolist() == [[1, 0, 3], [0, 3, 5]]
+    np.testing.assert_allclose(out_scores, [[0.5, 0.3, 0.25], [0.3, 0.25, 0.2]])
