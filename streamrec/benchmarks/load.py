@@ -195,6 +195,8 @@ def _key(**parts: object) -> str:
 #: How approximate indexes are built (part of the cache key: a change rebuilds cached models).
 #: 2: on the Euclidean reduction of inner-product search (streamrec.core.search.euclidean_items).
 INDEX_BUILD = 2
+#: How trained models are built (part of the cache key): 2: with the neighbour step's neighbours.
+TRAIN_BUILD = 2
 
 
 def prepare_workload(
@@ -223,7 +225,8 @@ def prepare_workload(
     target_recall = get_settings().index.target_recall
     resolved = choose_factory(items) if factory == "auto" else factory
     model_key = _key(items=items, users=users, seed=seed, factory=resolved, rate=shop_rate, dim=dim, history=history,
-                     **({} if resolved == "Flat" else {"target_recall": target_recall, "index_build": INDEX_BUILD}))
+                     **({} if resolved == "Flat" else {"target_recall": target_recall, "index_build": INDEX_BUILD}),
+                     **({"train_build": TRAIN_BUILD} if trained else {}))
     events_key = _key(model=model_key, events=events)
     models_dir = cache_dir / f"model-{items}-{model_key}"
     events_file = cache_dir / f"events-{items}-{events}-{events_key}.pkl"
