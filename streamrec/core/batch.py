@@ -604,8 +604,10 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
     width = rows.shape[1] if len(rows) else 0
-    rows, scores = repeat_step(prepared, rows, scores, keep_all=neighbours_on(prepared))
-    rows, scores = neighbour_step(prepared, rows, scores, width)
+    knn = neighbours_on(prepared)
+    recent = recent_rows_of(prepared, max(REPEAT_EVENTS if repeat_on(prepared) else 0, prepared.knn_events if knn else 0))
+    rows, scores = repeat_step(prepared, rows, scores, keep_all=knn, recent_rows=recent)
+    rows, scores = neighbour_step(prepared, rows, scores, width, recent_rows=recent)
     rows, scores = diversity_step(prepared, rows, scores)
     item_ids = items.item_ids
     # Lists the rules must finish: short ones, and those holding an item blocked since the
@@ -640,21 +642,35 @@ def recent_item_ids(recent: Sequence[RecentEvent]) -> list[str]:
     return recent.item_ids() if isinstance(recent, History) else [event.item_id for event in recent]
 
 
+def recent_rows_of(prepared: PreparedBatch, last: int) -> list[list[int]]:
+    """Each user's last ``last`` recent items as the item side's rows (-1: unknown), oldest first."""
+    if last <= 0:
+        return [[] for _ in prepared.recent]
+    row_of = prepared.items.row_of
+    return [[row_of.get(item_id, -1) for item_id in recent_item_ids(history)[-last:]] for history in prepared.recent]
+
+
+def repeat_on(prepared: PreparedBatch) -> bool:
+    """Whether the repeat step runs on this batch (its weight > 0, the version has repeat propensities)."""
+    return prepared.repeat_weight > 0 and prepared.items.has_repeat
+
+
 def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, *,
-                keep_all: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                keep_all: bool = False, recent_rows: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every user's search result re-ranked with their recent items (:mod:`streamrec.core.repeat`);
     excluded and blocked items are never added. Unchanged when the step is off or the model
     version has no repeat propensities. ``keep_all``: no candidate is cut (the neighbour step
-    comes next and cuts)."""
+    comes next and cuts). ``recent_rows``: :func:`recent_rows_of` at least ``REPEAT_EVENTS``
+    (computed here when not given)."""
     items = prepared.items
-    if prepared.repeat_weight <= 0 or not items.has_repeat or not len(rows):
+    if not repeat_on(prepared) or not len(rows):
         return rows, scores
     view = prepared.view or items.view()
     by_age = items.model.repeat_by_age
     width = min(REPEAT_EVENTS, len(by_age))
-    row_of = items.row_of
-    recent = recent_matrix([[row_of.get(item_id, -1) for item_id in recent_item_ids(history)[-width:]]
-                            for history in prepared.recent], by_age)
+    if recent_rows is None:
+        recent_rows = recent_rows_of(prepared, width)
+    recent = recent_matrix([user_rows[-width:] for user_rows in recent_rows], by_age)
     # Excluded and blocked items are never added: they leave the recent rows.
     known = recent >= 0
     recent[known & items.blocked_rows(np.maximum(recent, 0))] = -1
@@ -676,7 +692,7 @@ def neighbours_on(prepared: PreparedBatch) -> bool:
 
 
 def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray,
-                   width: int) -> tuple[np.ndarray, np.ndarray]:
+                   width: int, *, recent_rows: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every user's list re-ranked with the neighbours of their last items
     (:mod:`streamrec.core.neighbours`) and cut to ``width``; excluded and blocked items are never
     added. Unchanged (but cut) when the step is off or the model version has no neighbours."""
@@ -684,9 +700,10 @@ def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray
     if not neighbours_on(prepared) or not len(rows):
         return rows[:, :width], scores[:, :width]
     view = prepared.view or items.view()
-    row_of, last = items.row_of, prepared.knn_events
-    recent = recent_matrix([[row_of.get(item_id, -1) for item_id in recent_item_ids(history)[-last:]]
-                            for history in prepared.recent], np.ones(last))
+    last = prepared.knn_events
+    if recent_rows is None:
+        recent_rows = recent_rows_of(prepared, last)
+    recent = recent_matrix([user_rows[-last:] if last else [] for user_rows in recent_rows], np.ones(last))
     exclusions = prepared.exclusions
 
     def banned(slots: np.ndarray, candidates: np.ndarray) -> np.ndarray:
