@@ -5,8 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from indexing.artifact import ArtifactError, load_artifact, save_artifact
-from streamrec.contract import CatalogItem, Event, encode_event
-from streamrec.core.batch import Message, process_batch
+from streamrec.contract import CatalogItem, Event
 from streamrec.core.interest import InterestParams, fold_events
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.neighbours import cooccurrence, neighbour_batch, popular_items, top_neighbours
@@ -94,31 +93,16 @@ def test_a_short_list_is_filled_by_neighbours_and_padded():
 
 # ---------------------------------------------------------------------------- in the worker's core
 
-NOW = 1_800_000_000.0
-
-
 @pytest.fixture
-def model(tmp_path):
-    """Items on a line of their own (item i's target only answers context i); sku-9's target is
-    zero, so only a step can list it; sku-9 is sku-1's and sku-8's only neighbour."""
-    ids = [f"sku-{i}" for i in range(10)]
-    context = np.eye(10, dtype=np.float32)
-    target = np.eye(10, dtype=np.float32) * np.linspace(1.0, 0.5, 10)[:, None]
-    target[9] = 0.0
+def model(line_model):
+    """The line model (conftest) where sku-9 is sku-1's and sku-8's only neighbour."""
     neighbours = np.full((10, 2), -1, np.int32)
     sims = np.zeros((10, 2), np.float32)
     neighbours[[1, 8], 0], sims[[1, 8], 0] = 9, 1.0
-    save_artifact(tmp_path / "m", ids, context, target, extras={"neighbours": neighbours, "neighbour_sims": sims})
-    return load_artifact(tmp_path / "m", use_gpu=False)
+    return line_model(extras={"neighbours": neighbours, "neighbour_sims": sims})
 
 
-def last_list(events, model, params):
-    messages = [Message(e.user_id.encode(), encode_event(e), 0, n) for n, e in enumerate(events)]
-    result = process_batch(messages, lambda user_id, position: None, model, params, now=NOW)
-    return [i.item_id for i in result.recommendations[-1].items]
-
-
-def test_the_worker_lists_a_neighbour_of_a_recent_item_the_inner_product_never_lists(model):
+def test_the_worker_lists_a_neighbour_of_a_recent_item_the_inner_product_never_lists(model, last_list):
     events = [Event("e0", "u", "sku-1", "view", 100.0), Event("e1", "u", "sku-2", "view", 101.0)]
     on = last_list(events, model, InterestParams(k=3, repeat_weight=0.0, knn_weight=2.0, knn_decay=0.5))
     off = last_list(events, model, InterestParams(k=3, repeat_weight=0.0, knn_weight=0.0, pop_weight=0.0))
@@ -126,7 +110,7 @@ def test_the_worker_lists_a_neighbour_of_a_recent_item_the_inner_product_never_l
     assert on[0] == "sku-9"  # 0 + 2.0 * 0.5 (sku-1 is one event old) = 1.0 > sku-2's 0.89
 
 
-def test_purchased_and_unavailable_neighbours_never_come_in(model):
+def test_purchased_and_unavailable_neighbours_never_come_in(model, last_list):
     events = [Event("e0", "u", "sku-9", "purchase", 100.0), Event("e1", "u", "sku-1", "view", 101.0)]
     listed = last_list(events, model, InterestParams(k=5, repeat_weight=0.0, knn_weight=5.0))
     assert "sku-9" not in listed
@@ -137,7 +121,7 @@ def test_purchased_and_unavailable_neighbours_never_come_in(model):
     assert "sku-9" in last_list(events, model, InterestParams(k=5, repeat_weight=0.0, knn_weight=5.0))
 
 
-def test_a_version_without_neighbours_loads_and_serves_without_the_step(tmp_path):
+def test_a_version_without_neighbours_loads_and_serves_without_the_step(tmp_path, last_list):
     ids = [f"sku-{i}" for i in range(4)]
     save_artifact(tmp_path / "m", ids, np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32))
     old = load_artifact(tmp_path / "m", use_gpu=False)
@@ -155,7 +139,7 @@ def test_neighbours_naming_rows_outside_the_catalog_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_repeat_and_neighbour_steps_together_are_the_catalog_wide_top_k(tmp_path, seed):
+def test_repeat_and_neighbour_steps_together_are_the_catalog_wide_top_k(tmp_path, seed, last_list):
     """The worker's list equals every item scored with both bonuses written out."""
     rng = np.random.default_rng(seed)
     n, d, k = 30, 6, 5

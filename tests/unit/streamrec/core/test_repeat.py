@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-from indexing.artifact import load_artifact, save_artifact
-from streamrec.contract import CatalogItem, Event, encode_event
-from streamrec.core.batch import Message, process_batch
+from streamrec.contract import CatalogItem, Event
 from streamrec.core.interest import InterestParams
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.repeat import REPEAT_EVENTS, repeat_rates, with_repeats
@@ -87,30 +85,15 @@ def test_lift_and_by_age_are_the_shares_written_out():
 
 # ---------------------------------------------------------------------------- in the worker's core
 
-NOW = 1_800_000_000.0
-
-
 @pytest.fixture
-def model(tmp_path):
-    """Items 0-9 on a line of their own: item i's target only answers context i; sku-9 is never
-    an answer of the inner product (its target is zero), so only the repeat step can list it."""
-    ids = [f"sku-{i}" for i in range(10)]
-    context = np.eye(10, dtype=np.float32)
-    target = np.eye(10, dtype=np.float32) * np.linspace(1.0, 0.5, 10)[:, None]
-    target[9] = 0.0
+def model(line_model):
+    """The line model (conftest) with repeat propensities: only the repeat step can list sku-9."""
     repeat = np.full(10, 0.5, np.float32)
     by_age = [0.7**a for a in range(REPEAT_EVENTS)]
-    save_artifact(tmp_path / "m", ids, context, target, extras={"repeat": repeat}, training={"repeat_by_age": by_age})
-    return load_artifact(tmp_path / "m", use_gpu=False)
+    return line_model(extras={"repeat": repeat}, training={"repeat_by_age": by_age})
 
 
-def last_list(events, model, params):
-    messages = [Message(e.user_id.encode(), encode_event(e), 0, n) for n, e in enumerate(events)]
-    result = process_batch(messages, lambda user_id, position: None, model, params, now=NOW)
-    return [i.item_id for i in result.recommendations[-1].items]
-
-
-def test_the_worker_brings_back_a_recently_viewed_item_the_inner_product_never_lists(model):
+def test_the_worker_brings_back_a_recently_viewed_item_the_inner_product_never_lists(model, last_list):
     events = [Event("e0", "u", "sku-9", "view", 100.0), Event("e1", "u", "sku-2", "view", 101.0)]
     on = last_list(events, model, InterestParams(k=3, repeat_weight=1.0))
     off = last_list(events, model, InterestParams(k=3, repeat_weight=0.0))
@@ -118,7 +101,7 @@ def test_the_worker_brings_back_a_recently_viewed_item_the_inner_product_never_l
     assert on[0] == "sku-2"  # its own score 0.89 + 0.5 bonus
 
 
-def test_purchased_and_unavailable_items_never_come_back(model):
+def test_purchased_and_unavailable_items_never_come_back(model, last_list):
     events = [Event("e0", "u", "sku-9", "purchase", 100.0), Event("e1", "u", "sku-8", "view", 101.0),
               Event("e2", "u", "sku-2", "view", 102.0)]
     items = LiveItems(ItemsModel.from_artifact(model))
