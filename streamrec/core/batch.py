@@ -723,12 +723,18 @@ def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray
 
     model = items.model
     knn = items.has_neighbours
-    return neighbour_batch(rows, scores, width, prepared.vectors, recent,
-                           model.neighbours if knn else np.zeros((0, 0), np.int32),
-                           model.neighbour_sims if knn else np.zeros((0, 0), np.float32),
-                           lambda r: items.targets(r, view), weight=prepared.knn_weight if knn else 0.0,
-                           decay=prepared.knn_decay, banned=banned,
-                           popular=model.popular(prepared.pop_items, prepared.pop_weight))
+    out_rows, out_scores = neighbour_batch(rows, scores, width, prepared.vectors, recent,
+                                           model.neighbours if knn else np.zeros((0, 0), np.int32),
+                                           model.neighbour_sims if knn else np.zeros((0, 0), np.float32),
+                                           lambda r: items.targets(r, view), weight=prepared.knn_weight if knn else 0.0,
+                                           decay=prepared.knn_decay, banned=banned,
+                                           popular=model.popular(prepared.pop_items, prepared.pop_weight))
+    # A vector that says nothing (no known item yet) has no list of its own: the catalog's rules
+    # fill it with what is trending now (LiveItems.finish_list), not with the training's popular items.
+    silent = ~np.asarray(prepared.vectors).any(axis=1)
+    if silent.any():
+        out_rows[silent], out_scores[silent] = rows[silent, :width], scores[silent, :width]
+    return out_rows, out_scores
 
 
 def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

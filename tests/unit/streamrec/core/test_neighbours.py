@@ -6,6 +6,7 @@ import scipy.sparse as sp
 
 from indexing.artifact import ArtifactError, load_artifact, save_artifact
 from streamrec.contract import CatalogItem, Event
+from streamrec.core.batch import recommend_one
 from streamrec.core.interest import InterestParams, fold_events
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.neighbours import cooccurrence, neighbour_batch, popular_items, top_neighbours
@@ -182,3 +183,16 @@ def test_popular_items_join_every_list_with_their_bonus_never_banned_ones():
                                       banned=lambda slots, r: (slots == 1) & (r == 1), popular=popular)
     assert out.tolist() == [[1, 0, 3], [0, 3, 5]]
     np.testing.assert_allclose(out_scores, [[0.5, 0.3, 0.25], [0.3, 0.25, 0.2]])
+
+
+def test_a_vector_that_says_nothing_gets_the_trending_backfill_not_the_training_popular_items(line_model):
+    """A never-seen user (serve) has no list of its own: the popular-items bonus must not make one."""
+    items = LiveItems(ItemsModel.from_artifact(line_model(extras={"popularity": np.arange(10, dtype=np.float32)})))
+    assert len(items.model.popular(3, 0.5)[0]) == 3
+    trigger = Event("e0", "u", "sku-0", "view", 100.0)
+    params = InterestParams(k=3, repeat_weight=0.0, knn_weight=0.0, pop_weight=0.5, pop_items=3)
+    silent = recommend_one(items, "u", np.zeros(10, np.float32), trigger, [], k=3, excluded=set(), params=params)
+    assert {item.source for item in silent.items} == {"trending"}
+    speaking = recommend_one(items, "u", np.eye(10, dtype=np.float32)[0], trigger, [], k=3, excluded=set(),
+                             params=params)
+    assert "sku-9" in [item.item_id for item in speaking.items]  # popular (count 9), zero inner product
