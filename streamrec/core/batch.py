@@ -217,7 +217,6 @@ class PreparedBatch:
         return view.search(self.vectors, self.fetch, self.exclusions)
 
 
-
 def finishing_steps(params: InterestParams | None) -> dict[str, Any]:
     """:class:`PreparedBatch`'s settings of the steps after the search (repeat, diversity,
     neighbours, popular items) from ``params``; None turns every one of them off."""
@@ -656,20 +655,17 @@ def repeat_on(prepared: PreparedBatch) -> bool:
 
 
 def repeat_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, *,
-                keep_all: bool = False, recent_rows: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                recent_rows: list[list[int]], keep_all: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Every user's search result re-ranked with their recent items (:mod:`streamrec.core.repeat`);
     excluded and blocked items are never added. Unchanged when the step is off or the model
-    version has no repeat propensities. ``keep_all``: no candidate is cut (the neighbour step
-    comes next and cuts). ``recent_rows``: :func:`recent_rows_of` at least ``REPEAT_EVENTS``
-    (computed here when not given)."""
+    version has no repeat propensities. ``recent_rows``: :func:`recent_rows_of` at least
+    ``REPEAT_EVENTS``. ``keep_all``: no candidate is cut (the neighbour step comes next and cuts)."""
     items = prepared.items
     if not repeat_on(prepared) or not len(rows):
         return rows, scores
     view = prepared.view or items.view()
     by_age = items.model.repeat_by_age
     width = min(REPEAT_EVENTS, len(by_age))
-    if recent_rows is None:
-        recent_rows = recent_rows_of(prepared, width)
     recent = recent_matrix([user_rows[-width:] for user_rows in recent_rows], by_age)
     # Excluded and blocked items are never added: they leave the recent rows.
     known = recent >= 0
@@ -692,17 +688,16 @@ def neighbours_on(prepared: PreparedBatch) -> bool:
 
 
 def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray,
-                   width: int, *, recent_rows: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   width: int, *, recent_rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Every user's list re-ranked with the neighbours of their last items
-    (:mod:`streamrec.core.neighbours`) and cut to ``width``; excluded and blocked items are never
-    added. Unchanged (but cut) when the step is off or the model version has no neighbours."""
+    (:mod:`streamrec.core.neighbours`; ``recent_rows``: :func:`recent_rows_of` at least
+    ``knn_events``) and cut to ``width``; excluded and blocked items are never added. Unchanged
+    (but cut) when the step is off or the model version has no neighbours."""
     items = prepared.items
     if not neighbours_on(prepared) or not len(rows):
         return rows[:, :width], scores[:, :width]
     view = prepared.view or items.view()
     last = prepared.knn_events
-    if recent_rows is None:
-        recent_rows = recent_rows_of(prepared, last)
     recent = recent_matrix([user_rows[-last:] if last else [] for user_rows in recent_rows], np.ones(last))
     exclusions = prepared.exclusions
 
