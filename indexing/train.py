@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
+from indexing.refine import next_item_samples, refine
 from streamrec.contract import EVENT_TYPE_CODES, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 from streamrec.core.neighbours import cooccurrence, top_neighbours
@@ -78,8 +79,20 @@ class TrainParams:
     #: Scale of the neighbours' similarities: "row" (each item's sum to 1) or "global" (divided
     #: by the mean row sum; :func:`streamrec.core.neighbours.top_neighbours`).
     knn_norm: str = "row"
+    #: Passes of the softmax refinement of the context and target vectors after the regression
+    #: (:mod:`indexing.refine`; 0: none), its learning rate (times each side's RMS entry) and
+    #: the catalog size up to which its softmax is over every item (above: a shared sample of
+    #: that many per batch), and the samples per pass (a random subset of larger logs; bounds
+    #: the time on large training windows).
+    refine_epochs: int = 0
+    refine_lr: float = 0.01
+    refine_candidates: int = 16384
+    refine_samples: int = 262_144
 
     def __post_init__(self) -> None:
+        if self.refine_epochs < 0 or not self.refine_lr > 0 or min(self.refine_candidates, self.refine_samples) < 1:
+            raise ValueError(f"refine_epochs must be >= 0, refine_lr > 0 and refine_candidates, refine_samples >= 1, "
+                             f"got {self.refine_epochs}, {self.refine_lr}, {self.refine_candidates}, {self.refine_samples}")
         if self.knn_neighbours < 0 or self.knn_norm not in ("row", "global"):
             raise ValueError(f"knn_neighbours must be >= 0 and knn_norm 'row' or 'global', got "
                              f"{self.knn_neighbours} and {self.knn_norm!r}")
@@ -311,11 +324,16 @@ def fit_targets_and_solve(
     if stats is not None:
         return fit_transform(stats, gram, answers, counts**-params.popularity_beta, params.ridge,
                              kind=params.taste_map, map_ridge=params.taste_ridge)
-    ridge = params.ridge * max(np.trace(gram) / dim, 1e-12)
-    solve = np.linalg.inv(gram + ridge * np.eye(dim))
-    solve = (solve + solve.T) / 2
+    solve = ridge_inverse(gram, params.ridge)
     target = answers @ solve
     return None, (target * counts[:, None] ** -params.popularity_beta).astype(np.float32), solve
+
+
+def ridge_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
+    """``(G + r I)^-1``, symmetric, with ``r`` = ``ridge`` times the mean eigenvalue of ``G``."""
+    dim = len(gram)
+    solve = np.linalg.inv(gram + ridge * max(np.trace(gram) / dim, 1e-12) * np.eye(dim))
+    return (solve + solve.T) / 2
 
 
 @dataclass
@@ -387,6 +405,18 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     solve = taste = None
     if params.targets == "regression":
         taste, target, solve = fit_targets_and_solve(data, context, params, interest)
+    refined = None
+    if params.refine_epochs > 0 and taste is None:  # the taste map is fitted for the regression's vectors
+        samples = next_item_samples(data, interest or InterestParams())
+        refined = refine(context, target, samples, epochs=params.refine_epochs, lr=params.refine_lr,
+                         candidates=params.refine_candidates, per_epoch=params.refine_samples,
+                         keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
+        if solve is not None:  # new items fold in through the refined contexts' Gram matrix
+            gram = np.zeros((params.dim, params.dim))
+            for start in range(0, len(samples), 8192):
+                queries = samples.queries(context, slice(start, start + 8192)).astype(np.float64)
+                gram += queries.T @ queries
+            solve = ridge_inverse(gram, params.ridge)
     repeat, repeat_by_age = repeat_rates(data.user_of_event(), data.items, data.n_items, prior=params.repeat_prior)
     neighbours = sims = None
     if params.knn_neighbours > 0:
@@ -402,6 +432,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         "params": {k: v for k, v in params.__dict__.items()},
         "repeat_by_age": [round(float(x), 8) for x in repeat_by_age],
         "taste_decay": (interest or InterestParams()).taste_decay if taste is not None else 0.0,
+        **({"refine": refined} if refined is not None else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])

@@ -25,8 +25,9 @@ from streamrec.evaluation.data import EventLog, user_sequences
 #: (:mod:`streamrec.core.neighbours`). ``--tune-grid`` replaces or adds a setting (the taste
 #: vector's ``taste_decay``, :mod:`streamrec.core.taste`, was searched as 0 and 0.9: docs/quality.md).
 GRID: dict[str, tuple[float, ...]] = {"repeat_weight": (0.0, 0.3, 1.0), "knn_weight": (0.0, 0.03, 0.1, 0.3)}
-#: Settings that change the lists with the repeat step off (the others only tune the step).
-WITHOUT_REPEAT = ("taste_decay", "knn_weight", "knn_decay", "knn_events", "knn_neighbours", "pop_weight", "pop_items")
+#: Settings that only tune the repeat step (with its weight 0 they change nothing; every other
+#: setting changes the lists either way).
+REPEAT_ONLY = ("repeat_weight", "repeat_prior")
 
 
 def without_last_events(log: EventLog) -> EventLog:
@@ -69,7 +70,7 @@ def tune(run: Callable[[Mapping[str, str]], dict[str, float]], grid: Mapping[str
     for values in itertools.product(*(grid[n] for n in names)):
         point = dict(zip(names, values, strict=True))
         if point.get("repeat_weight", 1.0) == 0.0 and any(
-                r.get("repeat_weight") == 0.0 and all(r.get(n) == point.get(n) for n in WITHOUT_REPEAT) for r in rows):
+                r.get("repeat_weight") == 0.0 and all(r.get(n) == point.get(n) for n in names if n not in REPEAT_ONLY) for r in rows):
             continue  # with the step off its own settings change nothing
         metrics = run({n: str(v) for n, v in point.items()})
         rows.append({**point, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})

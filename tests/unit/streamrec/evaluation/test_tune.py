@@ -26,22 +26,25 @@ def test_the_validation_split_never_holds_a_test_event(toy_log):
 
 
 def test_tune_takes_the_best_hr_and_the_earlier_point_on_ties():
-    scores = {("0.0", "0.5"): 0.1, ("1.0", "0.5"): 0.3, ("1.0", "0.9"): 0.3, ("3.0", "0.5"): 0.2}  # (weight, x)
+    scores = {("0.0", "5.0"): 0.1, ("1.0", "5.0"): 0.3, ("1.0", "9.0"): 0.3, ("3.0", "5.0"): 0.2}  # (weight, prior)
     seen = []
 
     def run(point):
         seen.append(point)
-        hr = scores.get((point["repeat_weight"], point["x"]), 0.0)
+        hr = scores.get((point["repeat_weight"], point["repeat_prior"]), 0.0)
         return {"HR@10": hr, "NDCG@10": hr / 2}
 
-    result = tune(run, {"repeat_weight": (0.0, 1.0, 3.0), "x": (0.5, 0.9)})
-    assert result.chosen == {"repeat_weight": 1.0, "x": 0.5}
-    assert len(seen) == 5  # with the step off the decay is not searched twice
+    result = tune(run, {"repeat_weight": (0.0, 1.0, 3.0), "repeat_prior": (5.0, 9.0)})
+    assert result.chosen == {"repeat_weight": 1.0, "repeat_prior": 5.0}
+    assert len(seen) == 5  # with the step off its prior is not searched twice
     taste = {("0.0", "0.0"): 0.1, ("0.0", "0.9"): 0.4, ("1.0", "0.0"): 0.2, ("1.0", "0.9"): 0.3}
     result = tune(lambda p: {"HR@10": taste[p["repeat_weight"], p["taste_decay"]], "NDCG@10": 0.0},
                   {"repeat_weight": (0.0, 1.0), "taste_decay": (0.0, 0.9)})
     assert len(result.rows) == 4  # the taste decay matters with the step off
     assert result.chosen == {"repeat_weight": 0.0, "taste_decay": 0.9}
+    # Any other setting (here the refinement's) changes the lists with the step off too.
+    result = tune(lambda p: {"HR@10": 0.1, "NDCG@10": 0.0}, {"repeat_weight": (0.0, 1.0), "refine_epochs": (0.0, 5.0)})
+    assert len(result.rows) == 4
 
 
 @pytest.fixture

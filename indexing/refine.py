@@ -1,0 +1,203 @@
+"""Refining the item vectors by softmax cross-entropy on the next item (issue #12.4).
+
+The served model's query is linear in the context vectors: after a user's events
+``i_1 .. i_t`` it is ``q_t = sum_a coef(t, a) * context[i_a]`` with the worker's own decays
+and event weights (:func:`streamrec.core.interest.update_batch`; ``coef`` is a product of
+``event_decay * 0.5 ** (dt / half_life)`` factors and the event's weight). So both sides can
+be trained by gradient descent on what the worker serves: for every training event that has
+a predecessor (and is not a repeat of it) the logits are ``tau * q . target_j`` and the loss
+is the cross-entropy of the event's item. This is the objective the published sequential
+models (SASRec, BSARec) are trained with; the regression of :func:`indexing.train.fit_targets`
+is its least-squares stand-in, and is where the refinement starts.
+
+* ``tau`` makes the regression's scores (probability-like, tiny) into logits: the value on a
+  grid of powers of ~3 with the lowest cross-entropy on a probe of the samples. The targets are
+  divided by it again at the end, so scores keep the scale the repeat and neighbour steps'
+  weights were chosen for.
+* Adam (Kingma and Ba 2015), learning rate ``lr`` times each side's RMS entry; the rows of
+  ``context`` are updated only where the batch has them (lazy Adam), and the constant
+  intercept dimension (``TrainParams.item_bias``) stays.
+* Up to ``candidates`` items the softmax is over the whole catalog; above, each batch shares
+  ``candidates`` items drawn uniformly (the answers' own logits always included), a sampled
+  softmax whose uniform proposal needs no correction.
+* ``history`` events per sample (``event_decay ** history`` is negligible at the defaults).
+
+Cost per epoch: ``min(samples, per_epoch) * min(items, candidates) * d`` multiply-adds, three
+times; on Amazon Beauty (153k samples, 12k items, d = 256) about 40-60 s on two cores
+(docs/quality.md). ``per_epoch`` bounds it on large training windows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from streamrec.core.interest import InterestParams
+
+if TYPE_CHECKING:
+    from indexing.train import Interactions
+
+#: The temperatures tried on the probe (the regression's scores times tau are the logits).
+TEMPERATURES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Every training event with a predecessor: its last ``history`` events' rows and query
+    coefficients (newest first; row 0 with coefficient 0 pads) and its item."""
+
+    items: np.ndarray  # (n, history) int64
+    coef: np.ndarray  # (n, history) float32
+    answers: np.ndarray  # (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def queries(self, context: np.ndarray, which: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The users' query vectors before the chosen samples."""
+        return np.einsum("bl,bld->bd", self.coef[which], context[self.items[which]])
+
+
+def next_item_samples(data: Interactions, interest: InterestParams, history: int = 12) -> Samples:
+    """The samples of :func:`indexing.train.fit_targets_and_solve` (every event after a user's
+    first that is not a repeat of the one before), each with the coefficients its query has on
+    the user's last ``history`` events under ``interest``'s decays and weights.
+
+    >>> from indexing.train import interactions_from_arrays
+    >>> data = interactions_from_arrays(np.array(["u"] * 3), np.array(["a", "b", "c"]),
+    ...                                 np.zeros(3, np.int8), np.zeros(3))
+    >>> s = next_item_samples(data, InterestParams(event_decay=0.5), history=2)
+    >>> s.items.tolist(), s.coef.tolist(), s.answers.tolist()
+    ([[0, 0], [1, 0]], [[1.0, 0.0], [1.0, 0.5]], [1, 2])
+    """
+    users = data.user_of_event()
+    starts = data.user_ptr[:-1][users]
+    position = np.arange(len(data.items)) - starts
+    weight = interest.weight_table()[data.types.astype(np.int64)].astype(np.float64)
+    gap = np.r_[0.0, np.maximum(0.0, np.diff(data.ts))]
+    log_factor = np.log(interest.event_decay) + np.log(0.5) * gap / interest.half_life_s
+    log_factor[position == 0] = 0.0
+    cumulative = np.cumsum(log_factor)  # coef of event a in the query after event b: exp(cum[b] - cum[a])
+    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & (users[1:] == users[:-1])]
+    at = np.flatnonzero((position > 0) & ~repeat)
+    items = np.zeros((len(at), history), np.int64)
+    coef = np.zeros((len(at), history), np.float32)
+    for age in range(history):
+        source = at - 1 - age
+        ok = source >= starts[at]
+        items[ok, age] = data.items[source[ok]]
+        coef[ok, age] = weight[source[ok]] * np.exp(cumulative[at - 1][ok] - cumulative[source[ok]])
+    return Samples(items, coef, data.items[at].astype(np.int64))
+
+
+def temperature(samples: Samples, context: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+                probe: int = 4096) -> float:
+    """The ``tau`` of :data:`TEMPERATURES` whose logits ``tau * q . target`` give the lowest
+    cross-entropy on ``probe`` random samples."""
+    chosen = rng.permutation(len(samples))[:probe]
+    scores = samples.queries(context, chosen).astype(np.float64) @ target.T.astype(np.float64)
+    truth = scores[np.arange(len(chosen)), samples.answers[chosen]]
+    best = (np.inf, 1.0)
+    for tau in TEMPERATURES:
+        top = (tau * scores).max(axis=1)
+        loss = float(np.mean(np.log(np.exp(tau * scores - top[:, None]).sum(axis=1)) + top - tau * truth))
+        best = min(best, (loss, tau))
+    return best[1]
+
+
+def score_spread(samples: Samples, context: np.ndarray, target: np.ndarray, chosen: np.ndarray) -> float:
+    """The RMS deviation of the chosen samples' scores over the catalog from each one's mean."""
+    scores = samples.queries(context, chosen).astype(np.float64) @ target.T.astype(np.float64)
+    return float(np.sqrt(np.mean((scores - scores.mean(axis=1, keepdims=True)) ** 2)))
+
+
+class _Adam:
+    """Adam over the rows of one matrix; ``step(rows, grad)`` updates only ``rows``."""
+
+    def __init__(self, param: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.param, self.lr, (self.b1, self.b2), self.eps = param, lr, betas, eps
+        self.m, self.v = np.zeros_like(param), np.zeros_like(param)
+        self.t = 0
+
+    def step(self, rows: np.ndarray | slice, grad: np.ndarray) -> None:
+        self.t += 1
+        m = self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * grad
+        v = self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad * grad
+        correction = np.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
+        self.param[rows] -= (self.lr * correction) * m / (np.sqrt(v) + self.eps)
+
+
+def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs: int, lr: float,
+           candidates: int, keep_last: bool, per_epoch: int | None = None, batch: int = 512,
+           seed: int = 0, match_scale: bool = True) -> dict[str, object]:
+    """Train ``context`` and ``target`` (float32, in place) for ``epochs`` passes over
+    ``samples`` (see the module doc); ``keep_last``: the context's last dimension stays;
+    ``per_epoch``: each pass over at most this many samples (a fresh random subset each time).
+    Returns what happened: the temperature, each epoch's mean loss (nats), the seconds."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    n_items, dim = target.shape
+    info: dict[str, object] = {"epochs": epochs, "samples": len(samples), "losses": []}
+    if epochs <= 0 or not len(samples) or not n_items:
+        return info
+    tau = temperature(samples, context, target, rng)
+    probe = rng.permutation(len(samples))[:1024]
+    spread = score_spread(samples, context, target, probe)
+    target *= np.float32(tau)
+    rms = [float(np.sqrt(np.mean(context**2))) or 1.0, float(np.sqrt(np.mean(target**2))) or 1.0]
+    on_context, on_target = _Adam(context, lr * rms[0]), _Adam(target, lr * rms[1])
+    sampled = n_items > candidates
+    for _ in range(epochs):
+        order = rng.permutation(len(samples))[:per_epoch]
+        total = 0.0
+        for start in range(0, len(order), batch):
+            chosen = order[start : start + batch]
+            rows, coef, answers = samples.items[chosen], samples.coef[chosen], samples.answers[chosen]
+            query = np.einsum("bl,bld->bd", coef, context[rows])
+            if sampled:  # the answers first, then the shared uniform draw
+                pool = rng.choice(n_items, candidates, replace=False)
+                columns = np.concatenate([answers, pool])
+                logits = query @ target[columns].T
+                # Row i's softmax: its own answer and the pool, not the other answers, and an
+                # answer drawn into the pool again counts once.
+                mask = np.ones((len(chosen), len(chosen)), bool)
+                np.fill_diagonal(mask, False)
+                logits[np.hstack([mask, pool[None, :] == answers[:, None]])] = -np.inf
+                mine = np.arange(len(chosen))
+                truth = mine
+            else:
+                columns = None
+                logits = query @ target.T
+                truth = answers
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+            total -= float(np.log(probs[np.arange(len(chosen)), truth] + 1e-12).sum())
+            probs[np.arange(len(chosen)), truth] -= 1.0
+            probs /= len(chosen)
+            scored = target if columns is None else target[columns]
+            grad_query = probs @ scored
+            grad_target = probs.T @ query
+            used = coef.ravel() != 0  # padding has no gradient (and no Adam step)
+            touched, where = np.unique(rows.ravel()[used], return_inverse=True)
+            grad_context = np.zeros((len(touched), dim), np.float32)
+            np.add.at(grad_context, where, (coef[:, :, None] * grad_query[:, None, :]).reshape(-1, dim)[used])
+            if keep_last:
+                grad_context[:, -1] = 0.0
+            if columns is None:
+                on_target.step(slice(None), grad_target)
+            else:  # a row drawn twice (an answer also in the pool) sums its gradients
+                unique, back = np.unique(columns, return_inverse=True)
+                summed = np.zeros((len(unique), dim), np.float32)
+                np.add.at(summed, back, grad_target)
+                on_target.step(unique, summed)
+            on_context.step(touched, grad_context)
+        info["losses"].append(round(total / len(order), 4))
+    target /= np.float32(tau)
+    if match_scale:  # the regression's score spread, which the steps' weights were chosen for
+        target *= np.float32(spread / max(score_spread(samples, context, target, probe), 1e-30))
+    info.update(tau=tau, seconds=round(time.perf_counter() - started, 1))
+    return info

@@ -1,0 +1,118 @@
+"""The softmax refinement of the item vectors (indexing/refine.py)."""
+
+import numpy as np
+import pytest
+
+from indexing.refine import next_item_samples, refine
+from indexing.train import TrainParams, interactions_from_arrays, train_model
+from streamrec.contract import EVENT_TYPES
+from streamrec.core.interest import InterestParams, update_batch
+
+
+def noisy_walks(n_users: int = 400, length: int = 12, n_items: int = 120, seed: int = 0):
+    """Users walking item -> item + 1 (mod n) with a random jump one time in four; mixed types
+    and irregular times, so the coefficients carry weights and time decay."""
+    rng = np.random.default_rng(seed)
+    users, items, types, ts = [], [], [], []
+    for user in range(n_users):
+        item, t = int(rng.integers(n_items)), float(rng.integers(10**6))
+        for _ in range(length):
+            users.append(f"u{user}")
+            items.append(f"i{item:03d}")
+            types.append(int(rng.integers(len(EVENT_TYPES))))
+            ts.append(t)
+            t += float(rng.exponential(3600 * 24))
+            item = int(rng.integers(n_items)) if rng.random() < 0.25 else (item + 1) % n_items
+    return interactions_from_arrays(np.array(users), np.array(items), np.array(types, np.int8), np.array(ts))
+
+
+def replayed_queries(data, context, interest):
+    """The worker's own user vectors just before every event (update_batch, event by event)."""
+    users = data.user_of_event()
+    vectors = np.zeros((len(data.user_ids), context.shape[1]), np.float32)
+    last_ts = np.full(len(data.user_ids), np.nan)
+    before = np.zeros((len(data.items), context.shape[1]), np.float32)
+    for event in range(len(data.items)):
+        before[event] = vectors[users[event]]
+        update_batch(vectors, last_ts, users[event : event + 1], data.items[event : event + 1],
+                     data.types[event : event + 1].astype(np.int64), data.ts[event : event + 1], context, interest)
+    return before
+
+
+def cross_entropy(samples, context, target) -> float:
+    scores = samples.queries(context).astype(np.float64) @ target.T.astype(np.float64)
+    scores *= 30.0 / max(np.abs(scores).max(), 1e-12)  # one fixed scale for before and after
+    top = scores.max(axis=1)
+    return float(np.mean(np.log(np.exp(scores - top[:, None]).sum(axis=1)) + top
+                         - scores[np.arange(len(scores)), samples.answers]))
+
+
+def hit_rate(samples, context, target, k: int = 5) -> float:
+    scores = samples.queries(context) @ target.T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return float(np.mean((top == samples.answers[:, None]).any(axis=1)))
+
+
+def test_sample_queries_are_the_workers_user_vectors_before_each_event():
+    data = noisy_walks(n_users=30, length=8)
+    interest = InterestParams(event_decay=0.6, half_life_s=2 * 24 * 3600)
+    context = np.random.default_rng(1).standard_normal((data.n_items, 6)).astype(np.float32)
+    samples = next_item_samples(data, interest, history=8)
+    before = replayed_queries(data, context, interest)
+    users = data.user_of_event()
+    first = np.r_[True, users[1:] != users[:-1]]
+    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & ~first[1:]]
+    at = np.flatnonzero(~first & ~repeat)
+    np.testing.assert_array_equal(samples.answers, data.items[at])
+    np.testing.assert_allclose(samples.queries(context), before[at], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("candidates", [10_000, 30])  # the whole catalog, and a sampled softmax
+def test_refinement_lowers_the_cross_entropy_and_finds_more_next_items(candidates):
+    train, held_out = noisy_walks(seed=0), noisy_walks(seed=1)
+    base = train_model(train, TrainParams(dim=16))
+    interest = InterestParams()
+    samples, check = next_item_samples(train, interest), next_item_samples(held_out, interest)
+    context, target = base.context.copy(), base.target.copy()
+    info = refine(context, target, samples, epochs=4, lr=0.02, candidates=candidates, keep_last=True)
+    assert len(info["losses"]) == 4 and info["losses"][-1] < info["losses"][0]
+    assert cross_entropy(check, context, target) < cross_entropy(check, base.context, base.target)
+    assert hit_rate(check, context, target) > hit_rate(check, base.context, base.target)
+    np.testing.assert_array_equal(context[:, -1], base.context[:, -1])  # the intercept dimension stays
+
+
+def test_trained_model_with_refinement():
+    data = noisy_walks(n_users=100)
+    plain = train_model(data, TrainParams(dim=8))
+    refined = train_model(data, TrainParams(dim=8, refine_epochs=2))
+    assert "refine" not in plain.summary and len(refined.summary["refine"]["losses"]) == 2
+    assert not np.allclose(refined.target, plain.target)
+    # New items fold in through the refined contexts: (Q^T Q + r I)^-1 of the refined queries.
+    queries = next_item_samples(data, InterestParams()).queries(refined.context).astype(np.float64)
+    gram = queries.T @ queries
+    expected = np.linalg.inv(gram + 0.1 * np.trace(gram) / 8 * np.eye(8))
+    np.testing.assert_allclose(refined.fold_in, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("match_scale", [True, False])
+def test_the_scores_keep_the_regressions_spread(match_scale):
+    """The repeat and neighbour steps' weights are set for the regression's score scale."""
+    data = noisy_walks(n_users=100)
+    base = train_model(data, TrainParams(dim=8))
+    samples = next_item_samples(data, InterestParams())
+
+    def spread(context, target) -> float:
+        scores = samples.queries(context) @ target.T
+        return float(np.sqrt(np.mean((scores - scores.mean(axis=1, keepdims=True)) ** 2)))
+
+    context, target = base.context.copy(), base.target.copy()
+    refine(context, target, samples, epochs=4, lr=0.05, candidates=10_000, keep_last=True, match_scale=match_scale)
+    ratio = spread(context, target) / spread(base.context, base.target)
+    assert (abs(ratio - 1) < 0.02) if match_scale else (ratio > 1.2)
+
+
+def test_bad_refinement_settings_are_refused():
+    with pytest.raises(ValueError, match="refine_epochs"):
+        TrainParams(refine_epochs=-1)
+    with pytest.raises(ValueError, match="refine_lr"):
+        TrainParams(refine_lr=0)
