@@ -84,7 +84,7 @@ class TrainParams:
     #: the catalog size up to which its softmax is over every item (above: a shared sample of
     #: that many per batch), and the samples per pass (a random subset of larger logs; bounds
     #: the time on large training windows).
-    refine_epochs: int = 0
+    refine_epochs: int = 5
     refine_lr: float = 0.01
     refine_candidates: int = 16384
     refine_samples: int = 262_144

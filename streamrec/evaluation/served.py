@@ -16,14 +16,15 @@ catalog prior and fold-in; their quality is measured separately, docs/lifecycle.
 
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
 from indexing.index import build_served_index
-from indexing.train import TrainParams, interactions_from_arrays, train_model
+from indexing.train import Interactions, TrainedModel, TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.interest import InterestParams, fold_events, update_batch
@@ -34,6 +35,32 @@ from streamrec.core.taste import fold_taste, update_taste
 from streamrec.core.taste import query as taste_query
 from streamrec.evaluation.base import Recommender
 from streamrec.evaluation.data import EventLog
+
+
+#: InterestParams fields only the serving steps read (training does not): a grid over them
+#: (``--tune``) trains each model version once (:func:`trained_once`).
+SERVING_ONLY = {name: getattr(InterestParams(), name) for name in (
+    "k", "max_exclusions", "history_size", "repeat_weight", "diversity", "knn_weight", "knn_decay", "knn_events",
+    "pop_weight", "pop_items")}
+_TRAINED: OrderedDict[tuple[str, str, str], TrainedModel] = OrderedDict()
+
+
+def trained_once(data: Interactions, train: TrainParams, interest: InterestParams, keep: int = 8) -> TrainedModel:
+    """:func:`indexing.train.train_model`, remembered for the last ``keep`` distinct (data,
+    training settings) pairs: the model versions are read only, and a refined model (minutes on
+    Amazon Beauty) is then trained once per grid of serving settings."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (data.user_ptr, data.items, data.types, data.ts):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(" ".join(data.item_ids).encode())
+    key = (digest.hexdigest(), repr(train), repr(replace(interest, **SERVING_ONLY)))
+    if key in _TRAINED:
+        _TRAINED.move_to_end(key)
+    else:
+        _TRAINED[key] = train_model(data, train, interest)
+        while len(_TRAINED) > keep:
+            _TRAINED.popitem(last=False)
+    return _TRAINED[key]
 
 
 class ServedModel(Recommender):
@@ -77,7 +104,7 @@ class ServedModel(Recommender):
         data = interactions_from_arrays(
             np.asarray(log.user_ids)[log.users], item_names[log.items], log.types, log.ts
         )
-        self.trained = train_model(data, self.train_params, self.interest_params)
+        self.trained = trained_once(data, self.train_params, self.interest_params)
         self.context, self.target, self.summary = self.trained.context, self.trained.target, self.trained.summary
         self.index, self.calibration = build_served_index(self.target, self.factory, context=self.context)
         self.model_item_ids = data.item_ids

@@ -70,7 +70,7 @@ def test_sample_queries_are_the_workers_user_vectors_before_each_event():
 @pytest.mark.parametrize("candidates", [10_000, 30])  # the whole catalog, and a sampled softmax
 def test_refinement_lowers_the_cross_entropy_and_finds_more_next_items(candidates):
     train, held_out = noisy_walks(seed=0), noisy_walks(seed=1)
-    base = train_model(train, TrainParams(dim=16))
+    base = train_model(train, TrainParams(dim=16, refine_epochs=0))
     interest = InterestParams()
     samples, check = next_item_samples(train, interest), next_item_samples(held_out, interest)
     context, target = base.context.copy(), base.target.copy()
@@ -83,7 +83,7 @@ def test_refinement_lowers_the_cross_entropy_and_finds_more_next_items(candidate
 
 def test_trained_model_with_refinement():
     data = noisy_walks(n_users=100)
-    plain = train_model(data, TrainParams(dim=8))
+    plain = train_model(data, TrainParams(dim=8, refine_epochs=0))
     refined = train_model(data, TrainParams(dim=8, refine_epochs=2))
     assert "refine" not in plain.summary and len(refined.summary["refine"]["losses"]) == 2
     assert not np.allclose(refined.target, plain.target)
@@ -98,7 +98,7 @@ def test_trained_model_with_refinement():
 def test_the_scores_keep_the_regressions_spread(match_scale):
     """The repeat and neighbour steps' weights are set for the regression's score scale."""
     data = noisy_walks(n_users=100)
-    base = train_model(data, TrainParams(dim=8))
+    base = train_model(data, TrainParams(dim=8, refine_epochs=0))
     samples = next_item_samples(data, InterestParams())
 
     def spread(context, target) -> float:

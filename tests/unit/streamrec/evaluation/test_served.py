@@ -163,3 +163,18 @@ def test_served_model_learns_the_toy_shop(toy_log):
 
         outcome = run_leave_one_out(ServedModel(params), toy_log, split=split)
         assert outcome.metrics["HR@10"] > 0.4, params
+
+
+def test_a_grid_over_serving_settings_trains_each_version_once(mixed_log):
+    from streamrec.evaluation.served import trained_once
+
+    data = interactions_from_arrays(np.asarray(mixed_log.user_ids)[mixed_log.users],
+                                    np.asarray(mixed_log.item_ids)[mixed_log.items], mixed_log.types, mixed_log.ts)
+    first = trained_once(data, PARAMS, InterestParams())
+    assert trained_once(data, PARAMS, InterestParams(knn_weight=0.5, repeat_weight=1.0, pop_items=3)) is first
+    assert trained_once(data, PARAMS, InterestParams(event_decay=0.7)) is not first  # the targets' fit reads it
+    assert trained_once(data, replace(PARAMS, ridge=1.0), InterestParams()) is not first
+    fewer = interactions_from_arrays(np.asarray(mixed_log.user_ids)[mixed_log.users][:-1],
+                                     np.asarray(mixed_log.item_ids)[mixed_log.items][:-1], mixed_log.types[:-1],
+                                     mixed_log.ts[:-1])
+    assert trained_once(fewer, PARAMS, InterestParams()) is not first
