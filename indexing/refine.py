@@ -124,20 +124,22 @@ class _Adam:
         self.m, self.v = np.zeros_like(param), np.zeros_like(param)
         self.t = 0
 
-    def step(self, rows: np.ndarray | slice, grad: np.ndarray) -> None:
+    def step(self, rows: np.ndarray | slice, grad: np.ndarray, scale: float = 1.0) -> None:
+        """``scale``: this step's share of the learning rate (a schedule)."""
         self.t += 1
         m = self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * grad
         v = self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad * grad
         correction = np.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
-        self.param[rows] -= (self.lr * correction) * m / (np.sqrt(v) + self.eps)
+        self.param[rows] -= (scale * self.lr * correction) * m / (np.sqrt(v) + self.eps)
 
 
 def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs: int, lr: float,
            candidates: int, keep_last: bool, per_epoch: int | None = None, batch: int = 512,
-           seed: int = 0, match_scale: bool = False) -> dict[str, object]:
+           seed: int = 0, match_scale: bool = False, schedule: str = "constant") -> dict[str, object]:
     """Train ``context`` and ``target`` (float32, in place) for ``epochs`` passes over
     ``samples`` (see the module doc); ``keep_last``: the context's last dimension stays;
-    ``per_epoch``: each pass over at most this many samples (a fresh random subset each time).
+    ``per_epoch``: each pass over at most this many samples (a fresh random subset each time);
+    ``schedule``: the learning rate is ``"constant"`` or falls ``"linear"``-ly to 0 over the run.
     Returns what happened: the temperature, each epoch's mean loss (nats), the seconds."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -152,6 +154,10 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
     rms = [float(np.sqrt(np.mean(context**2))) or 1.0, float(np.sqrt(np.mean(target**2))) or 1.0]
     on_context, on_target = _Adam(context, lr * rms[0]), _Adam(target, lr * rms[1])
     sampled = n_items > candidates
+    if schedule not in ("constant", "linear"):
+        raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+    steps = epochs * -(-min(len(samples), per_epoch or len(samples)) // batch)
+    done = 0
     for _ in range(epochs):
         order = rng.permutation(len(samples))[:per_epoch]
         total = 0.0
@@ -189,14 +195,16 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
             np.add.at(grad_context, where, (coef[:, :, None] * grad_query[:, None, :]).reshape(-1, dim)[used])
             if keep_last:
                 grad_context[:, -1] = 0.0
+            scale = 1.0 - done / steps if schedule == "linear" else 1.0
+            done += 1
             if columns is None:
-                on_target.step(slice(None), grad_target)
+                on_target.step(slice(None), grad_target, scale)
             else:  # a row drawn twice (an answer also in the pool) sums its gradients
                 unique, back = np.unique(columns, return_inverse=True)
                 summed = np.zeros((len(unique), dim), np.float32)
                 np.add.at(summed, back, grad_target)
-                on_target.step(unique, summed)
-            on_context.step(touched, grad_context)
+                on_target.step(unique, summed, scale)
+            on_context.step(touched, grad_context, scale)
         info["losses"].append(round(total / len(order), 4))
     target /= np.float32(tau)
     # How much wider the scores spread than the regression's (the repeat and neighbour bonuses are

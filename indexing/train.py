@@ -88,6 +88,8 @@ class TrainParams:
     refine_lr: float = 0.01
     refine_candidates: int = 16384
     refine_samples: int = 262_144
+    #: The refinement's learning rate: "constant" or falling "linear"-ly to 0.
+    refine_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.refine_epochs < 0 or not self.refine_lr > 0 or min(self.refine_candidates, self.refine_samples) < 1:
@@ -102,6 +104,8 @@ class TrainParams:
             raise ValueError(f"solver must be 'arpack' or 'randomized', got {self.solver!r}")
         if self.targets not in ("svd", "regression"):
             raise ValueError(f"targets must be 'svd' or 'regression', got {self.targets!r}")
+        if self.refine_schedule not in ("constant", "linear"):
+            raise ValueError(f"refine_schedule must be 'constant' or 'linear', got {self.refine_schedule!r}")
         if self.taste_map not in ("full", "scalar"):
             raise ValueError(f"taste_map must be 'full' or 'scalar', got {self.taste_map!r}")
         if not self.ridge > 0 or not self.taste_ridge >= 0:
@@ -410,6 +414,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         samples = next_item_samples(data, interest or InterestParams())
         refined = refine(context, target, samples, epochs=params.refine_epochs, lr=params.refine_lr,
                          candidates=params.refine_candidates, per_epoch=params.refine_samples,
+                         schedule=params.refine_schedule,
                          keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
         if solve is not None:  # new items fold in through the refined contexts' Gram matrix
             gram = np.zeros((params.dim, params.dim))

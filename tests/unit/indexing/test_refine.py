@@ -116,3 +116,18 @@ def test_bad_refinement_settings_are_refused():
         TrainParams(refine_epochs=-1)
     with pytest.raises(ValueError, match="refine_lr"):
         TrainParams(refine_lr=0)
+    with pytest.raises(ValueError, match="refine_schedule"):
+        TrainParams(refine_schedule="cosine")
+
+
+def test_a_linear_schedule_moves_less_than_a_constant_one():
+    data = noisy_walks(n_users=100)
+    base = train_model(data, TrainParams(dim=8, refine_epochs=0))
+    samples = next_item_samples(data, InterestParams())
+    moved = {}
+    for schedule in ("constant", "linear"):
+        context, target = base.context.copy(), base.target.copy()
+        info = refine(context, target, samples, epochs=3, lr=0.02, candidates=10_000, keep_last=True, schedule=schedule)
+        assert info["losses"][-1] < info["losses"][0]
+        moved[schedule] = float(np.abs(context - base.context).sum())
+    assert 0 < moved["linear"] < moved["constant"]
