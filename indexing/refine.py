@@ -33,14 +33,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-from streamrec.core.interest import InterestParams
-
-if TYPE_CHECKING:
-    from indexing.train import Interactions
 
 #: The temperatures tried on the probe (the regression's scores times tau are the logits).
 TEMPERATURES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
@@ -49,7 +43,8 @@ TEMPERATURES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 @dataclass(frozen=True)
 class Samples:
     """Every training event with a predecessor: its last ``history`` events' rows and query
-    coefficients (newest first; row 0 with coefficient 0 pads) and its item."""
+    coefficients (newest first; row 0 with coefficient 0 pads) and its item
+    (:func:`indexing.train.next_item_samples`)."""
 
     items: np.ndarray  # (n, history) int64
     coef: np.ndarray  # (n, history) float32
@@ -61,38 +56,6 @@ class Samples:
     def queries(self, context: np.ndarray, which: np.ndarray | slice = slice(None)) -> np.ndarray:
         """The users' query vectors before the chosen samples."""
         return np.einsum("bl,bld->bd", self.coef[which], context[self.items[which]])
-
-
-def next_item_samples(data: Interactions, interest: InterestParams, history: int = 12) -> Samples:
-    """The samples of :func:`indexing.train.fit_targets_and_solve` (every event after a user's
-    first that is not a repeat of the one before), each with the coefficients its query has on
-    the user's last ``history`` events under ``interest``'s decays and weights.
-
-    >>> from indexing.train import interactions_from_arrays
-    >>> data = interactions_from_arrays(np.array(["u"] * 3), np.array(["a", "b", "c"]),
-    ...                                 np.zeros(3, np.int8), np.zeros(3))
-    >>> s = next_item_samples(data, InterestParams(event_decay=0.5), history=2)
-    >>> s.items.tolist(), s.coef.tolist(), s.answers.tolist()
-    ([[0, 0], [1, 0]], [[1.0, 0.0], [1.0, 0.5]], [1, 2])
-    """
-    users = data.user_of_event()
-    starts = data.user_ptr[:-1][users]
-    position = np.arange(len(data.items)) - starts
-    weight = interest.weight_table()[data.types.astype(np.int64)].astype(np.float64)
-    gap = np.r_[0.0, np.maximum(0.0, np.diff(data.ts))]
-    log_factor = np.log(interest.event_decay) + np.log(0.5) * gap / interest.half_life_s
-    log_factor[position == 0] = 0.0
-    cumulative = np.cumsum(log_factor)  # coef of event a in the query after event b: exp(cum[b] - cum[a])
-    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & (users[1:] == users[:-1])]
-    at = np.flatnonzero((position > 0) & ~repeat)
-    items = np.zeros((len(at), history), np.int64)
-    coef = np.zeros((len(at), history), np.float32)
-    for age in range(history):
-        source = at - 1 - age
-        ok = source >= starts[at]
-        items[ok, age] = data.items[source[ok]]
-        coef[ok, age] = weight[source[ok]] * np.exp(cumulative[at - 1][ok] - cumulative[source[ok]])
-    return Samples(items, coef, data.items[at].astype(np.int64))
 
 
 def temperature(samples: Samples, context: np.ndarray, target: np.ndarray, rng: np.random.Generator,

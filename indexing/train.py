@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from indexing.refine import next_item_samples, refine
+from indexing.refine import Samples, refine
 from streamrec.contract import EVENT_TYPE_CODES, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 from streamrec.core.neighbours import cooccurrence, top_neighbours
@@ -338,6 +338,37 @@ def ridge_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
     dim = len(gram)
     solve = np.linalg.inv(gram + ridge * max(np.trace(gram) / dim, 1e-12) * np.eye(dim))
     return (solve + solve.T) / 2
+
+
+def next_item_samples(data: Interactions, interest: InterestParams, history: int = 12) -> Samples:
+    """The samples of :func:`indexing.train.fit_targets_and_solve` (every event after a user's
+    first that is not a repeat of the one before), each with the coefficients its query has on
+    the user's last ``history`` events under ``interest``'s decays and weights.
+
+    >>> data = interactions_from_arrays(np.array(["u"] * 3), np.array(["a", "b", "c"]),
+    ...                                 np.zeros(3, np.int8), np.zeros(3))
+    >>> s = next_item_samples(data, InterestParams(event_decay=0.5), history=2)
+    >>> s.items.tolist(), s.coef.tolist(), s.answers.tolist()
+    ([[0, 0], [1, 0]], [[1.0, 0.0], [1.0, 0.5]], [1, 2])
+    """
+    users = data.user_of_event()
+    starts = data.user_ptr[:-1][users]
+    position = np.arange(len(data.items)) - starts
+    weight = interest.weight_table()[data.types.astype(np.int64)].astype(np.float64)
+    gap = np.r_[0.0, np.maximum(0.0, np.diff(data.ts))]
+    log_factor = np.log(interest.event_decay) + np.log(0.5) * gap / interest.half_life_s
+    log_factor[position == 0] = 0.0
+    cumulative = np.cumsum(log_factor)  # coef of event a in the query after event b: exp(cum[b] - cum[a])
+    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & (users[1:] == users[:-1])]
+    at = np.flatnonzero((position > 0) & ~repeat)
+    items = np.zeros((len(at), history), np.int64)
+    coef = np.zeros((len(at), history), np.float32)
+    for age in range(history):
+        source = at - 1 - age
+        ok = source >= starts[at]
+        items[ok, age] = data.items[source[ok]]
+        coef[ok, age] = weight[source[ok]] * np.exp(cumulative[at - 1][ok] - cumulative[source[ok]])
+    return Samples(items, coef, data.items[at].astype(np.int64))
 
 
 @dataclass

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from indexing.refine import next_item_samples, refine
-from indexing.train import TrainParams, interactions_from_arrays, train_model
+from indexing.refine import refine
+from indexing.train import TrainParams, interactions_from_arrays, next_item_samples, train_model
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.interest import InterestParams, update_batch
 
