@@ -98,11 +98,13 @@ class _Adam:
 
 def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs: int, lr: float,
            candidates: int, keep_last: bool, per_epoch: int | None = None, batch: int = 512,
-           seed: int = 0, match_scale: bool = False, schedule: str = "constant") -> dict[str, object]:
+           seed: int = 0, match_scale: bool = False, schedule: str = "constant",
+           dropout: float = 0.0) -> dict[str, object]:
     """Train ``context`` and ``target`` (float32, in place) for ``epochs`` passes over
     ``samples`` (see the module doc); ``keep_last``: the context's last dimension stays;
     ``per_epoch``: each pass over at most this many samples (a fresh random subset each time);
-    ``schedule``: the learning rate is ``"constant"`` or falls ``"linear"``-ly to 0 over the run.
+    ``schedule``: the learning rate is ``"constant"`` or falls ``"linear"``-ly to 0 over the run;
+    ``dropout``: the share of the query's coordinates zeroed in training (the rest scaled up).
     Returns what happened: the temperature, each epoch's mean loss (nats), the seconds."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -128,6 +130,9 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
             chosen = order[start : start + batch]
             rows, coef, answers = samples.items[chosen], samples.coef[chosen], samples.answers[chosen]
             query = np.einsum("bl,bld->bd", coef, context[rows])
+            if dropout > 0:  # inverted dropout on the query's coordinates
+                keep = (rng.random(query.shape) >= dropout).astype(np.float32) / np.float32(1 - dropout)
+                query = query * keep
             if sampled:  # the answers first, then the shared uniform draw
                 pool = rng.choice(n_items, candidates, replace=False)
                 columns = np.concatenate([answers, pool])
@@ -151,6 +156,8 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
             probs /= len(chosen)
             scored = target if columns is None else target[columns]
             grad_query = probs @ scored
+            if dropout > 0:
+                grad_query *= keep
             grad_target = probs.T @ query
             used = coef.ravel() != 0  # padding has no gradient (and no Adam step)
             touched, where = np.unique(rows.ravel()[used], return_inverse=True)

@@ -90,6 +90,8 @@ class TrainParams:
     refine_samples: int = 262_144
     #: The refinement's learning rate: "constant" or falling "linear"-ly to 0.
     refine_schedule: str = "constant"
+    #: Dropout on the query's coordinates while refining (0: none).
+    refine_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.refine_epochs < 0 or not self.refine_lr > 0 or min(self.refine_candidates, self.refine_samples) < 1:
@@ -104,6 +106,8 @@ class TrainParams:
             raise ValueError(f"solver must be 'arpack' or 'randomized', got {self.solver!r}")
         if self.targets not in ("svd", "regression"):
             raise ValueError(f"targets must be 'svd' or 'regression', got {self.targets!r}")
+        if not 0 <= self.refine_dropout < 1:
+            raise ValueError(f"refine_dropout must be in [0, 1), got {self.refine_dropout}")
         if self.refine_schedule not in ("constant", "linear"):
             raise ValueError(f"refine_schedule must be 'constant' or 'linear', got {self.refine_schedule!r}")
         if self.taste_map not in ("full", "scalar"):
@@ -445,7 +449,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         samples = next_item_samples(data, interest or InterestParams())
         refined = refine(context, target, samples, epochs=params.refine_epochs, lr=params.refine_lr,
                          candidates=params.refine_candidates, per_epoch=params.refine_samples,
-                         schedule=params.refine_schedule,
+                         schedule=params.refine_schedule, dropout=params.refine_dropout,
                          keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
         if solve is not None:  # new items fold in through the refined contexts' Gram matrix
             gram = np.zeros((params.dim, params.dim))

@@ -67,14 +67,14 @@ def test_sample_queries_are_the_workers_user_vectors_before_each_event():
     np.testing.assert_allclose(samples.queries(context), before[at], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("candidates", [10_000, 30])  # the whole catalog, and a sampled softmax
-def test_refinement_lowers_the_cross_entropy_and_finds_more_next_items(candidates):
+@pytest.mark.parametrize(("candidates", "dropout"), [(10_000, 0.0), (30, 0.0), (10_000, 0.2)])  # whole, sampled
+def test_refinement_lowers_the_cross_entropy_and_finds_more_next_items(candidates, dropout):
     train, held_out = noisy_walks(seed=0), noisy_walks(seed=1)
     base = train_model(train, TrainParams(dim=16, refine_epochs=0))
     interest = InterestParams()
     samples, check = next_item_samples(train, interest), next_item_samples(held_out, interest)
     context, target = base.context.copy(), base.target.copy()
-    info = refine(context, target, samples, epochs=4, lr=0.02, candidates=candidates, keep_last=True)
+    info = refine(context, target, samples, epochs=4, lr=0.02, candidates=candidates, keep_last=True, dropout=dropout)
     assert len(info["losses"]) == 4 and info["losses"][-1] < info["losses"][0]
     assert cross_entropy(check, context, target) < cross_entropy(check, base.context, base.target)
     assert hit_rate(check, context, target) > hit_rate(check, base.context, base.target)
@@ -116,6 +116,8 @@ def test_bad_refinement_settings_are_refused():
         TrainParams(refine_epochs=-1)
     with pytest.raises(ValueError, match="refine_lr"):
         TrainParams(refine_lr=0)
+    with pytest.raises(ValueError, match="refine_dropout"):
+        TrainParams(refine_dropout=1.0)
     with pytest.raises(ValueError, match="refine_schedule"):
         TrainParams(refine_schedule="cosine")
 
