@@ -142,8 +142,7 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 mask = np.ones((len(chosen), len(chosen)), bool)
                 np.fill_diagonal(mask, False)
                 logits[np.hstack([mask, pool[None, :] == answers[:, None]])] = -np.inf
-                mine = np.arange(len(chosen))
-                truth = mine
+                truth = np.arange(len(chosen))  # each row's own answer is its column
             else:
                 columns = None
                 logits = query @ target.T

@@ -296,11 +296,8 @@ def fit_targets_and_solve(
     which a new item's target is folded in from its own samples later (:mod:`streamrec.core.items`).
     """
     interest = interest or InterestParams()
-    users = data.user_of_event()
+    users, position, is_sample = next_item_events(data)
     n_items, dim = context.shape
-    starts = data.user_ptr[:-1]
-    position = np.arange(len(data.items)) - starts[users]
-    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & (users[1:] == users[:-1])]
     vectors = np.zeros((len(data.user_ids), dim), np.float32)
     last_ts = np.full(len(data.user_ids), np.nan)
     gram = np.zeros((dim, dim))
@@ -313,7 +310,7 @@ def fit_targets_and_solve(
     bounds = np.r_[0, np.cumsum(np.bincount(position))] if len(position) else np.zeros(1, np.int64)
     for step in range(len(bounds) - 1):
         events = by_position[bounds[step] : bounds[step + 1]]
-        samples = events[(position[events] > 0) & ~repeat[events]]
+        samples = events[is_sample[events]]
         if len(samples):
             before = vectors[users[samples]].astype(np.float64)
             gram += before.T @ before
@@ -344,10 +341,25 @@ def ridge_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
     return (solve + solve.T) / 2
 
 
+def next_item_events(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event: its user, its position among the user's events, and whether it is a training
+    sample of the next item (it follows another event of the user and is not a repeat of it).
+
+    >>> data = interactions_from_arrays(np.array(["u", "u", "u", "v"]), np.array(["a", "a", "b", "c"]),
+    ...                                 np.zeros(4, np.int8), np.arange(4.0))
+    >>> [part.tolist() for part in next_item_events(data)]
+    [[0, 0, 0, 1], [0, 1, 2, 0], [False, False, True, False]]
+    """
+    users = data.user_of_event()
+    position = np.arange(len(data.items)) - data.user_ptr[:-1][users]
+    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & (users[1:] == users[:-1])]
+    return users, position, (position > 0) & ~repeat
+
+
 def next_item_samples(data: Interactions, interest: InterestParams, history: int = 12) -> Samples:
-    """The samples of :func:`indexing.train.fit_targets_and_solve` (every event after a user's
-    first that is not a repeat of the one before), each with the coefficients its query has on
-    the user's last ``history`` events under ``interest``'s decays and weights.
+    """The samples of :func:`fit_targets_and_solve` (:func:`next_item_events`), each with the
+    coefficients its query has on the user's last ``history`` events under ``interest``'s decays
+    and weights.
 
     >>> data = interactions_from_arrays(np.array(["u"] * 3), np.array(["a", "b", "c"]),
     ...                                 np.zeros(3, np.int8), np.zeros(3))
@@ -355,16 +367,14 @@ def next_item_samples(data: Interactions, interest: InterestParams, history: int
     >>> s.items.tolist(), s.coef.tolist(), s.answers.tolist()
     ([[0, 0], [1, 0]], [[1.0, 0.0], [1.0, 0.5]], [1, 2])
     """
-    users = data.user_of_event()
+    users, position, is_sample = next_item_events(data)
     starts = data.user_ptr[:-1][users]
-    position = np.arange(len(data.items)) - starts
     weight = interest.weight_table()[data.types.astype(np.int64)].astype(np.float64)
     gap = np.r_[0.0, np.maximum(0.0, np.diff(data.ts))]
     log_factor = np.log(interest.event_decay) + np.log(0.5) * gap / interest.half_life_s
     log_factor[position == 0] = 0.0
     cumulative = np.cumsum(log_factor)  # coef of event a in the query after event b: exp(cum[b] - cum[a])
-    repeat = np.r_[False, (data.items[1:] == data.items[:-1]) & (users[1:] == users[:-1])]
-    at = np.flatnonzero((position > 0) & ~repeat)
+    at = np.flatnonzero(is_sample)
     items = np.zeros((len(at), history), np.int64)
     coef = np.zeros((len(at), history), np.float32)
     for age in range(history):
