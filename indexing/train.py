@@ -37,7 +37,7 @@ from streamrec.contract import EVENT_TYPE_CODES, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 from streamrec.core.neighbours import cooccurrence, top_neighbours
 from streamrec.core.repeat import repeat_rates
-from streamrec.core.taste import TasteStats, direction, fit_transform, update_taste
+from streamrec.core.taste import TasteStats, direction, fit_transform, ridge_inverse, update_taste
 
 logger = logging.getLogger(__name__)
 
@@ -332,13 +332,6 @@ def fit_targets_and_solve(
     solve = ridge_inverse(gram, params.ridge)
     target = answers @ solve
     return None, (target * counts[:, None] ** -params.popularity_beta).astype(np.float32), solve
-
-
-def ridge_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
-    """``(G + r I)^-1``, symmetric, with ``r`` = ``ridge`` times the mean eigenvalue of ``G``."""
-    dim = len(gram)
-    solve = np.linalg.inv(gram + ridge * max(np.trace(gram) / dim, 1e-12) * np.eye(dim))
-    return (solve + solve.T) / 2
 
 
 def next_item_events(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

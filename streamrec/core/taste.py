@@ -98,6 +98,18 @@ class TasteStats:
         self.answers += answer_matrix @ t
 
 
+def ridge_inverse(gram: np.ndarray, ridge: float) -> np.ndarray:
+    """``(G + r I)^-1``, symmetric, with ``r`` = ``ridge`` times the mean eigenvalue of ``G``: the
+    solve of every target regression (:func:`indexing.train.fit_targets_and_solve`, :func:`fit_transform`).
+
+    >>> ridge_inverse(np.diag([1.0, 3.0]), 0.5).round(3).tolist()
+    [[0.5, 0.0], [0.0, 0.25]]
+    """
+    dim = len(gram)
+    solve = np.linalg.inv(gram + ridge * max(np.trace(gram) / dim, 1e-12) * np.eye(dim))
+    return (solve + solve.T) / 2
+
+
 def fit_transform(
     stats: TasteStats, gram: np.ndarray, answers: np.ndarray, target_scale: np.ndarray, ridge: float,
     *, rounds: int = 2, kind: str = "full", map_ridge: float | None = None,
@@ -120,14 +132,10 @@ def fit_transform(
     eye = np.eye(dim)
     scale = target_scale[:, None]
 
-    def ridge_of(matrix: np.ndarray) -> float:
-        return ridge * max(np.trace(matrix) / dim, 1e-12)
-
     transform = np.zeros((dim, dim))
     gram_q, answers_q = gram, answers
     for _ in range(rounds):
-        solve = np.linalg.inv(gram_q + ridge_of(gram_q) * eye)
-        solve = (solve + solve.T) / 2
+        solve = ridge_inverse(gram_q, ridge)
         target = (answers_q @ solve) * scale
         tt_target = target.T @ target
         if kind == "scalar":  # W = alpha I: one least-squares coefficient
@@ -142,7 +150,6 @@ def fit_transform(
         cross = stats.zt @ transform.T
         gram_q = gram + cross + cross.T + transform @ stats.tt @ transform.T
         answers_q = answers + stats.answers @ transform.T
-    solve = np.linalg.inv(gram_q + ridge_of(gram_q) * eye)
-    solve = (solve + solve.T) / 2
+    solve = ridge_inverse(gram_q, ridge)
     target = (answers_q @ solve) * scale
     return transform.astype(np.float32), target.astype(np.float32), solve
