@@ -26,6 +26,7 @@ import numpy as np
 from indexing.index import build_served_index
 from indexing.train import Interactions, TrainedModel, TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
+from streamrec.core.batch import finishing_steps
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.neighbours import neighbour_batch, popular_items
@@ -37,11 +38,11 @@ from streamrec.evaluation.base import Recommender
 from streamrec.evaluation.data import EventLog
 
 
-#: InterestParams fields only the serving steps read (training does not): a grid over them
-#: (``--tune``) trains each model version once (:func:`trained_once`).
-SERVING_ONLY = {name: getattr(InterestParams(), name) for name in (
-    "k", "max_exclusions", "history_size", "repeat_weight", "diversity", "knn_weight", "knn_decay", "knn_events",
-    "pop_weight", "pop_items")}
+#: InterestParams fields only serving reads (training does not): the list's length, the state's
+#: bounds and the settings of the steps after the search (:func:`streamrec.core.batch.finishing_steps`),
+#: at their defaults. A grid over them (``--tune``) trains each model version once (:func:`trained_once`).
+SERVING_ONLY = {name: getattr(InterestParams(), name)
+                for name in ("k", "max_exclusions", "history_size", *finishing_steps(InterestParams()))}
 _TRAINED: OrderedDict[tuple[str, str, str], TrainedModel] = OrderedDict()
 
 
