@@ -460,10 +460,11 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
                 queries = samples.queries(context, slice(start, start + 8192)).astype(np.float64)
                 gram += queries.T @ queries
             solve = ridge_inverse(gram, params.ridge)
-    repeat, repeat_by_age = repeat_rates(data.user_of_event(), data.items, data.n_items, prior=params.repeat_prior)
+    users = data.user_of_event()
+    repeat, repeat_by_age = repeat_rates(users, data.items, data.n_items, prior=params.repeat_prior)
     neighbours = sims = None
     if params.knn_neighbours > 0:
-        neighbours, sims = top_neighbours(cooccurrence(data.user_of_event(), data.items, data.n_items),
+        neighbours, sims = top_neighbours(cooccurrence(users, data.items, data.n_items),
                                           params.knn_neighbours, params.knn_norm)
     summary = {
         "users": len(data.user_ids),
