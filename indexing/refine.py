@@ -36,6 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: With ``average``: every this many steps an iterate joins the running mean.
+AVERAGE_EVERY = 4
+
 #: The temperatures tried on the probe (the regression's scores times tau are the logits).
 TEMPERATURES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 
@@ -80,12 +83,16 @@ def score_spread(samples: Samples, context: np.ndarray, target: np.ndarray, chos
 
 
 class _Adam:
-    """Adam over the rows of one matrix; ``step(rows, grad)`` updates only ``rows``."""
+    """Adam over the rows of one matrix; ``step(rows, grad)`` updates only ``rows``; with
+    ``pull > 0`` each step also moves the rows that share of the way back to where they started
+    (decoupled weight decay towards the start, as AdamW's is towards 0)."""
 
-    def __init__(self, param: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, param: np.ndarray, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 pull: float = 0.0):
         self.param, self.lr, (self.b1, self.b2), self.eps = param, lr, betas, eps
         self.m, self.v = np.zeros_like(param), np.zeros_like(param)
         self.t = 0
+        self.pull, self.start = pull, (param.copy() if pull > 0 else None)
 
     def step(self, rows: np.ndarray | slice, grad: np.ndarray, scale: float = 1.0) -> None:
         """``scale``: this step's share of the learning rate (a schedule)."""
@@ -93,18 +100,24 @@ class _Adam:
         m = self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * grad
         v = self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad * grad
         correction = np.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
+        if self.pull > 0:
+            self.param[rows] -= np.float32(scale * self.pull) * (self.param[rows] - self.start[rows])
         self.param[rows] -= (scale * self.lr * correction) * m / (np.sqrt(v) + self.eps)
 
 
 def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs: int, lr: float,
            candidates: int, keep_last: bool, per_epoch: int | None = None, batch: int = 512,
            seed: int = 0, match_scale: bool = False, schedule: str = "constant",
-           dropout: float = 0.0) -> dict[str, object]:
+           dropout: float = 0.0, average: float = 0.0, pull: float = 0.0) -> dict[str, object]:
     """Train ``context`` and ``target`` (float32, in place) for ``epochs`` passes over
     ``samples`` (see the module doc); ``keep_last``: the context's last dimension stays;
     ``per_epoch``: each pass over at most this many samples (a fresh random subset each time);
     ``schedule``: the learning rate is ``"constant"`` or falls ``"linear"``-ly to 0 over the run;
-    ``dropout``: the share of the query's coordinates zeroed in training (the rest scaled up).
+    ``dropout``: the share of the query's coordinates zeroed in training (the rest scaled up);
+    ``average``: the result is the mean of the iterates over this last share of the steps (every
+    :data:`AVERAGE_EVERY`-th step; 0: the last iterate alone), a tail average of stochastic
+    gradient descent (Polyak and Juditsky 1992); ``pull``: each step moves the updated rows
+    ``lr * pull`` of the way back to the regression's vectors (a weight decay towards the start).
     Returns what happened: the temperature, each epoch's mean loss (nats), the seconds."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -117,12 +130,16 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
     spread = score_spread(samples, context, target, probe)
     target *= np.float32(tau)
     rms = [float(np.sqrt(np.mean(context**2))) or 1.0, float(np.sqrt(np.mean(target**2))) or 1.0]
-    on_context, on_target = _Adam(context, lr * rms[0]), _Adam(target, lr * rms[1])
+    on_context, on_target = _Adam(context, lr * rms[0], pull=lr * pull), _Adam(target, lr * rms[1], pull=lr * pull)
     sampled = n_items > candidates
     if schedule not in ("constant", "linear"):
         raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
+    if not 0 <= average <= 1:
+        raise ValueError(f"average must be in [0, 1], got {average}")
     steps = epochs * -(-min(len(samples), per_epoch or len(samples)) // batch)
     done = 0
+    averaged, first_averaged = 0, steps - int(round(average * steps))
+    mean_context = mean_target = None
     for _ in range(epochs):
         order = rng.permutation(len(samples))[:per_epoch]
         total = 0.0
@@ -174,7 +191,17 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 np.add.at(summed, back, grad_target)
                 on_target.step(unique, summed, scale)
             on_context.step(touched, grad_context, scale)
+            if done > first_averaged and (steps - done) % AVERAGE_EVERY == 0:
+                averaged += 1
+                if mean_context is None:
+                    mean_context, mean_target = context.copy(), target.copy()
+                else:  # the running mean of the iterates so far
+                    mean_context += (context - mean_context) / np.float32(averaged)
+                    mean_target += (target - mean_target) / np.float32(averaged)
         info["losses"].append(round(total / len(order), 4))
+    if mean_context is not None:
+        context[:], target[:] = mean_context, mean_target
+        info["averaged"] = averaged
     target /= np.float32(tau)
     # How much wider the scores spread than the regression's (the repeat and neighbour bonuses are
     # absolute, so they weigh that much less); match_scale brings them back to the regression's.

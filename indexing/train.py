@@ -92,6 +92,12 @@ class TrainParams:
     refine_schedule: str = "constant"
     #: Dropout on the query's coordinates while refining (0: none).
     refine_dropout: float = 0.0
+    #: The refined vectors are the mean of the iterates over this last share of its steps (0: the
+    #: last iterate; :func:`indexing.refine.refine`'s ``average``).
+    refine_average: float = 0.0
+    #: Each refinement step moves the vectors ``refine_lr * refine_pull`` of the way back to the
+    #: regression's (a weight decay towards them; 0: none).
+    refine_pull: float = 0.0
 
     def __post_init__(self) -> None:
         if self.refine_epochs < 0 or not self.refine_lr > 0 or min(self.refine_candidates, self.refine_samples) < 1:
@@ -106,6 +112,10 @@ class TrainParams:
             raise ValueError(f"solver must be 'arpack' or 'randomized', got {self.solver!r}")
         if self.targets not in ("svd", "regression"):
             raise ValueError(f"targets must be 'svd' or 'regression', got {self.targets!r}")
+        if not 0 <= self.refine_pull * self.refine_lr < 1:
+            raise ValueError(f"refine_pull must be >= 0 and refine_lr * refine_pull < 1, got {self.refine_pull}")
+        if not 0 <= self.refine_average <= 1:
+            raise ValueError(f"refine_average must be in [0, 1], got {self.refine_average}")
         if not 0 <= self.refine_dropout < 1:
             raise ValueError(f"refine_dropout must be in [0, 1), got {self.refine_dropout}")
         if self.refine_schedule not in ("constant", "linear"):
@@ -453,6 +463,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         refined = refine(context, target, samples, epochs=params.refine_epochs, lr=params.refine_lr,
                          candidates=params.refine_candidates, per_epoch=params.refine_samples,
                          schedule=params.refine_schedule, dropout=params.refine_dropout,
+                         average=params.refine_average, pull=params.refine_pull,
                          keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
         if solve is not None:  # new items fold in through the refined contexts' Gram matrix
             gram = np.zeros((params.dim, params.dim))

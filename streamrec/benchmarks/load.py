@@ -209,9 +209,12 @@ def prepare_workload(
     shop_rate: float = DEFAULT_SHOP_RATE,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     dim: int = 128,
+    refine_epochs: int = 0,
     log: Callable[[str], None] = logger.info,
 ) -> Workload:
-    """Build, or load from ``cache_dir``, the model and ``events`` live events of a shop."""
+    """Build, or load from ``cache_dir``, the model and ``events`` live events of a shop;
+    ``refine_epochs``: passes of the softmax refinement of trained vectors (indexing/refine.py;
+    the served default's 5 add minutes to an uncached workload and change only the vectors' values)."""
     from indexing.artifact import latest_version, load_artifact, save_artifact
     from producers.synthetic import DEFAULT_START_TS, SyntheticShop
 
@@ -226,7 +229,8 @@ def prepare_workload(
     resolved = choose_factory(items) if factory == "auto" else factory
     model_key = _key(items=items, users=users, seed=seed, factory=resolved, rate=shop_rate, dim=dim, history=history,
                      **({} if resolved == "Flat" else {"target_recall": target_recall, "index_build": INDEX_BUILD}),
-                     **({"train_build": TRAIN_BUILD} if trained else {}))
+                     **({"train_build": TRAIN_BUILD} if trained else {}),
+                     **({"refine_epochs": refine_epochs} if trained and refine_epochs else {}))
     events_key = _key(model=model_key, events=events)
     models_dir = cache_dir / f"model-{items}-{model_key}"
     events_file = cache_dir / f"events-{items}-{events}-{events_key}.pkl"
@@ -247,9 +251,8 @@ def prepare_workload(
 
             log(f"training item vectors on {history} events of history ({items} items)")
             past = [next(stream) for _ in range(history)]
-            # Without the softmax refinement (indexing/refine.py): it changes the vectors' values,
-            # not the worker's work per event, and would add minutes to every uncached workload.
-            trained_model = train_model(interactions_from_events(past), TrainParams(dim=dim, seed=seed, refine_epochs=0))
+            trained_model = train_model(interactions_from_events(past),
+                                        TrainParams(dim=dim, seed=seed, refine_epochs=refine_epochs))
             log(f"building the index ({factory}) and saving the model")
             trained_model.save(models_dir, factory=factory, target_recall=target_recall,
                                source=f"bench synthetic(items={items}, users={users}, seed={seed}, history={history})")

@@ -86,6 +86,9 @@ def _floor_text(floor: dict) -> str:  # type: ignore[type-arg]
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the synthetic shop.")
 @click.option("--dim", default=128, show_default=True, type=click.IntRange(min=2),
               help="Dimension of the bench's item vectors (the served default model has 256).")
+@click.option("--refine-epochs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Passes of the softmax refinement when the bench trains its item vectors (the served "
+              "default trains 5; the worker's work per event is the same, only the vectors' values differ).")
 @click.option("--shop-rate", type=click.FloatRange(min=1),
               help=f"Events per second of event time in the shop [default: --rate, else {DEFAULT_SHOP_RATE:g}].")
 @click.option("--bootstrap", help="Use this running broker [default: start one in a temporary folder and stop it after].")
@@ -336,7 +339,8 @@ def _workload(options: dict[str, object], log, *, shop_rate: float):  # noqa: AN
 
     return prepare_workload(int(options["items"]), int(options["users"]), int(options["events"]),
                             seed=int(options["seed"]), factory=str(options["factory"]), shop_rate=shop_rate,
-                            cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+                            cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]),
+                            refine_epochs=int(options["refine_epochs"]), log=log)
 
 
 def _micro(options: dict[str, object], log) -> None:  # noqa: ANN001
@@ -516,14 +520,15 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
 
         base = prepare_workload(items, users, 1000, seed=int(options["seed"]), factory=str(options["factory"]),
                                 shop_rate=float(shop_rate), cache_dir=Path(str(options["cache_dir"])),
-                                dim=int(options["dim"]), log=log)
+                                dim=int(options["dim"]), refine_epochs=int(options["refine_epochs"]), log=log)
         workload = fill_workload(base, seed=int(options["seed"]), log=log)
         events = len(workload)
         naive_events = min(naive_events, events)
     else:
         workload = prepare_workload(items, users, max(events, naive_events) if options["naive"] else events,
                                     seed=int(options["seed"]), factory=str(options["factory"]), shop_rate=float(shop_rate),
-                                    cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]), log=log)
+                                    cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]),
+                                    refine_epochs=int(options["refine_epochs"]), log=log)
     run_id = f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
     sides = []
     with ExitStack() as stack:
@@ -624,7 +629,8 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
             "order": order, "differences": _differences(events, naive_events if naive else None),
             "batch_size": options["batch_size"], "factory": model.meta.get("factory"), "nprobe": options["nprobe"],
             "faiss_threads": int(options["faiss_threads"]) or "default",
-            "dim": model.dim, "item_vectors": workload.item_vectors, "model_items": model.n_items, "seed": int(options["seed"]),
+            "dim": model.dim, "refine_epochs": int(options["refine_epochs"]), "item_vectors": workload.item_vectors,
+            "model_items": model.n_items, "seed": int(options["seed"]),
             "shop_rate": float(shop_rate), "bootstrap": "own broker" if options["bootstrap"] is None else "given",
             "load_average_1m_before": load_before, "fill_users": bool(options["fill_users"]),
         },

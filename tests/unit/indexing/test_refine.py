@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import indexing.refine as refine_module
 from indexing.refine import refine
 from indexing.train import TrainParams, interactions_from_arrays, next_item_samples, train_model
 from streamrec.contract import EVENT_TYPES
@@ -120,6 +121,10 @@ def test_bad_refinement_settings_are_refused():
         TrainParams(refine_dropout=1.0)
     with pytest.raises(ValueError, match="refine_schedule"):
         TrainParams(refine_schedule="cosine")
+    with pytest.raises(ValueError, match="refine_average"):
+        TrainParams(refine_average=1.5)
+    with pytest.raises(ValueError, match="refine_pull"):
+        TrainParams(refine_pull=-1)
 
 
 def test_a_linear_schedule_moves_less_than_a_constant_one():
@@ -133,3 +138,46 @@ def test_a_linear_schedule_moves_less_than_a_constant_one():
         assert info["losses"][-1] < info["losses"][0]
         moved[schedule] = float(np.abs(context - base.context).sum())
     assert 0 < moved["linear"] < moved["constant"]
+
+
+def test_the_tail_average_is_the_mean_of_the_last_iterates(monkeypatch):
+    """``average=0.5``: the vectors are the mean of the iterates of the last half of the steps,
+    every fourth step counted back from the last; the iterates are recorded as Adam makes them."""
+    data = noisy_walks(n_users=100)
+    base = train_model(data, TrainParams(dim=8, refine_epochs=0))
+    samples = next_item_samples(data, InterestParams())
+    iterates = []
+    original = refine_module._Adam.step
+
+    def recording(self, rows, grad, scale=1.0):
+        original(self, rows, grad, scale)
+        if self.param is recorded["context"]:  # the context's step is each step's last
+            iterates.append((recorded["context"].copy(), recorded["target"].copy()))
+
+    monkeypatch.setattr(refine_module._Adam, "step", recording)
+    context, target = base.context.copy(), base.target.copy()
+    recorded = {"context": context, "target": target}
+    info = refine(context, target, samples, epochs=4, lr=0.02, candidates=10_000, keep_last=True, average=0.5)
+    steps = len(iterates)
+    assert steps == 4 * -(-len(samples) // 512) and steps >= 8
+    chosen = [s for s in range(steps - round(steps / 2) + 1, steps + 1) if (steps - s) % 4 == 0]  # 1-based
+    assert info["averaged"] == len(chosen) >= 2
+    tau = info["tau"]
+    expected_context = np.mean([iterates[s - 1][0] for s in chosen], axis=0)
+    expected_target = np.mean([iterates[s - 1][1] for s in chosen], axis=0) / tau
+    np.testing.assert_allclose(context, expected_context, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(target, expected_target, rtol=1e-4, atol=1e-6 * np.abs(expected_target).max())
+    assert not np.allclose(context, iterates[-1][0], rtol=1e-4, atol=1e-6)  # not the last iterate
+
+
+def test_a_pull_back_to_the_regression_keeps_the_vectors_nearer_to_it():
+    data = noisy_walks(n_users=100)
+    base = train_model(data, TrainParams(dim=8, refine_epochs=0))
+    samples = next_item_samples(data, InterestParams())
+    moved = []
+    for pull in (0.0, 1.0, 10.0):
+        context, target = base.context.copy(), base.target.copy()
+        info = refine(context, target, samples, epochs=3, lr=0.02, candidates=10_000, keep_last=True, pull=pull)
+        assert info["losses"][-1] < info["losses"][0]
+        moved.append(float(np.abs(context - base.context).sum() + np.abs(target - base.target).sum() * info["tau"]))
+    assert moved[0] > moved[1] > moved[2] > 0
