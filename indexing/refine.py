@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 #: With ``average``: every this many steps an iterate joins the running mean.
 AVERAGE_EVERY = 4
@@ -62,16 +63,28 @@ class Samples:
 
 
 def temperature(samples: Samples, context: np.ndarray, target: np.ndarray, rng: np.random.Generator,
-                probe: int = 4096) -> float:
+                probe: int = 4096, rows: int = 16) -> float:
     """The ``tau`` of :data:`TEMPERATURES` whose logits ``tau * q . target`` give the lowest
-    cross-entropy on ``probe`` random samples."""
+    cross-entropy on ``probe`` random samples. The cross-entropy is convex in ``tau`` (a
+    log-sum-exp less a linear term), so the ascending grid stops at the first rise. The scores
+    are swept ``rows`` samples at a time (cache-sized: a whole probe over Taobao's 84,793 items
+    is 2.8 GB of float64)."""
     chosen = rng.permutation(len(samples))[:probe]
-    scores = samples.queries(context, chosen).astype(np.float64) @ target.T.astype(np.float64)
-    truth = scores[np.arange(len(chosen)), samples.answers[chosen]]
+    queries, items = samples.queries(context, chosen).astype(np.float64), target.T.astype(np.float64)
+    blocks = [queries[start : start + rows] @ items for start in range(0, len(chosen), rows)]
+    truth = np.concatenate([block[np.arange(len(block)), answers] for block, answers in
+                            zip(blocks, np.split(samples.answers[chosen], range(rows, len(chosen), rows)))])
     best = (np.inf, 1.0)
     for tau in TEMPERATURES:
-        top = (tau * scores).max(axis=1)
-        loss = float(np.mean(np.log(np.exp(tau * scores - top[:, None]).sum(axis=1)) + top - tau * truth))
+        per_sample = []
+        for block in blocks:
+            logits = tau * block
+            top = logits.max(axis=1)
+            logits -= top[:, None]
+            per_sample.append(np.log(np.exp(logits, out=logits).sum(axis=1)) + top)
+        loss = float(np.mean(np.concatenate(per_sample) - tau * truth))
+        if loss > best[0]:
+            break
         best = min(best, (loss, tau))
     return best[1]
 
@@ -80,6 +93,16 @@ def score_spread(samples: Samples, context: np.ndarray, target: np.ndarray, chos
     """The RMS deviation of the chosen samples' scores over the catalog from each one's mean."""
     scores = samples.queries(context, chosen).astype(np.float64) @ target.T.astype(np.float64)
     return float(np.sqrt(np.mean((scores - scores.mean(axis=1, keepdims=True)) ** 2)))
+
+
+def _sum_rows(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Row ``g`` of the result: the sum of the rows of ``values`` in group ``g``, added in their
+    order (so the same floats as ``np.add.at`` into zeros): a 0/1 sparse matrix's product,
+    several times faster than ``np.add.at`` on wide rows."""
+    order = np.argsort(groups, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(groups, minlength=n_groups))]
+    ones = sparse.csr_matrix((np.ones(len(groups), values.dtype), order, indptr), shape=(n_groups, len(groups)))
+    return np.asarray(ones @ values)
 
 
 class _Adam:
@@ -153,15 +176,21 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
             if sampled:  # the answers first, then the shared uniform draw
                 pool = rng.choice(n_items, candidates, replace=False)
                 columns = np.concatenate([answers, pool])
-                logits = query @ target[columns].T
+                scored = target[columns]
+                logits = query @ scored.T
                 # Row i's softmax: its own answer and the pool, not the other answers, and an
-                # answer drawn into the pool again counts once.
-                mask = np.ones((len(chosen), len(chosen)), bool)
-                np.fill_diagonal(mask, False)
-                logits[np.hstack([mask, pool[None, :] == answers[:, None]])] = -np.inf
-                truth = np.arange(len(chosen))  # each row's own answer is its column
+                # answer drawn into the pool again counts once (the pool has no repeats).
+                own = np.arange(len(chosen))
+                answers_first = logits[own, own]
+                logits[:, : len(chosen)] = -np.inf
+                logits[own, own] = answers_first
+                sorter = np.argsort(pool)
+                at = sorter[np.minimum(np.searchsorted(pool, answers, sorter=sorter), len(pool) - 1)]
+                again = np.flatnonzero(pool[at] == answers)
+                logits[again, len(chosen) + at[again]] = -np.inf
+                truth = own  # each row's own answer is its column
             else:
-                columns = None
+                columns, scored = None, target
                 logits = query @ target.T
                 truth = answers
             logits -= logits.max(axis=1, keepdims=True)
@@ -170,15 +199,14 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
             total -= float(np.log(probs[np.arange(len(chosen)), truth] + 1e-12).sum())
             probs[np.arange(len(chosen)), truth] -= 1.0
             probs /= len(chosen)
-            scored = target if columns is None else target[columns]
             grad_query = probs @ scored
             if dropout > 0:
                 grad_query *= keep
             grad_target = probs.T @ query
             used = coef.ravel() != 0  # padding has no gradient (and no Adam step)
             touched, where = np.unique(rows.ravel()[used], return_inverse=True)
-            grad_context = np.zeros((len(touched), dim), np.float32)
-            np.add.at(grad_context, where, (coef[:, :, None] * grad_query[:, None, :]).reshape(-1, dim)[used])
+            grad_context = _sum_rows((coef[:, :, None] * grad_query[:, None, :]).reshape(-1, dim)[used], where,
+                                     len(touched))
             if keep_last:
                 grad_context[:, -1] = 0.0
             scale = 1.0 - done / steps if schedule == "linear" else 1.0
@@ -187,9 +215,7 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 on_target.step(slice(None), grad_target, scale)
             else:  # a row drawn twice (an answer also in the pool) sums its gradients
                 unique, back = np.unique(columns, return_inverse=True)
-                summed = np.zeros((len(unique), dim), np.float32)
-                np.add.at(summed, back, grad_target)
-                on_target.step(unique, summed, scale)
+                on_target.step(unique, _sum_rows(grad_target, back, len(unique)), scale)
             on_context.step(touched, grad_context, scale)
             if done > first_averaged and (steps - done) % AVERAGE_EVERY == 0:
                 averaged += 1
