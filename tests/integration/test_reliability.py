@@ -283,7 +283,11 @@ def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, star
     third = len(events) // 3
     ensure_topics(bootstrap, {topics.events: 4})
     # Small batches: the kill below finds a batch in flight (prepared, searched or awaiting acks).
-    a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine, batch_size=200, extra_env=SLOW_COMMITS)
+    # a commits every 10 s (b every second): killed at a random moment of the flow, it then holds
+    # seconds of applied, uncommitted events for b to replay. With 3 s the kill once (of about ten
+    # runs) fell just after a's commit, and the faust run had nothing to replay.
+    a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine, batch_size=200,
+                     extra_env={"STREAMREC_WORKER__COMMIT_INTERVAL_S": "10"})
     b = start_worker(shop.models_dir, partitions=4, name="b", engine=engine, batch_size=200)
     deadline = time.monotonic() + 60
     while group_owner_count(bootstrap, topics.app_id)[0] != 2 and time.monotonic() < deadline:
