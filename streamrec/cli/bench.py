@@ -515,20 +515,17 @@ def _end_to_end(options: dict[str, object], log):  # noqa: ANN001, ANN202
     naive_events = options["naive_events"]
     naive_events = events if naive_events is None else int(naive_events)  # type: ignore[call-overload]
     shop_rate = options["shop_rate"] or rate or DEFAULT_SHOP_RATE
+    shape = dict(seed=int(options["seed"]), factory=str(options["factory"]), shop_rate=float(shop_rate),
+                 cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]),
+                 refine_epochs=int(options["refine_epochs"]), log=log)
     if options["fill_users"]:
         from streamrec.benchmarks.load import fill_workload
 
-        base = prepare_workload(items, users, 1000, seed=int(options["seed"]), factory=str(options["factory"]),
-                                shop_rate=float(shop_rate), cache_dir=Path(str(options["cache_dir"])),
-                                dim=int(options["dim"]), refine_epochs=int(options["refine_epochs"]), log=log)
-        workload = fill_workload(base, seed=int(options["seed"]), log=log)
+        workload = fill_workload(prepare_workload(items, users, 1000, **shape), seed=int(options["seed"]), log=log)
         events = len(workload)
         naive_events = min(naive_events, events)
     else:
-        workload = prepare_workload(items, users, max(events, naive_events) if options["naive"] else events,
-                                    seed=int(options["seed"]), factory=str(options["factory"]), shop_rate=float(shop_rate),
-                                    cache_dir=Path(str(options["cache_dir"])), dim=int(options["dim"]),
-                                    refine_epochs=int(options["refine_epochs"]), log=log)
+        workload = prepare_workload(items, users, max(events, naive_events) if options["naive"] else events, **shape)
     run_id = f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
     sides = []
     with ExitStack() as stack:
