@@ -72,9 +72,10 @@ def temperature(samples: Samples, context: np.ndarray, target: np.ndarray, rng: 
     float64 together; sweeping them nine times whole was most of a fit's time)."""
     chosen = rng.permutation(len(samples))[:probe]
     queries, items = samples.queries(context, chosen).astype(np.float64), target.T.astype(np.float64)
-    blocks = [queries[start : start + rows] @ items for start in range(0, len(chosen), rows)]
-    truth = np.concatenate([block[np.arange(len(block)), answers] for block, answers in
-                            zip(blocks, np.split(samples.answers[chosen], range(rows, len(chosen), rows)))])
+    starts, answers = range(0, len(chosen), rows), samples.answers[chosen]
+    blocks = [queries[start : start + rows] @ items for start in starts]
+    truth = np.concatenate([block[np.arange(len(block)), answers[start : start + rows]]
+                            for start, block in zip(starts, blocks)])
     best = (np.inf, 1.0)
     for tau in TEMPERATURES:
         per_sample = []

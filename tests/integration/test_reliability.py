@@ -60,8 +60,13 @@ from .helpers import (
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
+def commits_every(seconds: int) -> dict[str, str]:
+    """A worker's environment that makes it commit its offsets every ``seconds``."""
+    return {"STREAMREC_WORKER__COMMIT_INTERVAL_S": str(seconds)}
+
+
 #: The batch engine's commit interval for workers that get SIGKILL (default 1 s).
-SLOW_COMMITS = {"STREAMREC_WORKER__COMMIT_INTERVAL_S": "3"}
+SLOW_COMMITS = commits_every(3)
 
 
 def latest_per_user(recs):
@@ -287,7 +292,7 @@ def test_two_workers_share_partitions_and_one_takes_over(bootstrap, topics, star
     # seconds of applied, uncommitted events for b to replay. With 3 s the kill once (of about ten
     # runs) fell just after a's commit, and the faust run had nothing to replay.
     a = start_worker(shop.models_dir, partitions=4, name="a", engine=engine, batch_size=200,
-                     extra_env={"STREAMREC_WORKER__COMMIT_INTERVAL_S": "10"})
+                     extra_env=commits_every(10))
     b = start_worker(shop.models_dir, partitions=4, name="b", engine=engine, batch_size=200)
     deadline = time.monotonic() + 60
     while group_owner_count(bootstrap, topics.app_id)[0] != 2 and time.monotonic() < deadline:
