@@ -53,6 +53,9 @@ class Samples:
     items: np.ndarray  # (n, history) int64
     coef: np.ndarray  # (n, history) float32
     answers: np.ndarray  # (n,) int64
+    #: (n, history) bool: the history items the worker would not recommend at this point (bought
+    #: before, and not the answer); ``refine(mask=True)`` leaves them out of the sample's softmax.
+    excluded: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -133,7 +136,7 @@ class _Adam:
 def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs: int, lr: float,
            candidates: int, keep_last: bool, per_epoch: int | None = None, batch: int = 512,
            seed: int = 0, match_scale: bool = False, schedule: str = "constant",
-           dropout: float = 0.0, average: float = 0.0, pull: float = 0.0) -> dict[str, object]:
+           dropout: float = 0.0, average: float = 0.0, pull: float = 0.0, mask: bool = False) -> dict[str, object]:
     """Train ``context`` and ``target`` (float32, in place) for ``epochs`` passes over
     ``samples`` (see the module doc); ``keep_last``: the context's last dimension stays;
     ``per_epoch``: each pass over at most this many samples (a fresh random subset each time);
@@ -142,7 +145,9 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
     ``average``: the result is the mean of the iterates over this last share of the steps (every
     :data:`AVERAGE_EVERY`-th step; 0: the last iterate alone), a tail average of stochastic
     gradient descent (Polyak and Juditsky 1992); ``pull``: each step moves the updated rows
-    ``lr * pull`` of the way back to the regression's vectors (a weight decay towards the start).
+    ``lr * pull`` of the way back to the regression's vectors (a weight decay towards the start);
+    ``mask``: each sample's softmax leaves out its ``samples.excluded`` items (the full softmax
+    only; the sampled one ignores it).
     Returns what happened: the temperature, each epoch's mean loss (nats), the seconds."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -195,6 +200,9 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 columns, scored = None, target
                 logits = query @ target.T
                 truth = answers
+                if mask and samples.excluded is not None:  # the worker would not show them
+                    row, age = np.nonzero(samples.excluded[chosen])
+                    logits[row, rows[row, age]] = -np.inf
             logits -= logits.max(axis=1, keepdims=True)
             probs = np.exp(logits)
             probs /= probs.sum(axis=1, keepdims=True)

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 #: Catalogs up to this size are factorised with a dense SVD (exact, no ARPACK).
 DENSE_SVD_UP_TO = 3000
 
+#: The event type the worker excludes from a user's later lists (bought before).
+PURCHASE = EVENT_TYPE_CODES["purchase"]
+
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -98,6 +101,9 @@ class TrainParams:
     #: Each refinement step moves the vectors ``refine_lr * refine_pull`` of the way back to the
     #: regression's (a weight decay towards them; 0: none).
     refine_pull: float = 0.0
+    #: Each refinement sample's softmax leaves out the recent items the worker would not
+    #: recommend then (bought before; :attr:`indexing.refine.Samples.excluded`).
+    refine_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.refine_epochs < 0 or not self.refine_lr > 0 or min(self.refine_candidates, self.refine_samples) < 1:
@@ -362,13 +368,14 @@ def next_item_events(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.nda
 def next_item_samples(data: Interactions, interest: InterestParams, history: int = 12) -> Samples:
     """The samples of :func:`fit_targets_and_solve` (:func:`next_item_events`), each with the
     coefficients its query has on the user's last ``history`` events under ``interest``'s decays
-    and weights.
+    and weights, and which of those events' items the worker would not show then (purchases of
+    another item than the answer).
 
     >>> data = interactions_from_arrays(np.array(["u"] * 3), np.array(["a", "b", "c"]),
-    ...                                 np.zeros(3, np.int8), np.zeros(3))
+    ...                                 np.array([PURCHASE, 0, 0], np.int8), np.zeros(3))
     >>> s = next_item_samples(data, InterestParams(event_decay=0.5), history=2)
-    >>> s.items.tolist(), s.coef.tolist(), s.answers.tolist()
-    ([[0, 0], [1, 0]], [[1.0, 0.0], [1.0, 0.5]], [1, 2])
+    >>> s.items.tolist(), s.coef.tolist(), s.answers.tolist(), s.excluded.tolist()
+    ([[0, 0], [1, 0]], [[3.0, 0.0], [1.0, 1.5]], [1, 2], [[True, False], [False, True]])
     """
     users, position, is_sample = next_item_events(data)
     starts = data.user_ptr[:-1][users]
@@ -380,12 +387,15 @@ def next_item_samples(data: Interactions, interest: InterestParams, history: int
     at = np.flatnonzero(is_sample)
     items = np.zeros((len(at), history), np.int64)
     coef = np.zeros((len(at), history), np.float32)
+    excluded = np.zeros((len(at), history), bool)
+    answers = data.items[at].astype(np.int64)
     for age in range(history):
         source = at - 1 - age
         ok = source >= starts[at]
         items[ok, age] = data.items[source[ok]]
         coef[ok, age] = weight[source[ok]] * np.exp(cumulative[at - 1][ok] - cumulative[source[ok]])
-    return Samples(items, coef, data.items[at].astype(np.int64))
+        excluded[ok, age] = (data.types[source[ok]] == PURCHASE) & (data.items[source[ok]] != answers[ok])
+    return Samples(items, coef, answers, excluded)
 
 
 @dataclass
@@ -463,7 +473,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         refined = refine(context, target, samples, epochs=params.refine_epochs, lr=params.refine_lr,
                          candidates=params.refine_candidates, per_epoch=params.refine_samples,
                          schedule=params.refine_schedule, dropout=params.refine_dropout,
-                         average=params.refine_average, pull=params.refine_pull,
+                         average=params.refine_average, pull=params.refine_pull, mask=params.refine_mask,
                          keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
         if solve is not None:  # new items fold in through the refined contexts' Gram matrix
             gram = np.zeros((params.dim, params.dim))

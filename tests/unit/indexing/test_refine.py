@@ -194,3 +194,30 @@ def test_the_row_sums_are_np_add_ats_floats():
     summed = refine_module._sum_rows(values, groups, groups.max() + 1)
     assert summed.dtype == np.float32
     np.testing.assert_array_equal(summed, expected)
+
+
+def test_the_mask_leaves_the_items_the_worker_would_not_show_out_of_the_softmax():
+    """Every user first buys the same item ``x`` and then walks on, all purchases: ``x`` is in
+    every sample's history, never an answer, and the worker would never show it again. Masked,
+    it is in no sample's softmax, so its target vector gets no gradient; unmasked, it is pushed
+    down as a negative everywhere."""
+    walks = noisy_walks(n_users=60, length=10)
+    users = walks.user_of_event()
+    first = np.r_[True, users[1:] != users[:-1]]
+    user_ids = np.concatenate([[walks.user_ids[u], walks.user_ids[u]] if f else [walks.user_ids[u]]
+                               for u, f in zip(users, first)])
+    item_ids = np.concatenate([["x", walks.item_ids[i]] if f else [walks.item_ids[i]]
+                               for i, f in zip(walks.items, first)])
+    ts = np.arange(len(item_ids), dtype=np.float64)
+    data = interactions_from_arrays(user_ids, item_ids, np.full(len(item_ids), EVENT_TYPES.index("purchase"), np.int8), ts)
+    x = data.item_ids.index("x")
+    samples = next_item_samples(data, InterestParams())
+    assert (samples.excluded & (samples.items == x)).any(axis=1).all() and not (samples.answers == x).any()
+    base = train_model(data, TrainParams(dim=8, refine_epochs=0))
+    moved = {}
+    for mask in (False, True):
+        context, target = base.context.copy(), base.target.copy()
+        info = refine(context, target, samples, epochs=2, lr=0.02, candidates=10_000, keep_last=True, mask=mask)
+        assert info["losses"][-1] < info["losses"][0]
+        moved[mask] = float(np.abs(target[x] - base.target[x]).max() / np.abs(base.target).max())
+    assert moved[True] < 1e-6 < 1e-3 < moved[False]

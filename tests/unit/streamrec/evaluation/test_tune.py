@@ -26,7 +26,7 @@ def test_the_validation_split_never_holds_a_test_event(toy_log):
 
 
 def test_tune_takes_the_best_hr_and_the_earlier_point_on_ties():
-    scores = {("0.0", "5.0"): 0.1, ("1.0", "5.0"): 0.3, ("1.0", "9.0"): 0.3, ("3.0", "5.0"): 0.2}  # (weight, prior)
+    scores = {("0", "5"): 0.1, ("1", "5"): 0.3, ("1", "9"): 0.3, ("3", "5"): 0.2}  # (weight, prior), as text
     seen = []
 
     def run(point):
@@ -37,7 +37,7 @@ def test_tune_takes_the_best_hr_and_the_earlier_point_on_ties():
     result = tune(run, {"repeat_weight": (0.0, 1.0, 3.0), "repeat_prior": (5.0, 9.0)})
     assert result.chosen == {"repeat_weight": 1.0, "repeat_prior": 5.0}
     assert len(seen) == 5  # with the step off its prior is not searched twice
-    taste = {("0.0", "0.0"): 0.1, ("0.0", "0.9"): 0.4, ("1.0", "0.0"): 0.2, ("1.0", "0.9"): 0.3}
+    taste = {("0", "0"): 0.1, ("0", "0.9"): 0.4, ("1", "0"): 0.2, ("1", "0.9"): 0.3}
     result = tune(lambda p: {"HR@10": taste[p["repeat_weight"], p["taste_decay"]], "NDCG@10": 0.0},
                   {"repeat_weight": (0.0, 1.0), "taste_decay": (0.0, 0.9)})
     assert len(result.rows) == 4  # the taste decay matters with the step off
@@ -78,7 +78,12 @@ def test_cli_tune_grid_replaces_or_adds_settings_and_refuses_bad_ones(beauty_lik
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [(row["knn_events"], row["knn_weight"]) for row in report["grid"]] == [(2.0, 0.3), (5.0, 0.3)]
-    for bad in ("knn_weight=-1", "nonsense=1", "knn_weight=a,b", "knn_weight"):
+    # Whole numbers reach the settings as "1", not "1.0": a true/false setting takes them too.
+    result = CliRunner().invoke(evaluate, [*args, "--tune-grid", "repeat_weight=0", "--tune-grid", "knn_weight=0.03",
+                                           "--tune-grid", "refine_mask=0,1", "--tune-grid", "refine_epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert [row["refine_mask"] for row in json.loads(result.stdout)["grid"]] == [0.0, 1.0]
+    for bad in ("knn_weight=-1", "nonsense=1", "knn_weight=a,b", "knn_weight", "refine_mask=2"):
         result = CliRunner().invoke(evaluate, [*args, "--tune-grid", bad])
         assert result.exit_code == 2 and "--tune-grid" in result.output
 
