@@ -212,11 +212,19 @@ def neighbour_batch(
             value[fresh] = np.einsum("ij,ij->i", np.asarray(target_of(row[fresh]), np.float32),
                                      np.asarray(vectors[block], np.float32)[owner[fresh]]).astype(np.float64)
         value = value + total
-        order = np.lexsort((position, -value, owner))
-        owner, row, value = owner[order], row[order], value[order]
-        rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
-        shown = rank < k
+        # Each user's entries by value, best first, equal values in candidate order: one stable
+        # sort per row of a (users, candidates) matrix indexed by first position (several times
+        # faster than a lexsort of the flat entries). Empty cells sort last (+inf); an entry
+        # scored -inf sorts after every finite one and before them.
+        sort_key = np.full(candidates.shape, np.inf)
+        sort_key[owner, position] = np.where(value == -np.inf, np.finfo(np.float64).max, -value)
+        at = np.argsort(sort_key, axis=1, kind="stable")[:, :k]
+        dense_rows = np.full(candidates.shape, -1, np.int64)
+        dense_rows[owner, position] = row
+        dense_values = np.full(candidates.shape, -np.inf)
+        dense_values[owner, position] = value
+        shown = at.shape[1]
         out_rows[block], out_scores[block] = -1, -np.inf
-        out_rows[start + owner[shown], rank[shown]] = row[shown]
-        out_scores[start + owner[shown], rank[shown]] = value[shown]
+        out_rows[block, :shown] = np.take_along_axis(dense_rows, at, axis=1)
+        out_scores[block, :shown] = np.take_along_axis(dense_values, at, axis=1)
     return out_rows, out_scores.astype(scores.dtype)

@@ -74,6 +74,47 @@ def test_the_union_of_search_and_neighbours_is_the_catalog_wide_top_k(seed):
         np.testing.assert_allclose(out_scores[u], expected_scores[expected], rtol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_equal_scores_keep_the_lists_order_then_the_added_items(seed):
+    """Scores and bonuses are small binary fractions, so many totals are exactly equal. The
+    expectation is written out in Python: the candidates in order (the list, then each recent
+    item's neighbours newest source first and best neighbour first, then the popular items), one
+    entry per item at its first place with its bonuses summed, sorted by total, ties by place."""
+    rng = np.random.default_rng(seed)
+    n, d, k, width, users, last = 40, 3, 8, 6, 25, 3
+    target = rng.integers(-2, 3, (n, d)).astype(np.float64)
+    vectors = rng.integers(-1, 2, (users, d)).astype(np.float64)
+    neighbours = np.array([rng.permutation(n)[:4] for _ in range(n)])
+    sims = rng.integers(0, 5, (n, 4)) / 4.0
+    recent = rng.integers(-1, n, (users, last))
+    popular = (rng.permutation(n)[:3], rng.integers(0, 3, 3) / 2.0)
+    rows = np.array([rng.permutation(n)[:width] for _ in range(users)])
+    rows[rng.random(rows.shape) < 0.2] = -1  # some lists are short
+    scores = np.where(rows >= 0, np.einsum("uld,ud->ul", target[rows], vectors), -np.inf)
+    scores[0, 0] = -np.inf if rows[0, 0] >= 0 else scores[0, 0]  # a listed item scored -inf stays listed
+    out, out_scores = neighbour_batch(rows, scores, k, vectors, recent, neighbours, sims, target.__getitem__,
+                                      weight=1.0, decay=0.5, popular=popular)
+    for u in range(users):
+        entries: dict[int, list[float]] = {}  # item -> [place, base, bonus]
+        for place, (row, score) in enumerate(zip(rows[u].tolist(), scores[u].tolist())):
+            if row >= 0:
+                entries.setdefault(row, [place, score, 0.0])
+        place = width
+        for age, source in enumerate(recent[u][::-1].tolist()):
+            for near, sim in zip(neighbours[source].tolist(), sims[source].tolist()):
+                if source >= 0:
+                    entry = entries.setdefault(near, [place, float(target[near] @ vectors[u]), 0.0])
+                    entry[2] += sim * 0.5 ** age
+                place += 1
+        for row, bonus in zip(*popular):
+            entries.setdefault(int(row), [place, float(target[row] @ vectors[u]), 0.0])[2] += bonus
+            place += 1
+        ranked = sorted(entries.items(), key=lambda e: (-(e[1][1] + e[1][2]), e[1][0]))[:k]
+        expected = [row for row, _ in ranked] + [-1] * (k - len(ranked))
+        assert out[u].tolist() == expected
+        assert out_scores[u].tolist() == [base + bonus for _, (_, base, bonus) in ranked] + [-np.inf] * (k - len(ranked))
+
+
 def test_weight_zero_and_no_sources_only_cut_the_list():
     rows, scores = np.array([[3, 1, 2]]), np.array([[0.5, 0.2, 0.1]])
     neighbours, sims = np.array([[1], [2], [0], [0]]), np.ones((4, 1))
