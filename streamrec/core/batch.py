@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+import faiss
 import numpy as np
 
 from streamrec.contract import (
@@ -41,6 +42,7 @@ from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
 from streamrec.core.neighbours import neighbour_batch
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
+from streamrec.core.search import is_euclidean
 from streamrec.core.state import (
     EMPTY_HISTORY,
     History,
@@ -207,14 +209,28 @@ class PreparedBatch:
 
     @property
     def fetch(self) -> int:
-        """Candidates the search returns per user."""
-        return self.k * POOL if self.diversity > 0 else self.k
+        """Candidates the search returns per user (:func:`search_depth`)."""
+        return search_depth(self.k, self.diversity, neighbours_on(self))
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
         runs; the item side's snapshot was taken when the batch was prepared)."""
         view = self.view or self.items.view()
         return view.search(self.vectors, self.fetch, self.exclusions)
+
+
+#: The search's extra candidates when the neighbour step runs: the lowest of their scores bounds
+#: what an unlisted item scores (:func:`search_bound`), and most neighbours then need no inner
+#: product of their own. The deeper search changes lists only where totals tie exactly: an extra
+#: candidate without a bonus never scores above the k-th, and one with a bonus is scored by the
+#: search instead of its own inner product (the same float32 product up to rounding).
+KNN_MARGIN = 10
+
+
+def search_depth(k: int, diversity: float, neighbours: bool) -> int:
+    """Candidates the search returns per user: ``POOL * k`` for the diversity step, ``k +
+    KNN_MARGIN`` for the neighbour step, else ``k``."""
+    return k * POOL if diversity > 0 else k + KNN_MARGIN if neighbours else k
 
 
 def finishing_steps(params: InterestParams | None) -> dict[str, Any]:
@@ -605,8 +621,11 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     width = rows.shape[1] if len(rows) else 0
     knn = neighbours_on(prepared)
     recent = recent_rows_of(prepared, max(REPEAT_EVENTS if repeat_on(prepared) else 0, prepared.knn_events if knn else 0))
+    bound = search_bound(prepared, rows, scores) if knn else None
     rows, scores = repeat_step(prepared, rows, scores, keep_all=knn, recent_rows=recent)
-    rows, scores = neighbour_step(prepared, rows, scores, width, recent_rows=recent)
+    # The diversity step chooses from every candidate; without it only the first k are shown.
+    rows, scores = neighbour_step(prepared, rows, scores, width if prepared.diversity > 0 else min(width, k),
+                                  recent_rows=recent, bound=bound)
     rows, scores = diversity_step(prepared, rows, scores)
     item_ids = items.item_ids
     # Lists the rules must finish: short ones, and those holding an item blocked since the
@@ -687,12 +706,37 @@ def neighbours_on(prepared: PreparedBatch) -> bool:
                 and items.model.popularity is not None))
 
 
-def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray,
-                   width: int, *, recent_rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def search_bound(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    """Per user, a score (as an inner product of the query and a target vector is computed in
+    float32) that no item outside the search's list exceeds, unless it was excluded or blocked;
+    +inf where the list is short; None unless the search is exact (a CPU flat inner-product
+    index). The list's lowest score bounds the exact inner products of the rest; two float32
+    inner products of length d differ from the exact one by at most ``d * 2**-24 / (1 - d *
+    2**-24)`` times ``|query| * |target|`` each (the standard bound for any order of summation),
+    so the bound adds twice that, doubled again for safety, with the largest target norm."""
+    view = prepared.view or prepared.items.view()
+    index, model = view.index, prepared.items.model
+    if (not len(rows) or model.target is None or not isinstance(index, faiss.IndexFlat)
+            or index.metric_type != faiss.METRIC_INNER_PRODUCT or is_euclidean(index)):
+        return None
+    vectors = np.asarray(prepared.vectors, np.float64)
+    largest = model.max_target_norm()
+    if len(view.new_target):
+        largest = max(largest, float(np.sqrt(np.einsum("ij,ij->i", view.new_target, view.new_target,
+                                                         dtype=np.float64).max())))
+    unit = vectors.shape[1] * 2.0**-24
+    margin = 4 * unit / (1 - unit) * np.sqrt(np.einsum("ij,ij->i", vectors, vectors)) * largest
+    full = (rows >= 0).all(axis=1)
+    return np.where(full, np.min(scores, axis=1).astype(np.float64) + margin, np.inf)
+
+
+def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, width: int, *,
+                   recent_rows: list[list[int]], bound: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every user's list re-ranked with the neighbours of their last items
     (:mod:`streamrec.core.neighbours`; ``recent_rows``: :func:`recent_rows_of` at least
     ``knn_events``) and cut to ``width``; excluded and blocked items are never added. Unchanged
-    (but cut) when the step is off or the model version has no neighbours."""
+    (but cut) when the step is off or the model version has no neighbours. ``bound``:
+    :func:`search_bound` of the search's list (candidates that cannot be shown are not scored)."""
     items = prepared.items
     if not neighbours_on(prepared) or not len(rows):
         return rows[:, :width], scores[:, :width]
@@ -723,7 +767,8 @@ def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray
                                            model.neighbour_sims if knn else np.zeros((0, 0), np.float32),
                                            lambda r: items.targets(r, view), weight=prepared.knn_weight if knn else 0.0,
                                            decay=prepared.knn_decay, banned=banned,
-                                           popular=model.popular(prepared.pop_items, prepared.pop_weight))
+                                           popular=model.popular(prepared.pop_items, prepared.pop_weight),
+                                           bound=bound)
     # A vector that says nothing (no known item yet) has no list of its own: the catalog's rules
     # fill it with what is trending now (LiveItems.finish_list), not with the training's popular items.
     silent = ~np.asarray(prepared.vectors).any(axis=1)

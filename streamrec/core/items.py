@@ -115,6 +115,16 @@ class ItemsModel:
     neighbour_sims: np.ndarray | None = None
     #: :meth:`popular`'s answers, by ``(top, weight)`` (derived from ``popularity``).
     _popular: dict = field(default_factory=dict, repr=False, compare=False)
+    #: :meth:`max_target_norm`'s answer, once computed.
+    _max_norm: list = field(default_factory=list, repr=False, compare=False)
+
+    def max_target_norm(self) -> float:
+        """The largest Euclidean norm of a model item's target vector (0 without targets)."""
+        if not self._max_norm:
+            target = self.target
+            self._max_norm.append(0.0 if target is None or not len(target)
+                                  else float(np.sqrt(np.einsum("ij,ij->i", target, target, dtype=np.float64).max())))
+        return self._max_norm[0]
 
     def popular(self, top: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
         """The ``top`` items with the most training events and their bonuses

@@ -130,6 +130,18 @@ def popular_items(counts: np.ndarray, top: int, weight: float) -> tuple[np.ndarr
     return rows.astype(np.int64), weight * counts[rows] / counts.max()
 
 
+def _hopeless(owner: np.ndarray, position: np.ndarray, value: np.ndarray, total: np.ndarray, fresh: np.ndarray,
+              bound: np.ndarray, users: int, width: int, k: int) -> np.ndarray:
+    """Which added entries cannot reach their user's top ``k``: even at the ``bound`` their
+    total stays below the k-th best total of the listed entries (strictly, so ties keep their
+    order), and k listed entries will always be ahead of them."""
+    listed_totals = np.full((users, width), -np.inf)
+    listed = ~fresh
+    listed_totals[owner[listed], position[listed]] = value[listed] + total[listed]
+    kth = -np.partition(-listed_totals, k - 1, axis=1)[:, k - 1]
+    return fresh & (bound[owner] + total < kth[owner])
+
+
 #: Users re-ranked per block (bounds the (users, candidates) temporaries).
 BLOCK = 512
 
@@ -148,6 +160,7 @@ def neighbour_batch(
     decay: float,
     banned: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     popular: tuple[np.ndarray, np.ndarray] | None = None,
+    bound: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every user's list re-ranked with the neighbour bonus (see the module doc), vectorised.
 
@@ -156,7 +169,11 @@ def neighbour_batch(
     events, newest in the last column, -1 for none or for an item without neighbours (rows
     ``>= len(neighbours)``: new items); ``neighbours``/``sims``: :func:`top_neighbours`;
     ``banned(slots, rows)``: True where user ``slots[i]`` must not be shown ``rows[i]``;
-    ``popular``: ``(rows, bonuses)`` added to every user's candidates (:func:`popular_items`).
+    ``popular``: ``(rows, bonuses)`` added to every user's candidates (:func:`popular_items`);
+    ``bound``: per user, a score that no item outside its list and not banned exceeds, as this
+    function computes inner products (:func:`streamrec.core.batch.search_bound`; None: unknown).
+    With it, an added candidate whose bonus cannot lift it above the k-th best total of the
+    list is dropped before its inner product: it could never be shown, so the result is the same.
     Returns ``(users, k)`` rows and scores, best first, -1 / -inf padded; equal scores keep the
     list's order, then the added items' (newest source first, then its best neighbour first)."""
     rows, scores = np.asarray(rows), np.asarray(scores)
@@ -208,6 +225,12 @@ def neighbour_batch(
         owner, position, row = owner[first], position[first], row[first]
         value = base[owner, position]
         fresh = np.isnan(value)
+        if bound is not None and fresh.any() and width >= k:
+            hopeless = _hopeless(owner, position, value, total, fresh, bound[block], users, width, k)
+            if hopeless.any():
+                keep = ~hopeless
+                owner, position, row, value, total, fresh = (
+                    part[keep] for part in (owner, position, row, value, total, fresh))
         if fresh.any():
             value[fresh] = np.einsum("ij,ij->i", np.asarray(target_of(row[fresh]), np.float32),
                                      np.asarray(vectors[block], np.float32)[owner[fresh]]).astype(np.float64)

@@ -26,8 +26,8 @@ import numpy as np
 from indexing.index import build_served_index
 from indexing.train import Interactions, TrainedModel, TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
-from streamrec.core.batch import finishing_steps
-from streamrec.core.diversity import POOL, mmr
+from streamrec.core.batch import finishing_steps, search_depth
+from streamrec.core.diversity import mmr
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.neighbours import neighbour_batch, popular_items
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
@@ -174,13 +174,14 @@ class ServedModel(Recommender):
                 rows = self.model_row[np.asarray(items, dtype=np.int64)]
                 banned.append(set(rows[rows >= 0].tolist()))
             diversity = self.interest_params.diversity
-            fetch = k * POOL if diversity > 0 else k
-            rows, scores = search(self.index, self.queries(block), fetch, banned)
             knn = self._knn_on()
+            fetch = search_depth(k, diversity, knn)  # as the worker searches and cuts
+            shown = fetch if diversity > 0 else k
+            rows, scores = search(self.index, self.queries(block), fetch, banned)
             rows, scores = self._repeats(block, rows, scores, fetch, banned, keep_all=knn)
             if knn:
-                rows, scores = self._neighbours(block, rows, scores, fetch, banned)
-            rows, scores = rows[:, :fetch], scores[:, :fetch]
+                rows, scores = self._neighbours(block, rows, scores, shown, banned)
+            rows, scores = rows[:, :shown], scores[:, :shown]
             if diversity > 0:  # as streamrec.core.batch.diversity_step
                 picked = [mmr(r, s, k, self.target.__getitem__, diversity) for r, s in zip(rows, scores)]
                 rows = np.array([r for r, _ in picked], np.int64).reshape(len(block), k)

@@ -1,15 +1,19 @@
 """The neighbour step: items that follow the user's last items come in, never excluded or blocked ones."""
 
+from dataclasses import replace
+
+import faiss
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from indexing.artifact import ArtifactError, load_artifact, save_artifact
 from streamrec.contract import CatalogItem, Event
-from streamrec.core.batch import recommend_one
+from streamrec.core.batch import BatchResult, PreparedBatch, recommend_one, search_bound
 from streamrec.core.interest import InterestParams, fold_events
 from streamrec.core.items import ItemsModel, LiveItems
 from streamrec.core.neighbours import cooccurrence, neighbour_batch, popular_items, top_neighbours
+from streamrec.core.search import euclidean_items
 from streamrec.core.repeat import REPEAT_EVENTS
 
 
@@ -113,6 +117,79 @@ def test_equal_scores_keep_the_lists_order_then_the_added_items(seed):
         expected = [row for row, _ in ranked] + [-1] * (k - len(ranked))
         assert out[u].tolist() == expected
         assert out_scores[u].tolist() == [base + bonus for _, (_, base, bonus) in ranked] + [-np.inf] * (k - len(ranked))
+
+
+def exact_lists(vectors, target, width):
+    """Every user's exact top ``width`` by float32 inner product, as a flat index returns them."""
+    scores = vectors @ target.T
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :width]
+    return rows, np.take_along_axis(scores, rows, axis=1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_bound_drops_only_candidates_that_could_never_be_shown(seed):
+    """With the search's bound the step scores far fewer added candidates and its lists are
+    bitwise the same; a bound that lies (below what an unlisted item scores) changes lists, so
+    the comparison can fail."""
+    rng = np.random.default_rng(seed)
+    n, d, k, width, users = 2000, 32, 10, 20, 300
+    target = (rng.standard_normal((n, d)) / d).astype(np.float32)  # scores of about 0.2: the bonuses matter
+    vectors = rng.standard_normal((users, d)).astype(np.float32)
+    neighbours = np.array([rng.permutation(n)[:20] for _ in range(n)])
+    sims = np.sort(rng.dirichlet(np.ones(20), n), axis=1)[:, ::-1]
+    recent = rng.integers(0, n, (users, 5))
+    popular = popular_items(rng.integers(0, 1000, n).astype(float), 20, 0.05)
+    rows, scores = exact_lists(vectors, target, width)
+    scored = []
+
+    def target_of(r):
+        scored.append(len(r))
+        return target[r]
+
+    def run(bound):
+        scored.clear()
+        out = neighbour_batch(rows, scores, k, vectors, recent, neighbours, sims, target_of, weight=2.0, decay=0.7,
+                              popular=popular, bound=bound)
+        return out, sum(scored)
+
+    (plain_rows, plain_scores), every = run(None)
+    unit = d * 2.0**-24
+    margin = 4 * unit / (1 - unit) * np.linalg.norm(vectors, axis=1) * np.linalg.norm(target, axis=1).max()
+    (bound_rows, bound_scores), fewer = run(scores[:, -1].astype(np.float64) + margin)
+    np.testing.assert_array_equal(bound_rows, plain_rows)
+    np.testing.assert_array_equal(bound_scores, plain_scores)
+    assert any(set(r) - set(l) for r, l in zip(plain_rows.tolist(), rows.tolist()))  # neighbours came in
+    assert fewer < 0.5 * every
+    (lying_rows, _), _ = run(scores[:, -1].astype(np.float64) - 1.0)
+    assert (lying_rows != plain_rows).any()
+
+
+def test_the_search_bound_holds_for_exact_flat_searches_only(tmp_path):
+    rng = np.random.default_rng(4)
+    n, d = 200, 16
+    ids = [f"sku-{i}" for i in range(n)]
+    context, target = (rng.standard_normal((n, d)).astype(np.float32) for _ in range(2))
+    save_artifact(tmp_path / "m", ids, context, target)
+    items = LiveItems(ItemsModel.from_artifact(load_artifact(tmp_path / "m", use_gpu=False)))
+    vectors = rng.standard_normal((50, d)).astype(np.float32)
+    excluded = [set(rng.choice(n, 5, replace=False).tolist()) for _ in vectors]
+    prepared = PreparedBatch(BatchResult(), [f"u{i}" for i in range(len(vectors))], vectors, excluded, [None] * len(vectors),
+                             items, 10, view=items.view())
+    rows, scores = prepared.view.search(vectors, 10, excluded)
+    rows[0, -3:], scores[0, -3:] = -1, -np.inf  # a short list: no bound
+    bound = search_bound(prepared, rows, scores)
+    assert np.isposinf(bound[0]) and np.isfinite(bound[1:]).all()
+    for u in range(1, len(vectors)):  # every item outside the list and not excluded scores at most the bound
+        rest = np.setdiff1d(np.arange(n), np.r_[rows[u], list(excluded[u])])
+        assert np.einsum("ij,j->i", target[rest], vectors[u]).max() <= bound[u]
+        assert bound[u] - scores[u, -1] < 1e-3 * max(1.0, abs(scores[u, -1]))  # and is not loose
+    hnsw = faiss.IndexHNSWFlat(d, 8, faiss.METRIC_INNER_PRODUCT)
+    euclidean = faiss.IndexFlatL2(d + 1)  # as the Euclidean reduction is searched
+    euclidean.add(euclidean_items(target)[0])
+    for index in (hnsw, euclidean):
+        other = PreparedBatch(BatchResult(), prepared.users, vectors, excluded, [None] * len(vectors), items, 10,
+                              view=replace(prepared.view, index=index))
+        assert search_bound(other, rows, scores) is None
 
 
 def test_weight_zero_and_no_sources_only_cut_the_list():
