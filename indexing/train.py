@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from indexing.refine import Samples, refine
-from streamrec.contract import EVENT_TYPE_CODES, Event
+from streamrec.contract import EVENT_TYPE_CODES, PURCHASE, Event
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 from streamrec.core.neighbours import cooccurrence, top_neighbours
 from streamrec.core.repeat import repeat_rates
@@ -43,9 +43,6 @@ logger = logging.getLogger(__name__)
 
 #: Catalogs up to this size are factorised with a dense SVD (exact, no ARPACK).
 DENSE_SVD_UP_TO = 3000
-
-#: The event type the worker excludes from a user's later lists (bought before).
-PURCHASE = EVENT_TYPE_CODES["purchase"]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ import orjson
 #: The actions a shopper takes; the model learns from these (their codes index weight tables).
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "favorite", "purchase")
 EVENT_TYPE_CODES: dict[str, int] = {name: code for code, name in enumerate(EVENT_TYPES)}
+#: The purchase's code: a bought item leaves the buyer's later lists.
+PURCHASE = EVENT_TYPE_CODES["purchase"]
 #: What a page showed (an item of a list, ``list_id`` naming the list): accepted on the events
 #: topic for attribution (docs/business.md); the worker and the trainer ignore it, so it never
 #: changes a user's vector or triggers a list.

@@ -26,6 +26,7 @@ import numpy as np
 from streamrec.contract import (
     EVENT_TYPE_CODES,
     IMPRESSION,
+    PURCHASE,
     Event,
     InvalidEvent,
     Recommendation,
@@ -579,7 +580,7 @@ def new_states(
 
 
 #: The purchase type's code, as a byte of a history's type column.
-_PURCHASE = bytes([EVENT_TYPE_CODES["purchase"]])
+_PURCHASE = bytes([PURCHASE])
 
 
 def learn_new_items(selection: Selection, applied: Applied, items: LiveItems, broken: set[str]) -> None:

@@ -20,8 +20,6 @@ import numpy as np
 
 from streamrec.contract import EVENT_TYPE_CODES, Event
 
-PURCHASE = EVENT_TYPE_CODES["purchase"]
-
 
 @dataclass(frozen=True)
 class EventLog:

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamrec.contract import PURCHASE
 from streamrec.core.interest import rank_within_groups
 from streamrec.evaluation.base import Recommender
-from streamrec.evaluation.data import PURCHASE, EventLog, LeaveOneOut, leave_one_out
+from streamrec.evaluation.data import EventLog, LeaveOneOut, leave_one_out
 from streamrec.evaluation.metrics import KS, beyond_accuracy, hit_positions, summarise
 
 Progress = Callable[[int, int], None]

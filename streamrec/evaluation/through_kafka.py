@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from indexing.train import TrainParams
+from streamrec.contract import PURCHASE
 from streamrec.core.interest import InterestParams
-from streamrec.evaluation.data import PURCHASE, EventLog, leave_one_out
+from streamrec.evaluation.data import EventLog, leave_one_out
 from streamrec.evaluation.metrics import hit_positions, summarise
 from streamrec.evaluation.served import ServedModel
 
