@@ -48,6 +48,7 @@ def _overrides(_ctx: click.Context, _param: click.Parameter, value: tuple[str, .
 
 def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
     from streamrec.evaluation.models import served_params
+    from streamrec.evaluation.tune import setting_text
 
     grid = {}
     for item in value:
@@ -60,7 +61,7 @@ def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
             raise click.BadParameter(f"{item!r} is not NAME=V1,V2,... with numbers (e.g. knn_weight=0,0.1,0.3)")
         try:
             for v in values:
-                served_params({name.strip(): f"{v:g}"})
+                served_params({name.strip(): setting_text(v)})  # the text the tuning passes
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
         grid[name.strip()] = values

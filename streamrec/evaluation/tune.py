@@ -60,7 +60,7 @@ class TuneResult:
     chosen: dict[str, float]
 
 
-def _text(value: float) -> str:
+def setting_text(value: float) -> str:
     """A grid value as ``--served-param`` text: whole numbers without ".0", so that integer and
     true/false settings (``refine_epochs=5``, ``refine_mask=1``) read them."""
     return str(int(value)) if float(value).is_integer() else str(value)
@@ -78,7 +78,7 @@ def tune(run: Callable[[Mapping[str, str]], dict[str, float]], grid: Mapping[str
         if point.get("repeat_weight", 1.0) == 0.0 and any(
                 r.get("repeat_weight") == 0.0 and all(r.get(n) == point.get(n) for n in names if n not in REPEAT_ONLY) for r in rows):
             continue  # with the step off its own settings change nothing
-        metrics = run({n: _text(v) for n, v in point.items()})
+        metrics = run({n: setting_text(v) for n, v in point.items()})
         rows.append({**point, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
         if progress is not None:
             progress(f"{point}: HR@10 {metrics['HR@10']:.4f}, NDCG@10 {metrics['NDCG@10']:.4f}")
