@@ -234,6 +234,12 @@ def search_depth(k: int, diversity: float, neighbours: bool) -> int:
     return k * POOL if diversity > 0 else k + KNN_MARGIN if neighbours else k
 
 
+def shown_width(k: int, diversity: float, fetched: int) -> int:
+    """How many of the ``fetched`` candidates per user the steps keep: all of them when the
+    diversity step chooses the ``k`` shown from them, else the first ``k``."""
+    return fetched if diversity > 0 else min(fetched, k)
+
+
 def finishing_steps(params: InterestParams | None) -> dict[str, Any]:
     """:class:`PreparedBatch`'s settings of the steps after the search (repeat, diversity,
     neighbours, popular items) from ``params``; None turns every one of them off."""
@@ -624,8 +630,7 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     recent = recent_rows_of(prepared, max(REPEAT_EVENTS if repeat_on(prepared) else 0, prepared.knn_events if knn else 0))
     bound = search_bound(prepared, rows, scores) if knn else None
     rows, scores = repeat_step(prepared, rows, scores, keep_all=knn, recent_rows=recent)
-    # The diversity step chooses from every candidate; without it only the first k are shown.
-    rows, scores = neighbour_step(prepared, rows, scores, width if prepared.diversity > 0 else min(width, k),
+    rows, scores = neighbour_step(prepared, rows, scores, shown_width(k, prepared.diversity, width),
                                   recent_rows=recent, bound=bound)
     rows, scores = diversity_step(prepared, rows, scores)
     item_ids = items.item_ids

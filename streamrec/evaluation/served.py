@@ -26,7 +26,7 @@ import numpy as np
 from indexing.index import build_served_index
 from indexing.train import Interactions, TrainedModel, TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
-from streamrec.core.batch import finishing_steps, search_depth
+from streamrec.core.batch import finishing_steps, search_depth, shown_width
 from streamrec.core.diversity import mmr
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.neighbours import neighbour_batch, popular_items
@@ -176,7 +176,7 @@ class ServedModel(Recommender):
             diversity = self.interest_params.diversity
             knn = self._knn_on()
             fetch = search_depth(k, diversity, knn)  # as the worker searches and cuts
-            shown = fetch if diversity > 0 else k
+            shown = shown_width(k, diversity, fetch)
             rows, scores = search(self.index, self.queries(block), fetch, banned)
             rows, scores = self._repeats(block, rows, scores, fetch, banned, keep_all=knn)
             if knn:
