@@ -267,7 +267,7 @@ def main() -> int:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-        del index, cpu_index
+        index = cpu_index = None  # frees the index (GPU memory) before the next factory
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"device": device, "faiss": faiss.__version__, "rows": rows}, handle, indent=2)
