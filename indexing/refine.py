@@ -133,10 +133,28 @@ class _Adam:
         self.param[rows] -= (scale * self.lr * correction) * m / (np.sqrt(v) + self.eps)
 
 
+def logit_gradient(logits: np.ndarray, truth: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
+    """The summed cross-entropy of each row's ``truth`` column under the softmax of ``logits``
+    (rows, columns; -inf: not in the row's softmax), and the gradient with respect to the logits
+    of the rows' summed loss with its target smoothed: ``1 - smoothing`` on the truth and
+    ``smoothing`` spread evenly over the row's finite columns. ``logits`` is overwritten."""
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    every = np.arange(len(truth))
+    loss = -float(np.log(probs[every, truth] + 1e-12).sum())
+    if smoothing > 0:
+        support = np.isfinite(logits)
+        probs -= (smoothing * support / support.sum(axis=1, keepdims=True)).astype(probs.dtype)
+    probs[every, truth] -= 1.0 - smoothing
+    return loss, probs
+
+
 def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs: int, lr: float,
            candidates: int, keep_last: bool, per_epoch: int | None = None, batch: int = 512,
            seed: int = 0, match_scale: bool = False, schedule: str = "constant",
-           dropout: float = 0.0, average: float = 0.0, pull: float = 0.0, mask: bool = False) -> dict[str, object]:
+           dropout: float = 0.0, average: float = 0.0, pull: float = 0.0, mask: bool = False,
+           smoothing: float = 0.0) -> dict[str, object]:
     """Train ``context`` and ``target`` (float32, in place) for ``epochs`` passes over
     ``samples`` (see the module doc); ``keep_last``: the context's last dimension stays;
     ``per_epoch``: each pass over at most this many samples (a fresh random subset each time);
@@ -147,7 +165,8 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
     gradient descent (Polyak and Juditsky 1992); ``pull``: each step moves the updated rows
     ``lr * pull`` of the way back to the regression's vectors (a weight decay towards the start);
     ``mask``: each sample's softmax leaves out its ``samples.excluded`` items (the full softmax
-    only; the sampled one ignores it).
+    only; the sampled one ignores it); ``smoothing``: label smoothing, the share of each
+    sample's target spread evenly over the items of its softmax (Szegedy et al. 2016).
     Returns what happened: the temperature, each epoch's mean loss (nats), the seconds."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -203,11 +222,8 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 if mask and samples.excluded is not None:  # the worker would not show them
                     row, age = np.nonzero(samples.excluded[chosen])
                     logits[row, rows[row, age]] = -np.inf
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits)
-            probs /= probs.sum(axis=1, keepdims=True)
-            total -= float(np.log(probs[np.arange(len(chosen)), truth] + 1e-12).sum())
-            probs[np.arange(len(chosen)), truth] -= 1.0
+            loss, probs = logit_gradient(logits, truth, smoothing)
+            total += loss
             probs /= len(chosen)
             grad_query = probs @ scored
             if dropout > 0:

@@ -101,6 +101,9 @@ class TrainParams:
     #: Each refinement sample's softmax leaves out the recent items the worker would not
     #: recommend then (bought before; :attr:`indexing.refine.Samples.excluded`).
     refine_mask: bool = False
+    #: Label smoothing of the refinement's softmax: each sample's target puts this share evenly
+    #: on every item of its softmax and the rest on its answer (0: none).
+    refine_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.refine_epochs < 0 or not self.refine_lr > 0 or min(self.refine_candidates, self.refine_samples) < 1:
@@ -119,6 +122,8 @@ class TrainParams:
             raise ValueError(f"refine_pull must be >= 0 and refine_lr * refine_pull < 1, got {self.refine_pull}")
         if not 0 <= self.refine_average <= 1:
             raise ValueError(f"refine_average must be in [0, 1], got {self.refine_average}")
+        if not 0 <= self.refine_smoothing < 1:
+            raise ValueError(f"refine_smoothing must be in [0, 1), got {self.refine_smoothing}")
         if not 0 <= self.refine_dropout < 1:
             raise ValueError(f"refine_dropout must be in [0, 1), got {self.refine_dropout}")
         if self.refine_schedule not in ("constant", "linear"):
@@ -471,6 +476,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
                          candidates=params.refine_candidates, per_epoch=params.refine_samples,
                          schedule=params.refine_schedule, dropout=params.refine_dropout,
                          average=params.refine_average, pull=params.refine_pull, mask=params.refine_mask,
+                         smoothing=params.refine_smoothing,
                          keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
         if solve is not None:  # new items fold in through the refined contexts' Gram matrix
             gram = np.zeros((params.dim, params.dim))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import indexing.refine as refine_module
-from indexing.refine import refine
+from indexing.refine import logit_gradient, refine
 from indexing.train import TrainParams, interactions_from_arrays, next_item_samples, train_model
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.interest import InterestParams, update_batch
@@ -125,6 +125,38 @@ def test_bad_refinement_settings_are_refused():
         TrainParams(refine_average=1.5)
     with pytest.raises(ValueError, match="refine_pull"):
         TrainParams(refine_pull=-1)
+    with pytest.raises(ValueError, match="refine_smoothing"):
+        TrainParams(refine_smoothing=1.0)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_the_logit_gradient_is_the_smoothed_cross_entropys(smoothing):
+    """Against central differences of the smoothed loss written out here: ``-(1 - e) log p_truth
+    - e * mean log p`` over each row's finite columns (-inf columns are outside its softmax)."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(4, 7))
+    logits[1, [0, 5]] = -np.inf
+    truth = np.array([2, 3, 0, 6])
+
+    def smoothed(x):
+        total = 0.0
+        for row, answer in zip(x, truth):
+            finite = np.isfinite(row)
+            log_p = row[finite] - np.log(np.exp(row[finite]).sum())
+            total -= (1 - smoothing) * (row[answer] - np.log(np.exp(row[finite]).sum())) + smoothing * log_p.mean()
+        return total
+
+    loss, grad = logit_gradient(logits.copy(), truth, smoothing)
+    plain = sum(-(row[a] - np.log(np.exp(row[np.isfinite(row)]).sum())) for row, a in zip(logits, truth))
+    assert loss == pytest.approx(plain, rel=1e-9)
+    numeric = np.zeros_like(logits)
+    for i, j in zip(*np.nonzero(np.isfinite(logits))):
+        up, down = logits.copy(), logits.copy()
+        up[i, j] += 1e-6
+        down[i, j] -= 1e-6
+        numeric[i, j] = (smoothed(up) - smoothed(down)) / 2e-6
+    assert np.allclose(grad[np.isfinite(logits)], numeric[np.isfinite(logits)], atol=1e-6)
+    assert (grad[~np.isfinite(logits)] == 0).all()
 
 
 def test_a_linear_schedule_moves_less_than_a_constant_one():
