@@ -77,7 +77,10 @@ def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
               help="Comma-separated models to evaluate.")
 @click.option("--users", "n_users", type=click.IntRange(min=10),
               help="Evaluate a random sample of this many users (with all their events) instead of all.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the --users sample.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the --users sample and of --shuffle-within-users.")
+@click.option("--shuffle-within-users", "shuffle", is_flag=True,
+              help="Put each user's events in a random order over their own times: a taste-only proxy, "
+                   "the order that sequential models read removed (leave-one-out and prequential).")
 @click.option("--dim", type=click.IntRange(min=1), help="Served model's dimension [default: TrainParams.dim].")
 @click.option("--served-param", "served_param", multiple=True, metavar="NAME=VALUE", callback=_overrides,
               help="Override a TrainParams or InterestParams field of the served model (repeatable), "
@@ -126,7 +129,7 @@ def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
 @click.option("--tune-share", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="--tune with prequential: the share of the stream the validation run replays.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
-def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: int | None, seed: int,
+def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: int | None, seed: int, shuffle: bool,
              dim: int | None, served_param: dict[str, str], pretrain: float, retrain_every: int, recent_window: int, window: int,
              csv_path: Path | None, plot_path: Path | None, through_kafka: bool, bootstrap: str | None,
              catalog_path: Path | None, train_fraction: float, end_fraction: float, batch_size: int, limit: int | None,
@@ -140,7 +143,7 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
     new-items      the worker's core replays the stream; items after the training cut are new:
                    HR@10 on their events and how soon they are listed (streamrec/evaluation/new_items.py)
     """
-    from streamrec.evaluation.data import load_log, sample_users
+    from streamrec.evaluation.data import load_log, sample_users, shuffle_within_users
     from streamrec.evaluation.models import build_models
     from streamrec.evaluation.protocols import run_leave_one_out, run_prequential
     from streamrec.evaluation.report import plot_windows, record, window_rows, write_csv
@@ -155,6 +158,9 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
         raise click.BadParameter("--csv and --plot are for the prequential protocol", param_hint="--protocol")
     if repeat_purchases and protocol != "prequential":
         raise click.BadParameter("--repeat-purchases is for the prequential protocol", param_hint="--protocol")
+    if shuffle and protocol == "new-items":
+        raise click.BadParameter("--shuffle-within-users is for the leave-one-out and prequential protocols",
+                                 param_hint="--protocol")
     if tune and (protocol == "new-items" or through_kafka):
         raise click.BadParameter("--tune chooses settings under leave-one-out or prequential, without --through-kafka",
                                  param_hint="--tune")
@@ -171,9 +177,12 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
         raise click.ClickException(f"cannot read {dataset} as {fmt}: {exc}") from None
     if n_users is not None:
         log = sample_users(log, n_users, seed=seed)
+    order = "each user's in a random order " if shuffle else ""
+    if shuffle:
+        log = shuffle_within_users(log, seed=seed)
     console.log(f"{dataset.name}: {len(log):,} events, {log.n_users:,} users, {log.n_items:,} items "
-                f"(read in {time.perf_counter() - started:.1f} s)")
-    name = dataset.stem
+                f"{order}(read in {time.perf_counter() - started:.1f} s)")
+    name = dataset.stem + ("-shuffled" if shuffle else "")
     if tune:
         _tune(log, name, protocol, dim, served_param, pretrain, retrain_every, repeat_purchases, tune_share, as_json,
               console, tune_grid)

@@ -13,7 +13,7 @@ and protocol works on these rows; ``user_ids``/``item_ids`` map them back.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +178,23 @@ def sample_users(log: EventLog, n_users: int, *, seed: int = 0) -> EventLog:
         sub.ts,
         sub.event_ids,
     )
+
+
+def shuffle_within_users(log: EventLog, *, seed: int = 0) -> EventLog:
+    """The same log with each user's events (item, type and id) in a random order over that
+    user's own times: every user keeps what they did and when they were active, and the order
+    that sequential models read is gone. A proxy for a shop where taste, not the last item,
+    says what comes next (``streamrec evaluate --shuffle-within-users``)."""
+    by_user = np.argsort(log.users, kind="stable")  # each user's positions, in time order
+    shuffled = np.lexsort((np.random.default_rng(seed).random(len(log)), log.users))  # each user's, at random
+    items, types = log.items.copy(), log.types.copy()
+    items[by_user], types[by_user] = log.items[shuffled], log.types[shuffled]
+    ids = None
+    if log.event_ids is not None:
+        moved = np.empty(len(log), np.int64)
+        moved[by_user] = shuffled
+        ids = tuple(log.event_ids[i] for i in moved.tolist())
+    return replace(log, items=items, types=types, event_ids=ids)
 
 
 def _type_name(code: int) -> str:

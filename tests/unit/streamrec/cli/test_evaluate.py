@@ -60,6 +60,7 @@ def test_prequential_writes_the_moving_window_csv_and_plot(beauty_like, tmp_path
     (["--served-param", "dim"], "NAME=VALUE"),
     (["--models", "served,oracle"], "unknown model"),
     (["--protocol", "prequential", "--through-kafka"], "leave-one-out protocol only"),
+    (["--protocol", "new-items", "--shuffle-within-users"], "leave-one-out and prequential"),
 ])
 def test_bad_options_are_explained(beauty_like, args, message):
     result = CliRunner().invoke(evaluate, ["--dataset", str(beauty_like), "--format", "amazon-seq", *args])
@@ -75,3 +76,16 @@ def test_served_params_overrides_both_parameter_sets():
     train, interest = served_params({"ridge": "0.5", "item_bias": "off", "event_decay": "0.7", "dim": "64"})
     assert (train.ridge, train.item_bias, train.dim, interest.event_decay) == (0.5, False, 64, 0.7)
     assert np.isclose(interest.half_life_s, 7 * 24 * 3600)
+
+
+def test_the_taste_only_proxy_runs_and_says_so(beauty_like):
+    """``--shuffle-within-users``: another test item per user (the last of a shuffled order), and
+    the records are named for the shuffled log."""
+    runs = {}
+    for extra in ([], ["--shuffle-within-users"]):
+        result = CliRunner().invoke(evaluate, ["--dataset", str(beauty_like), "--format", "amazon-seq", "--models",
+                                               "popularity", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        runs[bool(extra)] = json.loads(result.stdout)[0]
+    assert runs[True]["dataset"] == runs[False]["dataset"] + "-shuffled"
+    assert runs[True]["users"] == runs[False]["users"]

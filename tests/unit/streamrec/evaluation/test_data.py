@@ -1,6 +1,6 @@
 import numpy as np
 
-from streamrec.evaluation.data import EventLog, leave_one_out, sample_users, user_sequences
+from streamrec.evaluation.data import EventLog, leave_one_out, sample_users, shuffle_within_users, user_sequences
 
 
 def test_log_is_sorted_by_time_stably_and_numbered_by_first_appearance():
@@ -42,3 +42,26 @@ def test_user_sequences_and_sampling_keep_whole_users(toy_log):
     for user, seq in zip(sample.user_ids, user_sequences(sample)):
         assert [sample.item_ids[sample.items[n]] for n in seq] == full[user]
     assert np.all(np.diff(sample.ts) >= 0)
+
+
+def test_shuffling_within_users_keeps_what_and_when_and_loses_the_order(toy_log):
+    shuffled = shuffle_within_users(toy_log, seed=3)
+    assert (shuffled.users == toy_log.users).all() and (shuffled.ts == toy_log.ts).all()
+    assert shuffled.user_ids == toy_log.user_ids and shuffled.item_ids == toy_log.item_ids
+    moved = 0
+    for before, after in zip(user_sequences(toy_log), user_sequences(shuffled)):
+        pairs = sorted(zip(toy_log.items[before].tolist(), toy_log.types[before].tolist()))
+        assert sorted(zip(shuffled.items[after].tolist(), shuffled.types[after].tolist())) == pairs
+        moved += (toy_log.items[before] != shuffled.items[after]).any()
+    assert moved > toy_log.n_users // 2  # most users' order changed
+    again = shuffle_within_users(toy_log, seed=3)
+    assert (again.items == shuffled.items).all() and (shuffle_within_users(toy_log, seed=4).items != shuffled.items).any()
+
+
+def test_shuffled_event_ids_stay_with_their_events():
+    log = EventLog.from_arrays(["a", "a", "a", "b"], ["x", "y", "z", "x"], ["view", "click", "purchase", "view"],
+                               [1.0, 2.0, 3.0, 4.0], ["ex", "ey", "ez", "bx"])
+    shuffled = shuffle_within_users(log, seed=1)
+    own = {"ex": ("x", "view"), "ey": ("y", "click"), "ez": ("z", "purchase"), "bx": ("x", "view")}
+    for event in shuffled.events():
+        assert own[event.event_id] == (event.item_id, event.type)
