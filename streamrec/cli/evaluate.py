@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from streamrec.evaluation.models import MODEL_NAMES
+from streamrec.evaluation.models import EXTRA_MODELS, MODEL_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +21,11 @@ PROTOCOLS = ["leave-one-out", "prequential", "new-items"]
 
 def _model_names(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES]
+    unknown = [n for n in names if n not in MODEL_NAMES + EXTRA_MODELS]
     if unknown or not names:
         raise click.BadParameter(
             f"unknown model(s) {', '.join(unknown) or '(none given)'}; give a comma-separated list of "
-            f"{', '.join(MODEL_NAMES)}"
+            f"{', '.join(MODEL_NAMES + EXTRA_MODELS)}"
         )
     return names
 
@@ -74,7 +74,9 @@ def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
 @click.option("--format", "fmt", required=True, type=click.Choice(FORMATS), help="Format of --dataset.")
 @click.option("--protocol", default="leave-one-out", show_default=True, type=click.Choice(PROTOCOLS))
 @click.option("--models", "names", default=",".join(MODEL_NAMES), show_default=True, callback=_model_names,
-              help="Comma-separated models to evaluate.")
+              help="Comma-separated models to evaluate (also: served+als, a prototype fusing the two).")
+@click.option("--fusion-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of ALS's ranks in the served+als prototype (docs/quality.md, the taste-only proxy).")
 @click.option("--users", "n_users", type=click.IntRange(min=10),
               help="Evaluate a random sample of this many users (with all their events) instead of all.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the --users sample and of --shuffle-within-users.")
@@ -129,8 +131,8 @@ def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
 @click.option("--tune-share", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="--tune with prequential: the share of the stream the validation run replays.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per model.")
-def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: int | None, seed: int, shuffle: bool,
-             dim: int | None, served_param: dict[str, str], pretrain: float, retrain_every: int, recent_window: int, window: int,
+def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], fusion_weight: float, n_users: int | None,
+             seed: int, shuffle: bool, dim: int | None, served_param: dict[str, str], pretrain: float, retrain_every: int, recent_window: int, window: int,
              csv_path: Path | None, plot_path: Path | None, through_kafka: bool, bootstrap: str | None,
              catalog_path: Path | None, train_fraction: float, end_fraction: float, batch_size: int, limit: int | None,
              prior_events: float | None, variants: str, repeat_purchases: bool, tune: bool,
@@ -189,7 +191,8 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], n_users: 
         return
     results: list[dict[str, Any]] = []
     outcomes = []
-    for model in build_models(names, dim=dim, recent_window=recent_window, served_overrides=served_param):
+    for model in build_models(names, dim=dim, recent_window=recent_window, served_overrides=served_param,
+                              fusion_weight=fusion_weight):
         console.log(f"{model.name}: {protocol}")
         if protocol == "leave-one-out":
             outcome = run_leave_one_out(model, log)

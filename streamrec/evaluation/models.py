@@ -8,6 +8,8 @@ from streamrec.evaluation.base import Recommender
 
 #: Report order: the served model first, then the baselines.
 MODEL_NAMES: tuple[str, ...] = ("served", "popularity", "popularity-recent", "item-knn", "als", "isgd")
+#: Prototypes, evaluated only when named: ``served+als`` (:mod:`streamrec.evaluation.fusion`).
+EXTRA_MODELS: tuple[str, ...] = ("served+als",)
 
 
 def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 - (TrainParams, InterestParams)
@@ -59,10 +61,11 @@ def _served(dim: int | None, overrides: Mapping[str, str] | None) -> Recommender
 
 
 def _factories(
-    dim: int | None, recent_window: int, overrides: Mapping[str, str] | None
+    dim: int | None, recent_window: int, overrides: Mapping[str, str] | None, fusion_weight: float
 ) -> dict[str, Callable[[], Recommender]]:
     from streamrec.evaluation.als import ALS
     from streamrec.evaluation.baselines import ItemKNN, Popularity, RecentPopularity
+    from streamrec.evaluation.fusion import RankFusion
     from streamrec.evaluation.isgd import ISGD
 
     return {
@@ -72,22 +75,24 @@ def _factories(
         "item-knn": ItemKNN,
         "als": ALS,
         "isgd": ISGD,
+        "served+als": lambda: RankFusion(_served(dim, overrides), ALS(), weight=fusion_weight),
     }
 
 
 def build_models(
     names: Sequence[str] | None = None, *, dim: int | None = None, recent_window: int = 10_000,
-    served_overrides: Mapping[str, str] | None = None,
+    served_overrides: Mapping[str, str] | None = None, fusion_weight: float = 0.5,
 ) -> list[Recommender]:
     """Fresh models by name (all of :data:`MODEL_NAMES` when ``names`` is None).
 
     ``dim`` overrides the served model's dimension (``TrainParams.dim``) for quick runs;
-    ``served_overrides`` any other of its parameters (see :func:`served_params`).
+    ``served_overrides`` any other of its parameters (see :func:`served_params`);
+    ``fusion_weight`` the weight of ALS's ranks in ``served+als`` (:data:`EXTRA_MODELS`).
     """
     names = list(MODEL_NAMES if names is None else names)
-    unknown = [n for n in names if n not in MODEL_NAMES]
+    unknown = [n for n in names if n not in MODEL_NAMES + EXTRA_MODELS]
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES + EXTRA_MODELS)}")
     served_params(served_overrides)  # fail early on a bad override
-    factories = _factories(dim, recent_window, served_overrides)
+    factories = _factories(dim, recent_window, served_overrides, fusion_weight)
     return [factories[name]() for name in names]
