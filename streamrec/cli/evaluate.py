@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from streamrec.evaluation.models import EXTRA_MODELS, MODEL_NAMES
+from streamrec.evaluation.models import KNOWN_MODELS, MODEL_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +21,11 @@ PROTOCOLS = ["leave-one-out", "prequential", "new-items"]
 
 def _model_names(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES + EXTRA_MODELS]
+    unknown = [n for n in names if n not in KNOWN_MODELS]
     if unknown or not names:
         raise click.BadParameter(
             f"unknown model(s) {', '.join(unknown) or '(none given)'}; give a comma-separated list of "
-            f"{', '.join(MODEL_NAMES + EXTRA_MODELS)}"
+            f"{', '.join(KNOWN_MODELS)}"
         )
     return names
 

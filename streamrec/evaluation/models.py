@@ -10,6 +10,8 @@ from streamrec.evaluation.base import Recommender
 MODEL_NAMES: tuple[str, ...] = ("served", "popularity", "popularity-recent", "item-knn", "als", "isgd")
 #: Prototypes, evaluated only when named: ``served+als`` (:mod:`streamrec.evaluation.fusion`).
 EXTRA_MODELS: tuple[str, ...] = ("served+als",)
+#: Every name :func:`build_models` knows.
+KNOWN_MODELS: tuple[str, ...] = MODEL_NAMES + EXTRA_MODELS
 
 
 def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 - (TrainParams, InterestParams)
@@ -90,9 +92,9 @@ def build_models(
     ``fusion_weight`` the weight of ALS's ranks in ``served+als`` (:data:`EXTRA_MODELS`).
     """
     names = list(MODEL_NAMES if names is None else names)
-    unknown = [n for n in names if n not in MODEL_NAMES + EXTRA_MODELS]
+    unknown = [n for n in names if n not in KNOWN_MODELS]
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES + EXTRA_MODELS)}")
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_MODELS)}")
     served_params(served_overrides)  # fail early on a bad override
     factories = _factories(dim, recent_window, served_overrides, fusion_weight)
     return [factories[name]() for name in names]
