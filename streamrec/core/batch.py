@@ -40,7 +40,7 @@ from streamrec.contract import (
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.experiments import Experiment, assign
 from streamrec.core.interest import InterestParams, fold_events, update_batch
-from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView
+from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView, largest_norm
 from streamrec.core.neighbours import neighbour_batch
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
 from streamrec.core.search import is_euclidean
@@ -726,10 +726,7 @@ def search_bound(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
             or index.metric_type != faiss.METRIC_INNER_PRODUCT or is_euclidean(index)):
         return None
     vectors = np.asarray(prepared.vectors, np.float64)
-    largest = model.max_target_norm()
-    if len(view.new_target):
-        largest = max(largest, float(np.sqrt(np.einsum("ij,ij->i", view.new_target, view.new_target,
-                                                         dtype=np.float64).max())))
+    largest = max(model.max_target_norm(), largest_norm(view.new_target))
     unit = vectors.shape[1] * 2.0**-24
     margin = 4 * unit / (1 - unit) * np.sqrt(np.einsum("ij,ij->i", vectors, vectors)) * largest
     full = (rows >= 0).all(axis=1)

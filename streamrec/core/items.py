@@ -121,9 +121,7 @@ class ItemsModel:
     def max_target_norm(self) -> float:
         """The largest Euclidean norm of a model item's target vector (0 without targets)."""
         if not self._max_norm:
-            target = self.target
-            self._max_norm.append(0.0 if target is None or not len(target)
-                                  else float(np.sqrt(np.einsum("ij,ij->i", target, target, dtype=np.float64).max())))
+            self._max_norm.append(0.0 if self.target is None else largest_norm(self.target))
         return self._max_norm[0]
 
     def popular(self, top: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
@@ -211,6 +209,13 @@ class _FeatureSums:
             target += weight * share @ self.target[slots]
             total += weight
         return context / total, target / total
+
+
+def largest_norm(vectors: np.ndarray) -> float:
+    """The largest Euclidean norm of the rows of ``vectors`` (0 for none), summed in float64."""
+    if not len(vectors):
+        return 0.0
+    return float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).max()))
 
 
 @dataclass
