@@ -79,8 +79,8 @@ def test_served_params_overrides_both_parameter_sets():
 
 
 def test_the_taste_only_proxy_runs_and_says_so(beauty_like):
-    """``--shuffle-within-users``: another test item per user (the last of a shuffled order), and
-    the records are named for the shuffled log."""
+    """``--shuffle-within-users`` runs on the same users, and the records are named for the
+    shuffled log."""
     runs = {}
     for extra in ([], ["--shuffle-within-users"]):
         result = CliRunner().invoke(evaluate, ["--dataset", str(beauty_like), "--format", "amazon-seq", "--models",
