@@ -17,6 +17,7 @@ Layout of a models folder::
         taste.npy            # d x d taste map of the users' long-term vectors (streamrec.core.taste)
         neighbours.npy       # (n_items, M) each item's best neighbours and their similarities
         neighbour_sims.npy   # (streamrec.core.neighbours); a version without them: no neighbour step
+        factors.npy          # (n_items, f) ALS item factors of the factor step (streamrec.core.factors)
 
 A version folder is complete once ``meta.json`` exists; ``LATEST`` only ever names complete
 versions, so a worker polling it never loads half a model.
@@ -52,8 +53,8 @@ _VERSION_RE = re.compile(r"^v(\d{6})$")
 #: Optional arrays of a version: the target vectors, the target regression's solve matrix and
 #: the training events per item (see streamrec.core.items), the items' repeat lifts
 #: (streamrec.core.repeat), the taste map (streamrec.core.taste), each item's neighbours and their
-#: similarities (streamrec.core.neighbours).
-EXTRAS = ("target", "fold_in", "popularity", "repeat", "taste", "neighbours", "neighbour_sims")
+#: similarities (streamrec.core.neighbours), the factor step's item factors (streamrec.core.factors).
+EXTRAS = ("target", "fold_in", "popularity", "repeat", "taste", "neighbours", "neighbour_sims", "factors")
 
 
 class ArtifactError(RuntimeError):
@@ -265,6 +266,9 @@ def load_artifact(path: Path, *, use_gpu: bool = True, nprobe: int | None = None
                 or (near.size and not (-1 <= int(near.min()) and int(near.max()) < len(item_ids)))):
             raise ArtifactError(f"model {folder} is inconsistent: neighbours.npy must be (items, M) rows in "
                                 f"[-1, {len(item_ids)}) with neighbour_sims.npy of the same shape")
+    if "factors" in extras and (extras["factors"].ndim != 2 or "factors" not in meta.get("training", {})):
+        raise ArtifactError(f"model {folder} is inconsistent: factors.npy must be (items, f) with the training "
+                            f"summary's factor settings")
     if effort_name(index) is not None:
         effort = nprobe if nprobe is not None else search_effort_of(meta)
         set_search_effort(index, effort)

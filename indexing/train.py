@@ -34,6 +34,7 @@ from scipy.sparse.linalg import svds
 
 from indexing.refine import Samples, refine
 from streamrec.contract import EVENT_TYPE_CODES, PURCHASE, Event
+from streamrec.core.factors import fits_factors
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
 from streamrec.core.neighbours import cooccurrence, top_neighbours
 from streamrec.core.repeat import repeat_rates
@@ -104,8 +105,19 @@ class TrainParams:
     #: Label smoothing of the refinement's softmax: each sample's target puts this share evenly
     #: on every item of its softmax and the rest on its answer (0: none).
     refine_smoothing: float = 0.0
+    #: The factor step's item factors (:mod:`streamrec.core.factors`), fitted only when the
+    #: serving ``InterestParams.factor_weight`` is > 0 or "auto" (the summary's ``factors.weight``
+    #: is then the weight chosen for the version, 0 until a chooser sets it): implicit-feedback ALS with this many factors,
+    #: its regularisation, the confidence of a seen item and the ALS sweeps.
+    factors: int = 128
+    factor_reg: float = 20.0
+    factor_alpha: float = 40.0
+    factor_iterations: int = 15
 
     def __post_init__(self) -> None:
+        if self.factors < 1 or not self.factor_reg > 0 or not self.factor_alpha >= 1 or self.factor_iterations < 1:
+            raise ValueError(f"factors must be >= 1, factor_reg > 0, factor_alpha >= 1 and factor_iterations >= 1, got "
+                             f"{self.factors}, {self.factor_reg}, {self.factor_alpha} and {self.factor_iterations}")
         if self.refine_epochs < 0 or not self.refine_lr > 0 or min(self.refine_candidates, self.refine_samples) < 1:
             raise ValueError(f"refine_epochs must be >= 0, refine_lr > 0 and refine_candidates, refine_samples >= 1, "
                              f"got {self.refine_epochs}, {self.refine_lr}, {self.refine_candidates}, {self.refine_samples}")
@@ -421,6 +433,8 @@ class TrainedModel:
     #: None: no neighbour step).
     neighbours: np.ndarray | None = None
     neighbour_sims: np.ndarray | None = None
+    #: ALS item factors of the factor step (:mod:`streamrec.core.factors`; None: no step).
+    factors: np.ndarray | None = None
 
     def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
              extra_meta: dict[str, Any] | None = None, target_recall: float | None = None,
@@ -440,6 +454,8 @@ class TrainedModel:
             extras["taste"] = self.taste
         if self.neighbours is not None and self.neighbour_sims is not None:
             extras["neighbours"], extras["neighbour_sims"] = self.neighbours, self.neighbour_sims
+        if self.factors is not None:
+            extras["factors"] = self.factors
         return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
                              training=summary, extras=extras, number=number, extra_meta=extra_meta,
                              queries=queries if queries is not None and len(queries) else None,
@@ -490,6 +506,9 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     if params.knn_neighbours > 0:
         neighbours, sims = top_neighbours(cooccurrence(users, data.items, data.n_items),
                                           params.knn_neighbours, params.knn_norm)
+    factors = None
+    if fits_factors((interest or InterestParams()).factor_weight):
+        factors = fit_factors(users, data.items, len(data.user_ids), data.n_items, params)
     summary = {
         "users": len(data.user_ids),
         "items": data.n_items,
@@ -501,8 +520,33 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
         "repeat_by_age": [round(float(x), 8) for x in repeat_by_age],
         "taste_decay": (interest or InterestParams()).taste_decay if taste is not None else 0.0,
         **({"refine": refined} if refined is not None else {}),
+        **({"factors": {"reg": params.factor_reg, "confidence": params.factor_alpha, "weight": 0.0}}
+           if factors is not None else {}),
         "seconds": round(time.perf_counter() - started, 3),
     }
     logger.info("trained %d item vectors (d=%d) in %.1f s", data.n_items, params.dim, summary["seconds"])
     popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
-    return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat, taste, neighbours, sims)
+    return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat, taste, neighbours, sims,
+                        factors)
+
+
+def fit_factors(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, params: TrainParams) -> np.ndarray:
+    """The factor step's item factors (float32, ``n_items x params.factors``): implicit-feedback
+    ALS (the ``implicit`` library) of the binary user x item matrix, confidence
+    ``params.factor_alpha`` for a seen item (the fold-in of :func:`streamrec.core.factors.fold_in`
+    solves the same least squares for one user)."""
+    import warnings
+
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    matrix = sp.csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(n_users, n_items))
+    matrix.data[:] = 1.0  # seen or not
+    with threadpool_limits(1, "blas"), warnings.catch_warnings():
+        # implicit runs its own threads and warns about BLAS threads even inside the limit.
+        warnings.filterwarnings("ignore", message=".*threadpool.*", category=RuntimeWarning)
+        model = AlternatingLeastSquares(factors=params.factors, regularization=params.factor_reg,
+                                        alpha=params.factor_alpha, iterations=params.factor_iterations,
+                                        random_state=params.seed)
+        model.fit(matrix, show_progress=False)
+    return np.ascontiguousarray(model.item_factors, dtype=np.float32)

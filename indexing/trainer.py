@@ -32,7 +32,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from indexing.distribute import ModelPublisher, topic_partition
 from indexing.feed import ModelFeed
 from indexing.gate import decide, gate_cases, model_rows, next_item_hits, paired_standard_error, split_holdout
 from indexing.index import DEFAULT_TARGET_RECALL, build_served_index
-from indexing.train import TrainParams, interactions_from_arrays, train_model
+from indexing.train import Interactions, TrainedModel, TrainParams, interactions_from_arrays, train_model
 from streamrec.core.interest import InterestParams
 from streamrec.contract import EVENT_TYPE_CODES, Event, InvalidEvent, decode_erasure, decode_event
 from streamrec.kafka.security import client_config
@@ -70,6 +70,10 @@ class TrainerParams:
     train: TrainParams = field(default_factory=TrainParams)
     #: The worker's update parameters the targets are fitted for (its taste decay: the taste map).
     interest: InterestParams = field(default_factory=InterestParams)
+    #: With ``interest.factor_weight = "auto"``: writes the factor step's weight, chosen on the
+    #: window's held-out events, into a trained version (``streamrec trainer`` passes
+    #: :func:`streamrec.evaluation.choose.choose_for`; None: such versions keep weight 0).
+    choose: Callable[[TrainedModel, Interactions, TrainParams, InterestParams], object] | None = None
 
     def __post_init__(self) -> None:
         if self.window_events < 1 or self.every_events < 1 or self.gate_cases < 1:
@@ -175,6 +179,8 @@ def train_candidate(window: WindowArrays, rows: np.ndarray, params: TrainerParam
     data = interactions_from_arrays(window.users[rows], window.item_keys[window.items[rows]].astype(str),
                                     window.types[rows], window.ts[rows])
     trained = train_model(data, params.train, params.interest)
+    if params.choose is not None:
+        params.choose(trained, data, params.train, params.interest)
     users = window_user_vectors(window, rows, data.item_ids, trained.context)
     index, calibration = build_served_index(trained.target, params.factory, target_recall=params.target_recall,
                                             context=trained.context, queries=users if len(users) else None)

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -174,6 +174,13 @@ class RulesSettings(BaseModel):
     #: docs/quality.md). A model version without neighbours is served without the step.
     knn_weight: float = Field(0.03, ge=0)
     pop_weight: float = Field(0.001, ge=0)
+    #: Weight of the factor step that fuses the user's ALS list (a second factor space of the
+    #: whole user x item matrix, folded in from the recent events) with the served list by
+    #: reciprocal rank (0: off; "auto": each model version's own weight, chosen at its training on
+    #: the shop's held-out events, 0 where the step does not clearly pay; docs/model.md, measured
+    #: in docs/quality.md). The worker and the trainers read it: a model version trained with it
+    #: carries the item factors.
+    factor_weight: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
 
 
 class WorkerSettings(BaseModel):

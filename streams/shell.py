@@ -55,11 +55,11 @@ CATALOG_COUNT_EVERY_S = 5.0
 
 
 def interest_params(settings: Settings) -> InterestParams:
-    """The worker's ``InterestParams``: the defaults with the list rules' repeat, diversity, taste and
-    neighbour settings."""
+    """The worker's ``InterestParams``: the defaults with the list rules' repeat, diversity, taste,
+    neighbour and factor settings."""
     rules = settings.rules
     return InterestParams(repeat_weight=rules.repeat_weight, diversity=rules.diversity, taste_decay=rules.taste_decay,
-                          knn_weight=rules.knn_weight, pop_weight=rules.pop_weight)
+                          knn_weight=rules.knn_weight, pop_weight=rules.pop_weight, factor_weight=rules.factor_weight)
 
 
 def running_experiment(settings: Settings) -> Experiment | None:

@@ -219,7 +219,10 @@ def prepare_workload(
     from producers.synthetic import DEFAULT_START_TS, SyntheticShop
 
     from indexing.index import choose_factory
+    from indexing.train import TrainParams
     from streamrec.config import get_settings
+    from streamrec.core.factors import fits_factors
+    from streamrec.core.interest import InterestParams
 
     trained = items <= TRAIN_UP_TO
     history = max(MIN_HISTORY, HISTORY_PER_ITEM * items) if trained else 0
@@ -227,10 +230,14 @@ def prepare_workload(
     # recall an approximate one is calibrated to.
     target_recall = get_settings().index.target_recall
     resolved = choose_factory(items) if factory == "auto" else factory
+    # With the factor step on (rules.factor_weight), the trained model carries its item factors.
+    factor_weight = get_settings().rules.factor_weight
+    factors = trained and fits_factors(factor_weight)
     model_key = _key(items=items, users=users, seed=seed, factory=resolved, rate=shop_rate, dim=dim, history=history,
                      **({} if resolved == "Flat" else {"target_recall": target_recall, "index_build": INDEX_BUILD}),
                      **({"train_build": TRAIN_BUILD} if trained else {}),
-                     **({"refine_epochs": refine_epochs} if trained and refine_epochs else {}))
+                     **({"refine_epochs": refine_epochs} if trained and refine_epochs else {}),
+                     **({"factors": TrainParams().factors} if factors else {}))
     events_key = _key(model=model_key, events=events)
     models_dir = cache_dir / f"model-{items}-{model_key}"
     events_file = cache_dir / f"events-{items}-{events}-{events_key}.pkl"
@@ -247,12 +254,13 @@ def prepare_workload(
     stream = shop.events(history + events, start_ts=DEFAULT_START_TS, rate=shop_rate)
     if latest_version(models_dir) is None:
         if trained:
-            from indexing.train import TrainParams, interactions_from_events, train_model
+            from indexing.train import interactions_from_events, train_model
 
             log(f"training item vectors on {history} events of history ({items} items)")
             past = [next(stream) for _ in range(history)]
             trained_model = train_model(interactions_from_events(past),
-                                        TrainParams(dim=dim, seed=seed, refine_epochs=refine_epochs))
+                                        TrainParams(dim=dim, seed=seed, refine_epochs=refine_epochs),
+                                        InterestParams(factor_weight=factor_weight))
             log(f"building the index ({factory}) and saving the model")
             trained_model.save(models_dir, factory=factory, target_recall=target_recall,
                                source=f"bench synthetic(items={items}, users={users}, seed={seed}, history={history})")

@@ -18,7 +18,9 @@ import numpy as np
 import orjson
 
 from streamrec.benchmarks.load import Workload
+from streamrec.config import get_settings
 from streams.engine import GC_THRESHOLDS
+from streams.shell import interest_params
 
 
 def _per_call_us(fn: Callable[[], object], units: int, budget_s: float = 0.4) -> float:
@@ -46,12 +48,12 @@ def run_micro(workload: Workload, *, batch_size: int = 1000, budget_s: float = 0
         encode_recommendation,
     )
     from streamrec.core.batch import Message, decode_batch, process_batch
-    from streamrec.core.interest import InterestParams, update_batch
+    from streamrec.core.interest import update_batch
     from streamrec.core.search import search
     from streamrec.core.state import decode_state, encode_state
 
     model = load_artifact(workload.model_dir, use_gpu=False)
-    params = InterestParams()
+    params = interest_params(get_settings())  # the worker's: the rules' steps (e.g. STREAMREC_RULES__FACTOR_WEIGHT)
     n = min(len(workload), 20 * batch_size)
     messages = [Message(k, v, 0, i) for i, (k, v) in enumerate(zip(workload.keys[:n], workload.values[:n], strict=True))]
     # Warm the store so states carry history, as they do in a running shop.

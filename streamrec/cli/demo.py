@@ -42,6 +42,8 @@ def _show_user(user_id: str, events, rec, categories: dict[str, str], latency_ms
 def demo(users: int, items: int, history: int, live: int, rate: float, show: int, seed: int) -> None:
     """Run the whole loop on a synthetic shop and show fresh recommendations."""
     from indexing.train import TrainParams, interactions_from_events, train_model
+    from streamrec.evaluation.choose import choose_for
+    from streams.shell import interest_params
     from producers.publisher import EventPublisher
     from producers.synthetic import SyntheticShop
     from streamrec.contract import encode_catalog_item
@@ -68,7 +70,9 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
         stream = list(shop.events(history + live, start_ts=start_ts))
         past, future = stream[:history], stream[history:]
         data = interactions_from_events(past)
-        trained = train_model(data, TrainParams())
+        interest = interest_params(settings)  # the worker's rules (the factor step's "auto" chooses here)
+        trained = train_model(data, TrainParams(), interest)
+        choice = choose_for(trained, data, TrainParams(), interest)
         summary = trained.summary
         models_dir = workdir / "models"
         trained.save(models_dir, factory="auto")
@@ -76,6 +80,9 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
             f"   {summary['events']} events of {summary['users']} shoppers over {summary['items']} items -> "
             f"item vectors d={trained.context.shape[1]} in {summary['seconds']:.1f} s"
         )
+        if choice is not None:
+            click.echo(f"   factor step: weight {choice.weight:g}, chosen on {choice.users:,} shoppers' held-out events "
+                       "(0: the order of their events says enough)")
         items_topic = f"demo-{run}-items"
         ensure_topics(launcher.bootstrap, {items_topic: settings.kafka.partitions},
                       configs={items_topic: {"cleanup.policy": "compact"}})

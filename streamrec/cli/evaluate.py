@@ -320,9 +320,10 @@ def _through_kafka(log, name: str, dim: int | None, overrides: dict[str, str], b
     from streamrec.evaluation.through_kafka import run_through_kafka
 
     params, interest = served_params(overrides)
-    if interest != type(interest)():
-        raise click.BadParameter("the worker runs the default InterestParams: --through-kafka cannot override them",
-                                 param_hint="--served-param")
+    rules = {"taste_decay": interest.taste_decay, "factor_weight": interest.factor_weight}  # the worker's settings
+    if replace(interest, **{name: getattr(type(interest)(), name) for name in rules}) != type(interest)():
+        raise click.BadParameter("the worker runs the default InterestParams but for its rules' taste_decay and "
+                                 "factor_weight: --through-kafka cannot override the others", param_hint="--served-param")
     params = params if dim is None else replace(params, dim=dim)
     with ExitStack() as stack:
         if bootstrap is None:
@@ -334,7 +335,7 @@ def _through_kafka(log, name: str, dim: int | None, overrides: dict[str, str], b
                 console.log(f"started the local broker on {launcher.bootstrap}")
             bootstrap = launcher.bootstrap
         outcome = run_through_kafka(log, bootstrap=bootstrap, train_params=params,
-                                    partitions=get_settings().kafka.partitions, progress=console.log)
+                                    partitions=get_settings().kafka.partitions, progress=console.log, **rules)
     console.log(f"through Kafka: HR@10 {outcome.metrics['HR@10']:.4f} (in process {outcome.in_process_metrics['HR@10']:.4f}); "
                 f"{outcome.same_lists:,} of {outcome.users:,} lists identical, {outcome.hit_disagreements} hit disagreements")
     return {

@@ -48,6 +48,7 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     from indexing.train import TrainParams
     from indexing.trainer import Trainer, TrainerParams
     from streamrec.core.interest import InterestParams
+    from streamrec.evaluation.choose import choose_for
 
     if bootstrap_dataset is not None and fmt is None:
         raise click.UsageError(f"--format is required with --bootstrap-dataset; choose one of {', '.join(FORMATS)}")
@@ -56,7 +57,8 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     train = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
     params = TrainerParams(window_events=window_events, every_events=every_events, every_minutes=every_minutes,
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train,
-                           interest=InterestParams(taste_decay=settings.rules.taste_decay),
+                           interest=InterestParams(taste_decay=settings.rules.taste_decay,
+                                                   factor_weight=settings.rules.factor_weight), choose=choose_for,
                            target_recall=settings.index.target_recall)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params,

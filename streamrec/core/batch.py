@@ -39,6 +39,7 @@ from streamrec.contract import (
 )
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.experiments import Experiment, assign
+from streamrec.core.factors import factor_batch, resolve_weight
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView, largest_norm
 from streamrec.core.neighbours import neighbour_batch
@@ -207,11 +208,15 @@ class PreparedBatch:
     #: The popular items' ``InterestParams.pop_weight`` and ``pop_items`` (weight 0: off).
     pop_weight: float = 0.0
     pop_items: int = 20
+    #: The factor step's ``InterestParams.factor_weight`` and ``factor_depth`` (weight 0: off;
+    #: "auto": the version's own, :func:`factor_weight_of`).
+    factor_weight: float | str = 0.0
+    factor_depth: int = 50
 
     @property
     def fetch(self) -> int:
         """Candidates the search returns per user (:func:`search_depth`)."""
-        return search_depth(self.k, self.diversity, neighbours_on(self))
+        return search_depth(self.k, self.diversity, neighbours_on(self), self.factor_depth if factors_on(self) else 0)
 
     def search(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of every user's top k candidates (FAISS releases the GIL while it
@@ -228,10 +233,19 @@ class PreparedBatch:
 KNN_MARGIN = 10
 
 
-def search_depth(k: int, diversity: float, neighbours: bool) -> int:
+def search_depth(k: int, diversity: float, neighbours: bool, listed: int = 0) -> int:
     """Candidates the search returns per user: ``POOL * k`` for the diversity step, ``k +
-    KNN_MARGIN`` for the neighbour step, else ``k``."""
-    return k * POOL if diversity > 0 else k + KNN_MARGIN if neighbours else k
+    KNN_MARGIN`` for the neighbour step, else ``k``; with the factor step (``listed``: its
+    depth) the served list is at least ``listed`` long, so ``k`` reads ``max(k, listed)``."""
+    if diversity > 0:
+        return max(k * POOL, listed)
+    return max(k, listed) + (KNN_MARGIN if neighbours else 0)
+
+
+def served_width(shown: int, listed: int) -> int:
+    """How many candidates the repeat and neighbour steps keep: the ``shown`` width, or the factor
+    step's depth (``listed``, 0: off) when that is longer (the fusion cuts to ``shown``)."""
+    return max(shown, listed)
 
 
 def shown_width(k: int, diversity: float, fetched: int) -> int:
@@ -247,7 +261,7 @@ def finishing_steps(params: InterestParams | None) -> dict[str, Any]:
         return {}
     return {"repeat_weight": params.repeat_weight, "diversity": params.diversity, "knn_weight": params.knn_weight,
             "knn_decay": params.knn_decay, "knn_events": params.knn_events, "pop_weight": params.pop_weight,
-            "pop_items": params.pop_items}
+            "pop_items": params.pop_items, "factor_weight": params.factor_weight, "factor_depth": params.factor_depth}
 
 
 def recommend_one(items: LiveItems, user_id: str, query: np.ndarray, trigger: Any, recent: Sequence[RecentEvent], *,
@@ -626,12 +640,15 @@ def finish_batch(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) 
     result, k, items = prepared.result, prepared.k, prepared.items
     produced_at = time.time()
     width = rows.shape[1] if len(rows) else 0
-    knn = neighbours_on(prepared)
-    recent = recent_rows_of(prepared, max(REPEAT_EVENTS if repeat_on(prepared) else 0, prepared.knn_events if knn else 0))
+    knn, fused = neighbours_on(prepared), factors_on(prepared)
+    recent = recent_rows_of(prepared, max(REPEAT_EVENTS if repeat_on(prepared) or fused else 0,
+                                          prepared.knn_events if knn else 0))
     bound = search_bound(prepared, rows, scores) if knn else None
+    shown = shown_width(k, prepared.diversity, width)
     rows, scores = repeat_step(prepared, rows, scores, keep_all=knn, recent_rows=recent)
-    rows, scores = neighbour_step(prepared, rows, scores, shown_width(k, prepared.diversity, width),
+    rows, scores = neighbour_step(prepared, rows, scores, served_width(shown, prepared.factor_depth if fused else 0),
                                   recent_rows=recent, bound=bound)
+    rows, scores = factor_step(prepared, rows, scores, shown, recent_rows=recent)
     rows, scores = diversity_step(prepared, rows, scores)
     item_ids = items.item_ids
     # Lists the rules must finish: short ones, and those holding an item blocked since the
@@ -778,6 +795,40 @@ def neighbour_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray
     if silent.any():
         out_rows[silent], out_scores[silent] = rows[silent, :width], scores[silent, :width]
     return out_rows, out_scores
+
+
+def factors_on(prepared: PreparedBatch) -> bool:
+    """Whether the factor step runs on this batch (its weight > 0, the version has factors)."""
+    return prepared.items.model.factors is not None and factor_weight_of(prepared) > 0
+
+
+def factor_weight_of(prepared: PreparedBatch) -> float:
+    """The factor step's weight for this batch: the setting, or the version's own for "auto"."""
+    return resolve_weight(prepared.factor_weight, prepared.items.model.factor_weight)
+
+
+def factor_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, width: int, *,
+                recent_rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's list fused with their ALS list (:mod:`streamrec.core.factors`; ``recent_rows``:
+    :func:`recent_rows_of` at least ``REPEAT_EVENTS``, the state's recent events) and cut to
+    ``width``; excluded and blocked items are never added. Only cut when the step is off."""
+    if not factors_on(prepared) or not len(rows):
+        return rows[:, :width], scores[:, :width]
+    items, model = prepared.items, prepared.items.model
+    n_model = len(model.factors)
+    blocked = np.flatnonzero(items.blocked_rows(np.arange(n_model)))
+
+    def banned(slot: int) -> np.ndarray:
+        excluded = prepared.exclusions[slot]
+        if isinstance(excluded, (set, frozenset)):  # the worker's: a set of rows
+            mine = np.fromiter((row for row in excluded if 0 <= row < n_model), np.int64)
+        else:  # serve's filters exclude by membership
+            mine = np.flatnonzero([row in excluded for row in range(n_model)])
+        return np.concatenate([blocked, mine])
+
+    return factor_batch(rows, scores, width, recent_rows, model.factors, model.factor_gram(), reg=model.factor_reg,
+                        confidence=model.factor_confidence, weight=factor_weight_of(prepared),
+                        depth=prepared.factor_depth, banned=banned)
 
 
 def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -69,8 +69,18 @@ class InterestParams:
     #: each with a bonus ``pop_weight * count / the largest count`` (0: off).
     pop_weight: float = 0.001
     pop_items: int = 20
+    #: Factor step (:mod:`streamrec.core.factors`): weight of the user's ALS list in the
+    #: reciprocal-rank fusion with the served list, and both lists' length (weight 0: off).
+    #: ``"auto"`` (the default): each model version's own weight, chosen at its training on the
+    #: shop's held-out events (0 where the step does not clearly pay).
+    factor_weight: float | str = "auto"
+    factor_depth: int = 50
 
     def __post_init__(self) -> None:
+        if (self.factor_weight != "auto" and not (isinstance(self.factor_weight, (int, float)) and self.factor_weight >= 0)) \
+                or self.factor_depth < 1:
+            raise ValueError(f"factor_weight must be 'auto' or a number >= 0 and factor_depth >= 1, got "
+                             f"{self.factor_weight!r} and {self.factor_depth}")
         unknown = set(self.event_weights) - set(EVENT_TYPES)
         if unknown:
             raise ValueError(f"event_weights has unknown event types: {sorted(unknown)}")

@@ -50,6 +50,7 @@ import faiss
 import numpy as np
 
 from streamrec.contract import CatalogItem, ScoredItem
+from streamrec.core.factors import gram
 from streamrec.core.neighbours import popular_items
 from streamrec.core.search import search
 
@@ -113,10 +114,25 @@ class ItemsModel:
     #: Each model item's best neighbours and their similarities (:mod:`streamrec.core.neighbours`).
     neighbours: np.ndarray | None = None
     neighbour_sims: np.ndarray | None = None
+    #: ALS item factors of the factor step and their fold-in's settings (:mod:`streamrec.core.factors`;
+    #: None: no step).
+    factors: np.ndarray | None = None
+    factor_reg: float = 20.0
+    factor_confidence: float = 40.0
+    #: The weight chosen for this version at its training (``factor_weight = "auto"``).
+    factor_weight: float = 0.0
     #: :meth:`popular`'s answers, by ``(top, weight)`` (derived from ``popularity``).
     _popular: dict = field(default_factory=dict, repr=False, compare=False)
     #: :meth:`max_target_norm`'s answer, once computed.
     _max_norm: list = field(default_factory=list, repr=False, compare=False)
+    #: :meth:`factor_gram`'s answer, once computed.
+    _gram: list = field(default_factory=list, repr=False, compare=False)
+
+    def factor_gram(self) -> np.ndarray:
+        """:func:`streamrec.core.factors.gram` of the factors, once computed."""
+        if not self._gram:
+            self._gram.append(gram(self.factors))
+        return self._gram[0]
 
     def max_target_norm(self) -> float:
         """The largest Euclidean norm of a model item's target vector (0 without targets)."""
@@ -136,12 +152,14 @@ class ItemsModel:
     @classmethod
     def from_artifact(cls, model: ArtifactLike) -> ItemsModel:
         training = model.meta.get("training", {})
-        params = training.get("params", {})
+        params, factors = training.get("params", {}), training.get("factors", {})
         return cls(model.version, model.item_ids, model.context, model.extras.get("target"), model.index,
                    model.extras.get("fold_in"), float(params.get("popularity_beta", 0.3)), model.extras.get("popularity"),
                    model.extras.get("repeat"),
                    None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64),
-                   model.extras.get("taste"), model.extras.get("neighbours"), model.extras.get("neighbour_sims"))
+                   model.extras.get("taste"), model.extras.get("neighbours"), model.extras.get("neighbour_sims"),
+                   model.extras.get("factors"), float(factors.get("reg", 20.0)), float(factors.get("confidence", 40.0)),
+                   float(factors.get("weight", 0.0)))
 
 
 def item_features(item: CatalogItem) -> list[tuple[str, str]]:

@@ -9,8 +9,8 @@ and ALS's top ``depth`` by
 which the items first appear, the first model's list before the second's). It measures what a
 taste signal like ALS's would add to the served model on a shop; the worker does not run it.
 
->>> fuse(np.array([[3, 1, 2]]), np.array([[2, 5, -1]]), 3, weight=1.0, offset=10).tolist()
-[[2, 3, 1]]
+The rule is the worker's factor step's (:func:`streamrec.core.factors.fuse`); here it fuses the
+served model's finished lists with the ALS baseline's (``implicit``'s own fold-in).
 """
 
 from __future__ import annotations
@@ -19,29 +19,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from streamrec.core.factors import OFFSET, fuse
 from streamrec.evaluation.base import Recommender
 from streamrec.evaluation.data import EventLog
-
-
-def fuse(first: np.ndarray, second: np.ndarray, k: int, *, weight: float, offset: float = 10.0) -> np.ndarray:
-    """The top ``k`` of each row's fused lists (item rows, ``-1`` pads) by the rule above."""
-    out = np.full((len(first), k), -1, dtype=np.int64)
-    for row, (a, b) in enumerate(zip(first.tolist(), second.tolist())):
-        score: dict[int, float] = {}
-        for share, items in ((1.0, a), (weight, b)):
-            for rank, item in enumerate(items):
-                if item >= 0:
-                    score[item] = score.get(item, 0.0) + share / (offset + rank)
-        top = sorted(score, key=lambda item: -score[item])[:k]  # stable: first appearance breaks ties
-        out[row, : len(top)] = top
-    return out
 
 
 class RankFusion(Recommender):
     """``first`` and ``second`` fitted and fed alike, their lists fused by :func:`fuse`."""
 
     def __init__(self, first: Recommender, second: Recommender, *, weight: float = 0.5, depth: int = 50,
-                 offset: float = 10.0, name: str = "served+als") -> None:
+                 offset: float = OFFSET, name: str = "served+als") -> None:
         if weight < 0 or depth < 1:
             raise ValueError(f"weight must be >= 0 and depth >= 1, got {weight} and {depth}")
         self.first, self.second = first, second
@@ -59,7 +46,7 @@ class RankFusion(Recommender):
     def recommend(self, users: np.ndarray, k: int, exclude: Sequence[np.ndarray]) -> np.ndarray:
         depth = max(k, self.depth)
         return fuse(self.first.recommend(users, depth, exclude), self.second.recommend(users, depth, exclude), k,
-                    weight=self.weight, offset=self.offset)
+                    weight=self.weight, offset=self.offset)[0]
 
     def describe(self) -> dict[str, object]:
         return {"weight": self.weight, "depth": self.depth, "offset": self.offset,

@@ -21,6 +21,7 @@ def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 -
     from dataclasses import fields, replace
 
     from indexing.train import TrainParams
+    from streamrec.core.factors import AUTO
     from streamrec.core.interest import InterestParams
 
     train, interest = TrainParams(), InterestParams()
@@ -28,7 +29,7 @@ def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 -
         for params in (train, interest):
             field = next((f for f in fields(params) if f.name == name and f.name != "event_weights"), None)
             if field is not None:
-                value = _parse(text, type(getattr(params, name)), name)
+                value = AUTO if name == "factor_weight" and text == AUTO else _parse(text, type(getattr(params, name)), name)
                 if params is train:
                     train = replace(train, **{name: value})
                 else:
@@ -50,7 +51,8 @@ def _parse(text: str, kind: type, name: str) -> object:
             return int(float(text))
         return kind(text)
     except ValueError:
-        raise ValueError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+        also = " or 'auto'" if name == "factor_weight" else ""
+        raise ValueError(f"{name} must be a {kind.__name__}{also}, got {text!r}") from None
 
 
 def _served(dim: int | None, overrides: Mapping[str, str] | None) -> Recommender:

@@ -26,8 +26,9 @@ import numpy as np
 from indexing.index import build_served_index
 from indexing.train import Interactions, TrainedModel, TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES
-from streamrec.core.batch import finishing_steps, search_depth, shown_width
+from streamrec.core.batch import finishing_steps, search_depth, served_width, shown_width
 from streamrec.core.diversity import mmr
+from streamrec.core.factors import factor_batch, fits_factors, gram, resolve_weight
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.neighbours import neighbour_batch, popular_items
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
@@ -35,6 +36,7 @@ from streamrec.core.search import search
 from streamrec.core.taste import fold_taste, update_taste
 from streamrec.core.taste import query as taste_query
 from streamrec.evaluation.base import Recommender
+from streamrec.evaluation.choose import choose_for
 from streamrec.evaluation.data import EventLog
 
 
@@ -54,7 +56,8 @@ def trained_once(data: Interactions, train: TrainParams, interest: InterestParam
     for array in (data.user_ptr, data.items, data.types, data.ts):
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(" ".join(data.item_ids).encode())
-    key = (digest.hexdigest(), repr(train), repr(replace(interest, **SERVING_ONLY)))
+    # The factor step's weight is a serving setting, but a version has factors only if it was on.
+    key = (digest.hexdigest(), repr(train), repr(replace(interest, **SERVING_ONLY)), fits_factors(interest.factor_weight))
     if key in _TRAINED:
         _TRAINED.move_to_end(key)
     else:
@@ -106,6 +109,9 @@ class ServedModel(Recommender):
             np.asarray(log.user_ids)[log.users], item_names[log.items], log.types, log.ts
         )
         self.trained = trained_once(data, self.train_params, self.interest_params)
+        # As every training of the worker's versions: with "auto", the factor step's weight chosen
+        # on the log's held-out events.
+        self.factor_choice = choose_for(self.trained, log, self.train_params, self.interest_params)
         self.context, self.target, self.summary = self.trained.context, self.trained.target, self.trained.summary
         self.index, self.calibration = build_served_index(self.target, self.factory, context=self.context)
         self.model_item_ids = data.item_ids
@@ -174,19 +180,45 @@ class ServedModel(Recommender):
                 rows = self.model_row[np.asarray(items, dtype=np.int64)]
                 banned.append(set(rows[rows >= 0].tolist()))
             diversity = self.interest_params.diversity
-            knn = self._knn_on()
-            fetch = search_depth(k, diversity, knn)  # as the worker searches and cuts
+            knn, listed = self._knn_on(), self._factor_depth()
+            fetch = search_depth(k, diversity, knn, listed)  # as the worker searches and cuts
             shown = shown_width(k, diversity, fetch)
+            served = served_width(shown, listed)
             rows, scores = search(self.index, self.queries(block), fetch, banned)
             rows, scores = self._repeats(block, rows, scores, fetch, banned, keep_all=knn)
             if knn:
-                rows, scores = self._neighbours(block, rows, scores, shown, banned)
-            rows, scores = rows[:, :shown], scores[:, :shown]
+                rows, scores = self._neighbours(block, rows, scores, served, banned)
+            rows, scores = rows[:, :served], scores[:, :served]
+            if listed:
+                rows, scores = self._factors(block, rows, scores, shown, banned)
             if diversity > 0:  # as streamrec.core.batch.diversity_step
                 picked = [mmr(r, s, k, self.target.__getitem__, diversity) for r, s in zip(rows, scores)]
                 rows = np.array([r for r, _ in picked], np.int64).reshape(len(block), k)
             out[start : start + len(block)] = np.where(rows >= 0, self.log_row[np.maximum(rows, 0)], -1)
         return out
+
+    def _factor_depth(self) -> int:
+        """The factor step's depth when it runs (:func:`streamrec.core.batch.factors_on`), else 0."""
+        p = self.interest_params
+        return p.factor_depth if self._factor_weight() > 0 and getattr(self.trained, "factors", None) is not None else 0
+
+    def _factor_weight(self) -> float:
+        """The factor step's weight: the setting, or this version's chosen one for "auto"."""
+        chosen = self.summary.get("factors", {}).get("weight", 0.0) if isinstance(self.summary, dict) else 0.0
+        return resolve_weight(self.interest_params.factor_weight, chosen)
+
+    def _factors(self, users: np.ndarray, rows: np.ndarray, scores: np.ndarray, width: int,
+                 banned: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The worker's factor step (:func:`streamrec.core.batch.factor_step`) over the users'
+        recent events, as model rows."""
+        p, factors = self.interest_params, self.trained.factors
+        if getattr(self, "_gram_of", None) is not factors:
+            self._gram_of, self._gram = factors, gram(factors)
+        histories = [[int(self.model_row[item]) for item, _, _ in self.recent[user]] for user in users.tolist()]
+        settings = self.summary["factors"]
+        return factor_batch(rows, scores, width, histories, factors, self._gram, reg=settings["reg"],
+                            confidence=settings["confidence"], weight=self._factor_weight(), depth=p.factor_depth,
+                            banned=lambda slot: np.fromiter(banned[slot], np.int64))
 
     def _knn_on(self) -> bool:
         p = self.interest_params
@@ -251,4 +283,6 @@ class ServedModel(Recommender):
     def describe(self) -> dict[str, object]:
         train = {k: v for k, v in asdict(self.train_params).items()}
         interest = {k: v for k, v in asdict(self.interest_params).items() if k not in ("k",)}
-        return {"train": train, "interest": interest, "factory": self.factory}
+        choice = getattr(self, "factor_choice", None)
+        return {"train": train, "interest": interest, "factory": self.factory,
+                **({"factor_choice": choice.summary()} if choice is not None else {})}

@@ -78,11 +78,12 @@ def run_through_kafka(
     timeout_s: float | None = None,
     progress: Progress | None = None,
     taste_decay: float = 0.0,
+    factor_weight: float = 0.0,
 ) -> KafkaOutcome:
     """Replay ``log``'s leave-one-out histories through a real worker (see the module doc).
 
-    ``taste_decay``: the long-term taste setting (``rules.taste_decay``) of both the worker and
-    the in-process model."""
+    ``taste_decay`` and ``factor_weight``: the long-term taste's and the factor step's settings
+    (``rules.taste_decay``, ``rules.factor_weight``) of both the worker and the in-process model."""
     from producers.publisher import EventPublisher
     from streamrec.harness.topics import read_topic
     from streamrec.harness.worker import WorkerConfig, WorkerProcess
@@ -91,7 +92,7 @@ def run_through_kafka(
         raise ValueError("replaying through Kafka needs the events' ids (load the log with load_log)")
     say = progress or (lambda _message: None)
     started = time.perf_counter()
-    params = InterestParams(taste_decay=taste_decay)
+    params = InterestParams(taste_decay=taste_decay, factor_weight=factor_weight)
     split = leave_one_out(log)
     by_user = _history_index(log, split.users)
 
@@ -112,7 +113,8 @@ def run_through_kafka(
             bootstrap=bootstrap, models_dir=models_dir, data_dir=root / "worker", app_id=f"streamrec-evaluate-{run}",
             events_topic=f"evaluate-{run}-events", recommendations_topic=f"evaluate-{run}-recommendations",
             dlq_topic=f"evaluate-{run}-events-dlq", partitions=partitions,
-            extra_env={"STREAMREC_INDEX__USE_GPU": "false", "STREAMREC_RULES__TASTE_DECAY": str(taste_decay)},
+            extra_env={"STREAMREC_INDEX__USE_GPU": "false", "STREAMREC_RULES__TASTE_DECAY": str(taste_decay),
+                       "STREAMREC_RULES__FACTOR_WEIGHT": str(factor_weight)},
         )
         say("starting a worker")
         with WorkerProcess(config, log_file=root / "worker.log") as worker:

@@ -35,14 +35,15 @@ def check_agreement(outcome, tolerance: float = 0.002) -> None:
     assert outcome.same_lists >= 0.98 * outcome.users, outcome
 
 
-@pytest.mark.parametrize("taste_decay", [0.0, 0.9], ids=["default", "long-term-taste"])
-def test_synthetic_shop_through_kafka_matches_in_process(bootstrap, tmp_path, taste_decay):
+@pytest.mark.parametrize(("taste_decay", "factor_weight"), [(0.0, 0.0), (0.9, 0.0), (0.0, 2.0)],
+                         ids=["default", "long-term-taste", "factor-step"])
+def test_synthetic_shop_through_kafka_matches_in_process(bootstrap, tmp_path, taste_decay, factor_weight):
     events = list(SyntheticShop(items=600, users=250, seed=5).events(9_000, start_ts=1_700_000_000.0))
     log = EventLog.from_events(events)
-    outcome = run_through_kafka(log, bootstrap=bootstrap, train_params=replace(TrainParams(), dim=32),
-                                partitions=2, workdir=tmp_path, taste_decay=taste_decay)
+    outcome = run_through_kafka(log, bootstrap=bootstrap, train_params=replace(TrainParams(), dim=32, factors=16),
+                                partitions=2, workdir=tmp_path, taste_decay=taste_decay, factor_weight=factor_weight)
     check_agreement(outcome)
-    if taste_decay:  # the worker ran with the taste vector: its hits are not those without it
+    if taste_decay or factor_weight:  # the worker ran with the taste or the factor step: its hits are not those without
         plain = run_leave_one_out(ServedModel(replace(TrainParams(), dim=32)), log, split=leave_one_out(log))
         assert (np.minimum(plain.positions, 10) != outcome.positions).sum() >= 10
     else:  # the worker ran with the default neighbour step: its hits are not those without it

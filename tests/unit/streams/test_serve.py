@@ -33,7 +33,8 @@ from streams.serve import (
 N_ITEMS, DIM, K = 60, 8, 10
 
 
-def tiny_items(version: str = "v1", seed: int = 0, taste: np.ndarray | None = None) -> LiveItems:
+def tiny_items(version: str = "v1", seed: int = 0, taste: np.ndarray | None = None,
+               factors: np.ndarray | None = None) -> LiveItems:
     rng = np.random.default_rng(seed)
     context = rng.standard_normal((N_ITEMS, DIM)).astype(np.float32)
     target = context + 0.1 * rng.standard_normal((N_ITEMS, DIM)).astype(np.float32)
@@ -42,7 +43,8 @@ def tiny_items(version: str = "v1", seed: int = 0, taste: np.ndarray | None = No
     item_ids = [f"sku-{i:03d}" for i in range(N_ITEMS)]
     catalog = {item_id: CatalogItem(item_id, category=("Shop", "Even" if i % 2 == 0 else "Odd"))
                for i, item_id in enumerate(item_ids)}
-    return LiveItems(ItemsModel(version, item_ids, context, target, index, taste=taste), catalog=catalog)
+    return LiveItems(ItemsModel(version, item_ids, context, target, index, taste=taste, factors=factors, factor_reg=1.0,
+                                factor_confidence=5.0), catalog=catalog)
 
 
 def drive(items: LiveItems, events: list[Event], params: InterestParams | None = None):  # noqa: ANN201
@@ -127,6 +129,26 @@ def test_an_answer_with_the_taste_vector_equals_the_workers_list() -> None:
         assert [i["item_id"] for i in answer["items"]] == [i.item_id for i in lists[user_id].items]
         changed += [i.item_id for i in lists[user_id].items] != [i.item_id for i in without[user_id].items]
     assert changed >= 3  # the map moved the query: the lists are not those without it
+
+
+def test_an_answer_with_the_factor_step_equals_the_workers_list() -> None:
+    factors = np.random.default_rng(4).standard_normal((N_ITEMS, 5)).astype(np.float32)
+    items, plain = tiny_items(factors=factors), tiny_items()
+    params = InterestParams(factor_weight=2.0, factor_depth=20)
+    states, lists = drive(items, some_events(), params)
+    _, without = drive(plain, some_events(), params)
+    changed = 0
+    for user_id, state in states.items():
+        answer = recommend(items, user_id, state, k=K, params=params)
+        assert [i["item_id"] for i in answer["items"]] == [i.item_id for i in lists[user_id].items]
+        changed += [i.item_id for i in lists[user_id].items] != [i.item_id for i in without[user_id].items]
+        # serve's own filter (exclude) holds for the factor list too
+        dropped = [i["item_id"] for i in answer["items"][:3]]
+        filtered = recommend(items, user_id, state, k=K, params=params, exclude=dropped)
+        assert not set(dropped) & {i["item_id"] for i in filtered["items"]} and len(filtered["items"]) == K
+        even = recommend(items, user_id, state, k=K, params=params, category="Even")
+        assert all(int(i["item_id"][-3:]) % 2 == 0 for i in even["items"]) and len(even["items"]) == K
+    assert changed >= 3  # the factor lists joined: the lists are not those without them
 
 
 def test_purchased_and_unavailable_items_never_and_exactly_k_with_backfill() -> None:

@@ -16,6 +16,9 @@ def beauty(shared_dataset):
     return load_log(shared_dataset("amazon-beauty", "Beauty.txt"), "amazon-seq")
 
 
+# The default trains twice (factor_weight = auto chooses on a held-out split first): about ten
+# minutes on two cores, over pytest-timeout's default of fifteen when the machine is shared.
+@pytest.mark.timeout(1800)
 def test_default_served_model_beats_s3rec_on_beauty(beauty):
     split = leave_one_out(beauty)
     assert len(split.users) == 22_363 and beauty.n_items == 12_101

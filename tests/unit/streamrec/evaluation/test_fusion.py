@@ -1,10 +1,11 @@
-"""The served+als prototype's rank fusion (streamrec/evaluation/fusion.py)."""
+"""The served+als prototype's rank fusion (streamrec/evaluation/fusion.py; the rule itself:
+tests/unit/streamrec/core/test_factors.py)."""
 
 import numpy as np
 import pytest
 
 from streamrec.evaluation.base import Recommender
-from streamrec.evaluation.fusion import RankFusion, fuse
+from streamrec.evaluation.fusion import RankFusion
 from streamrec.evaluation.models import build_models
 
 
@@ -26,24 +27,6 @@ class Fixed(Recommender):
             kept = [i for i in self.ranking if i not in set(np.asarray(banned).tolist())][:k]
             out[n, : len(kept)] = kept
         return out
-
-
-def test_the_fused_order_is_the_reciprocal_rank_sum_written_out():
-    first, second = [4, 0, 7, 2], [7, 9, 4, 1]
-    for weight in (0.0, 0.5, 2.0):
-        totals = {}
-        for share, ranking in ((1.0, first), (weight, second)):
-            for rank, item in enumerate(ranking):
-                totals[item] = totals.get(item, 0.0) + share / (10 + rank)
-        expected = sorted(totals, key=lambda i: (-totals[i], (first + second).index(i)))[:5]
-        assert fuse(np.array([first]), np.array([second]), 5, weight=weight).tolist() == [expected]
-    # weight 0 keeps the first list's order in front; a huge weight puts the second's in front
-    assert fuse(np.array([first]), np.array([second]), 4, weight=0.0).tolist() == [first]
-    assert fuse(np.array([first]), np.array([second]), 4, weight=1e9).tolist() == [second]
-
-
-def test_short_lists_are_padded_and_padding_scores_nothing():
-    assert fuse(np.array([[3, -1]]), np.array([[-1, -1]]), 3, weight=1.0).tolist() == [[3, -1, -1]]
 
 
 def test_both_models_are_fed_alike_and_exclusions_hold():

@@ -56,9 +56,22 @@ def artifact(tmp_path, served: ServedModel):
         extras["taste"] = served.trained.taste
     if served.trained.neighbours is not None:
         extras["neighbours"], extras["neighbour_sims"] = served.trained.neighbours, served.trained.neighbour_sims
+    if served.trained.factors is not None:
+        extras["factors"] = served.trained.factors
     save_artifact(tmp_path, served.model_item_ids, served.context, served.target, training=served.summary,
                   extras=extras)
     return load_artifact(tmp_path, use_gpu=False)
+
+
+def same_lists(log: EventLog, latest: dict, users: np.ndarray, ours: np.ndarray) -> int:
+    """Assert the worker's last list equals the adapter's for every user the worker listed;
+    how many were compared."""
+    compared = 0
+    for user, rows in zip(users.tolist(), ours):
+        if log.user_ids[user] in latest:
+            assert latest[log.user_ids[user]] == [log.item_ids[r] for r in rows if r >= 0]
+            compared += 1
+    return compared
 
 
 def purchased(log: EventLog, user: int) -> np.ndarray:
@@ -80,16 +93,21 @@ def test_user_vectors_are_the_pure_update_rule_over_each_history(mixed_log):
         np.testing.assert_allclose(served.user_vector(user), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("taste_decay", "knn_weight"), [(0.0, 0.0), (0.9, 0.0), (0.0, 0.5), (0.9, 0.5)])
-def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed_log, taste_decay, knn_weight):
+@pytest.mark.parametrize(("taste_decay", "knn_weight", "factor_weight"),
+                         [(0.0, 0.0, 0.0), (0.9, 0.0, 0.0), (0.0, 0.5, 0.0), (0.9, 0.5, 0.0), (0.0, 0.0, 1.0),
+                          (0.0, 0.5, 2.0)])
+def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed_log, taste_decay, knn_weight,
+                                                                 factor_weight):
     log = mixed_log
-    params = InterestParams(k=10, taste_decay=taste_decay, knn_weight=knn_weight)
+    params = InterestParams(k=10, taste_decay=taste_decay, knn_weight=knn_weight, factor_weight=factor_weight,
+                            factor_depth=20)
     a, b = len(log) // 3, 2 * len(log) // 3
-    served = ServedModel(PARAMS, params)
+    served = ServedModel(replace(PARAMS, factors=6, factor_iterations=5), params)
     served.fit(log.take(slice(0, a)))
     served.observe(log.take(slice(a, b)))
     first = artifact(tmp_path / "models", served)
     assert (first.extras.get("taste") is not None) == (taste_decay > 0)
+    assert (first.extras.get("factors") is not None) == (factor_weight > 0)
 
     store = Store()
     latest = worker_run(store, log.take(slice(0, b)), first, params)
@@ -103,11 +121,12 @@ def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed
         assert latest[log.user_ids[user]] == [log.item_ids[r] for r in rows if r >= 0]
         compared += 1
     assert compared > 80
-    if knn_weight:  # the neighbour step changes lists, so the equality above covers it
-        served.interest_params = replace(params, knn_weight=0.0)
-        plain = served.recommend(users, 10, [purchased(log.take(slice(0, b)), u) for u in users])
-        served.interest_params = params
-        assert (plain != ours).any(axis=1).sum() > 10
+    for name in ("knn_weight", "factor_weight"):  # each step changes lists, so the equality above covers it
+        if getattr(params, name):
+            served.interest_params = replace(params, **{name: 0.0})
+            plain = served.recommend(users, 10, [purchased(log.take(slice(0, b)), u) for u in users])
+            served.interest_params = params
+            assert (plain != ours).any(axis=1).sum() > 10
 
     # A new version trained on everything so far; then more events.
     served.fit(log.take(slice(0, b)))
@@ -117,12 +136,7 @@ def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed
     latest = worker_run(store, log.take(slice(b, None)), second, params)
     touched = np.array(sorted({int(u) for u in log.users[b:]}))
     ours = served.recommend(touched, 10, [purchased(log, u) for u in touched])
-    compared = 0
-    for user, rows in zip(touched.tolist(), ours):
-        if log.user_ids[user] in latest:
-            assert latest[log.user_ids[user]] == [log.item_ids[r] for r in rows if r >= 0]
-            compared += 1
-    assert compared > 20
+    assert same_lists(log, latest, touched, ours) > 20
 
 
 def test_regression_targets_equal_a_direct_least_squares_fit(mixed_log):
@@ -178,3 +192,22 @@ def test_a_grid_over_serving_settings_trains_each_version_once(mixed_log):
                                      np.asarray(mixed_log.item_ids)[mixed_log.items][:-1], mixed_log.types[:-1],
                                      mixed_log.ts[:-1])
     assert trained_once(fewer, PARAMS, InterestParams()) is not first
+
+
+def test_auto_serves_the_weight_each_version_carries(tmp_path, mixed_log):
+    log = mixed_log
+    params = InterestParams(k=10, factor_weight="auto", factor_depth=20)
+    b = 2 * len(log) // 3
+    served = ServedModel(replace(PARAMS, factors=6, factor_iterations=5), params)
+    served.fit(log.take(slice(0, b)))
+    assert served.summary["factors"]["choice"]["users"] > 50  # chosen on the log's held-out events
+    users = np.array(sorted({int(u) for u in log.users[:b]}))
+    exclude = [purchased(log.take(slice(0, b)), u) for u in users]
+    lists = {}
+    for weight in (0.0, 1.0):  # as if the choice had been each: the worker reads the version's
+        served.summary = {**served.summary, "factors": {**served.summary["factors"], "weight": weight}}
+        version = artifact(tmp_path / f"models-{weight}", served)
+        latest = worker_run(Store(), log.take(slice(0, b)), version, params)
+        lists[weight] = served.recommend(users, 10, exclude)
+        assert same_lists(log, latest, users, lists[weight]) > 80
+    assert (lists[0.0] != lists[1.0]).any(axis=1).sum() > 10

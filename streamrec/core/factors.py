@@ -1,0 +1,160 @@
+"""Long-term taste as a second factor space: the user's ALS factor, folded in from the recent
+events, and its list fused with the served list by reciprocal rank (the *factor step*).
+
+The interest vector reads the order of the last few events; on a shop where the order says
+little (docs/quality.md, the taste-only proxy) a factor model of the whole user x item matrix
+(implicit-feedback ALS, Hu, Koren and Volinsky 2008) knows the shopper better. A model version
+trained with ``TrainParams.factors > 0`` carries ALS item factors ``Y`` (``n_items x f``). At
+each recommendation the user's factor is the exact least-squares fold-in of the distinct items
+of their recent events ``H`` (the state's last ``history_size`` events), binary confidence
+``c`` for every item in ``H``::
+
+    x = (Y^T Y + reg I + (c - 1) Y_H^T Y_H)^-1  c sum_{h in H} y_h
+
+(O(|H| f^2 + f^3) per user, at most a few times the interest vector's O(d^2) query), its
+``depth`` best items are an exact search over ``Y`` (O(n f); excluded and blocked items and the
+items of ``H`` left out: bringing recent items back is the repeat step's job), and the two lists
+are fused::
+
+    total_j = 1 / (offset + rank_served_j) + weight / (offset + rank_factor_j)
+
+(ranks from 0; a list that lacks ``j`` adds nothing; equal totals keep the order in which the
+items first appear, the served list's before the factor list's). The served list is the one the
+repeat and neighbour steps made, ``depth`` long. ``InterestParams.factor_weight = 0`` or a model
+version without factors turns the step off; ``"auto"`` takes the weight each version was trained
+with, chosen on the shop's own held-out events (:mod:`streamrec.evaluation.choose`; 0 where the
+step does not clearly pay).
+
+>>> fuse(np.array([[3, 1, 2]]), np.array([[2, 5, -1]]), 3, weight=1.0, offset=10)[0].tolist()
+[[2, 3, 1]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+#: ``factor_weight``'s value that takes each model version's own weight, chosen at its training
+#: on the shop's held-out events (:mod:`streamrec.evaluation.choose`).
+AUTO = "auto"
+
+
+def fits_factors(weight: float | str) -> bool:
+    """Whether a training for this ``factor_weight`` fits item factors (a weight > 0 or AUTO)."""
+    return weight == AUTO or float(weight) > 0
+
+
+def resolve_weight(weight: float | str, chosen: float) -> float:
+    """The weight the step runs with: ``weight``, or the version's ``chosen`` one for AUTO."""
+    return float(chosen) if weight == AUTO else float(weight)
+
+
+#: The ranks' offset in the fused total: with it the first few ranks of either list weigh alike
+#: (the usual reciprocal-rank-fusion constant is 60 for long lists; ours are 50 long).
+OFFSET = 10.0
+
+
+def gram(factors: np.ndarray) -> np.ndarray:
+    """``Y^T Y`` of the item factors, float64 (the fold-in's fixed part)."""
+    factors = np.asarray(factors, np.float64)
+    return factors.T @ factors
+
+
+def known_rows(histories: Sequence[Sequence[int]], n: int) -> list[np.ndarray]:
+    """Each history's distinct rows in ``[0, n)`` (sorted)."""
+    return [np.unique(np.asarray([r for r in rows if 0 <= r < n], np.int64)) for rows in histories]
+
+
+def fold_in(histories: Sequence[Sequence[int]], factors: np.ndarray, gram: np.ndarray, *, reg: float,
+            confidence: float) -> np.ndarray:
+    """Each user's factor (float64 rows) from the model rows of their recent events
+    (``histories``; rows outside ``factors`` and repeats are ignored): the formula above.
+    ``gram`` is ``Y^T Y`` (float64). A user with no known row gets zeros."""
+    n, f = factors.shape
+    out = np.zeros((len(histories), f))
+    lists = known_rows(histories, n)
+    users = [slot for slot, rows in enumerate(lists) if len(rows)]
+    if not users:
+        return out
+    base = gram + reg * np.eye(f)
+    a = np.repeat(base[None], len(users), axis=0)
+    b = np.zeros((len(users), f))
+    for position, slot in enumerate(users):
+        y = factors[lists[slot]].astype(np.float64)
+        a[position] += (confidence - 1.0) * (y.T @ y)
+        b[position] = confidence * y.sum(axis=0)
+    out[users] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+    return out
+
+
+def top_rows(users: np.ndarray, factors: np.ndarray, depth: int,
+             banned: Callable[[int], np.ndarray | None]) -> np.ndarray:
+    """Each row of ``users``' ``depth`` best model rows by ``x . y`` (float64; equal scores: the
+    lower row first), ``-1`` pads; ``banned(slot)``: that user's rows never listed (or None).
+    A zero factor (no known item) lists nothing."""
+    out = np.full((len(users), depth), -1, np.int64)
+    if not len(users) or not len(factors):
+        return out
+    items = factors.astype(np.float64)
+    for start in range(0, len(users), 1024):
+        block = users[start : start + 1024]
+        scores = block @ items.T
+        for offset, row in enumerate(scores):
+            slot = start + offset
+            if not block[offset].any():
+                continue
+            excluded = banned(slot)
+            if excluded is not None and len(excluded):
+                row[excluded] = -np.inf
+            take = min(depth, int(np.isfinite(row).sum()))
+            if take <= 0:
+                continue
+            part = np.argpartition(-row, take - 1)[:take] if take < len(row) else np.arange(len(row))
+            order = np.lexsort((part, -row[part]))[:take]
+            out[slot, :take] = part[order]
+    return out
+
+
+def fuse(first: np.ndarray, second: np.ndarray, k: int, *, weight: float,
+         offset: float = OFFSET) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` rows of each pair of lists (``-1`` pads) by the fused total above, and the
+    totals (float32; ``-inf`` pads)."""
+    rows = np.full((len(first), k), -1, dtype=np.int64)
+    totals = np.full((len(first), k), -np.inf, dtype=np.float32)
+    for slot, (a, b) in enumerate(zip(first.tolist(), second.tolist())):
+        score: dict[int, float] = {}
+        for share, items in ((1.0, a), (weight, b)):
+            for rank, item in enumerate(items):
+                if item >= 0:
+                    score[item] = score.get(item, 0.0) + share / (offset + rank)
+        top = sorted(score, key=lambda item: -score[item])[:k]  # stable: first appearance breaks ties
+        rows[slot, : len(top)] = top
+        totals[slot, : len(top)] = [score[item] for item in top]
+    return rows, totals
+
+
+def factor_batch(rows: np.ndarray, scores: np.ndarray, width: int, histories: Sequence[Sequence[int]],
+                 factors: np.ndarray, gram: np.ndarray, *, reg: float, confidence: float, weight: float, depth: int,
+                 banned: Callable[[int], np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The served lists (``rows``, ``scores``, best first) fused with the users' factor lists
+    and cut to ``width``; a user without a known recent item keeps the served list. The factor
+    list leaves out the items of ``histories`` (bringing those back is the repeat step's job)."""
+    users = fold_in(histories, factors, gram, reg=reg, confidence=confidence)
+    seen = known_rows(histories, len(factors))
+
+    def unseen(slot: int) -> np.ndarray:
+        excluded = banned(slot)
+        return seen[slot] if excluded is None else np.concatenate([np.asarray(excluded, np.int64), seen[slot]])
+
+    second = top_rows(users, factors, depth, unseen)
+    fused, totals = fuse(rows[:, :depth], second, width, weight=weight)
+    keep = ~users.any(axis=1)
+    out_rows, out_scores = fused, totals.astype(scores.dtype, copy=False)
+    if keep.any():
+        cut_rows, cut_scores = rows[:, :width], scores[:, :width]
+        out_rows[keep] = -1
+        out_scores[keep] = -np.inf
+        out_rows[keep, : cut_rows.shape[1]] = cut_rows[keep]
+        out_scores[keep, : cut_scores.shape[1]] = cut_scores[keep]
+    return out_rows, out_scores

@@ -1,0 +1,127 @@
+"""The factor step's weight chosen on each shop's own held-out events (``factor_weight = "auto"``).
+
+A shop cannot know in advance whether the order of its shoppers' events says much (the served
+model's interest vector is then best) or little (a factor model of the whole user x item matrix
+then is: docs/quality.md, the taste-only proxy). So every training chooses the factor step's
+weight (:mod:`streamrec.core.factors`) on its own data:
+
+1. Each user's last event is held out; the served model (with its item factors) is trained on
+   the rest, exactly as it will be served.
+2. Up to ``sample`` users whose held-out item that model knows are recommended ``k`` items with
+   the step off and with every weight of ``grid``, excluding what they bought (the worker's rule).
+3. The weight with the most hits wins if it beats the step switched off by more than ``z``
+   standard errors of the paired difference (per user: hit with it minus hit without); else the
+   step stays off. A shop where it does not clearly pay keeps the served model as it was.
+
+It costs a second training of the model (on the held-out split) and ``1 + len(grid)`` lists
+per sampled user.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from indexing.train import Interactions, TrainedModel, TrainParams
+from streamrec.contract import EVENT_TYPES
+from streamrec.core.factors import AUTO
+from streamrec.core.interest import InterestParams
+from streamrec.evaluation.data import EventLog, user_sequences
+
+#: The weights tried (the step off is always the baseline).
+GRID = (0.5, 1.0, 2.0, 4.0)
+#: The most held-out users scored (a random sample of larger shops).
+SAMPLE = 10_000
+#: How many standard errors a weight must win by.
+Z = 2.0
+
+_PURCHASE = EVENT_TYPES.index("purchase")
+
+
+@dataclass
+class FactorChoice:
+    #: The chosen weight (0: the step stays off).
+    weight: float
+    #: Per weight tried (0 first): its hit rate at ``k`` on the held-out events and the paired
+    #: difference's standard error against 0.
+    rows: list[dict[str, float]]
+    #: Held-out users scored.
+    users: int
+
+    def summary(self) -> dict[str, object]:
+        return {"weight": self.weight, "users": self.users, "grid": self.rows}
+
+
+def held_out(log: EventLog) -> tuple[EventLog, np.ndarray, np.ndarray]:
+    """``log`` without each user's last event, the users with at least two events and their
+    last events' items."""
+    sequences = user_sequences(log)
+    users = np.array([u for u, index in enumerate(sequences) if len(index) >= 2], np.int64)
+    last = np.array([sequences[u][-1] for u in users], np.int64)
+    keep = np.setdiff1d(np.arange(len(log)), last)
+    return log.take(keep), users, log.items[last]
+
+
+def choose_factor_weight(log: EventLog, train: TrainParams, interest: InterestParams, *,
+                         grid: tuple[float, ...] = GRID, sample: int = SAMPLE, z: float = Z, k: int = 10,
+                         seed: int = 0) -> FactorChoice:
+    """The rule of the module doc on ``log`` (a shop's training events)."""
+    from streamrec.evaluation.served import ServedModel
+
+    rest, users, items = held_out(log)
+    model = ServedModel(train, replace(interest, factor_weight=max(grid)))
+    if not len(users) or not len(rest):
+        return FactorChoice(0.0, [], 0)
+    model.fit(rest)
+    known = model.model_row[items] >= 0
+    known &= np.array([bool(model.recent[u]) for u in users.tolist()], bool)
+    users, items = users[known], items[known]
+    if len(users) > sample:
+        pick = np.sort(np.random.default_rng(seed).choice(len(users), sample, replace=False))
+        users, items = users[pick], items[pick]
+    if not len(users):
+        return FactorChoice(0.0, [], 0)
+    bought = rest.types == _PURCHASE
+    by_user: dict[int, list[int]] = {}
+    for user, item in zip(rest.users[bought].tolist(), rest.items[bought].tolist(), strict=True):
+        by_user.setdefault(user, []).append(item)
+    exclude = [np.unique(np.asarray(by_user.get(u, []), np.int64)) for u in users.tolist()]
+
+    def hits(weight: float) -> np.ndarray:
+        model.interest_params = replace(interest, factor_weight=weight)
+        lists = model.recommend(users, k, exclude)
+        return (lists == items[:, None]).any(axis=1).astype(np.float64)
+
+    base = hits(0.0)
+    rows = [{"weight": 0.0, "HR": float(base.mean()), "se": 0.0}]
+    best, best_gain = 0.0, 0.0
+    for weight in grid:
+        difference = hits(weight) - base
+        se = float(difference.std(ddof=1) / math.sqrt(len(difference))) if len(difference) > 1 else math.inf
+        gain = float(difference.mean())
+        rows.append({"weight": float(weight), "HR": float(base.mean() + gain), "se": se})
+        if gain > z * se and gain > best_gain:
+            best, best_gain = float(weight), gain
+    return FactorChoice(best, rows, int(len(users)))
+
+
+def log_of(data: Interactions) -> EventLog:
+    """The events of ``data`` as an :class:`EventLog` (for the trainers, which hold interactions)."""
+    users = data.user_of_event()
+    return EventLog.from_arrays(np.asarray(data.user_ids, dtype=object)[users],
+                                np.asarray(data.item_ids, dtype=object)[data.items],
+                                np.asarray(EVENT_TYPES, dtype=object)[data.types.astype(np.int64)], data.ts)
+
+
+def choose_for(trained: TrainedModel, log: EventLog | Interactions, train: TrainParams,
+               interest: InterestParams) -> FactorChoice | None:
+    """With ``factor_weight = "auto"`` and a version with factors: the weight chosen on ``log``
+    (the version's training events), written into its summary (``factors.weight``, which the
+    worker reads, and ``factors.choice``); else None and nothing changes."""
+    if interest.factor_weight != AUTO or trained.factors is None:
+        return None
+    choice = choose_factor_weight(log if isinstance(log, EventLog) else log_of(log), train, interest)
+    trained.summary["factors"] = {**trained.summary["factors"], "weight": choice.weight, "choice": choice.summary()}
+    return choice
