@@ -43,6 +43,7 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
     """Run the whole loop on a synthetic shop and show fresh recommendations."""
     from indexing.train import TrainParams, interactions_from_events, train_model
     from streamrec.evaluation.choose import choose_for
+    from streamrec.evaluation.served import ServedModel
     from streams.shell import interest_params
     from producers.publisher import EventPublisher
     from producers.synthetic import SyntheticShop
@@ -72,7 +73,7 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
         data = interactions_from_events(past)
         interest = interest_params(settings)  # the worker's rules (the factor step's "auto" chooses here)
         trained = train_model(data, TrainParams(), interest)
-        choice = choose_for(trained, data, TrainParams(), interest)
+        choice = choose_for(trained, data, TrainParams(), interest, model=ServedModel)
         summary = trained.summary
         models_dir = workdir / "models"
         trained.save(models_dir, factory="auto")

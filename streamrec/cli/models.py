@@ -45,10 +45,13 @@ def _kafka(bootstrap: str | None, models_topic: str | None) -> tuple[str, str]:
 def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_events, every_events, every_minutes, holdout,  # noqa: ANN001
             margin, gate_cases, min_events, dim, bootstrap_dataset, fmt, once, as_json, metrics_port) -> None:
     """Retrain from the events topic, gate each candidate against the serving model, publish and promote."""
+    from functools import partial
+
     from indexing.train import TrainParams
     from indexing.trainer import Trainer, TrainerParams
     from streamrec.core.interest import InterestParams
     from streamrec.evaluation.choose import choose_for
+    from streamrec.evaluation.served import ServedModel
 
     if bootstrap_dataset is not None and fmt is None:
         raise click.UsageError(f"--format is required with --bootstrap-dataset; choose one of {', '.join(FORMATS)}")
@@ -58,7 +61,8 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     params = TrainerParams(window_events=window_events, every_events=every_events, every_minutes=every_minutes,
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train,
                            interest=InterestParams(taste_decay=settings.rules.taste_decay,
-                                                   factor_weight=settings.rules.factor_weight), choose=choose_for,
+                                                   factor_weight=settings.rules.factor_weight),
+                           choose=partial(choose_for, model=ServedModel),
                            target_recall=settings.index.target_recall)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params,

@@ -47,6 +47,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     from indexing.train import TrainParams, interactions_from_events, train_model
     from streamrec.core.interest import InterestParams
     from streamrec.evaluation.choose import Z, choose_for
+    from streamrec.evaluation.served import ServedModel
 
     if synthetic == (dataset is not None):
         raise click.UsageError("give exactly one source: --dataset PATH --format FORMAT, or --synthetic")
@@ -69,7 +70,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     rules = get_settings().rules
     interest = InterestParams(taste_decay=rules.taste_decay, factor_weight=rules.factor_weight)
     trained = train_model(data, params, interest)
-    choice = choose_for(trained, data, params, interest)  # rules.factor_weight "auto": the version's own weight
+    choice = choose_for(trained, data, params, interest, model=ServedModel)  # "auto": the version's own weight
     summary = trained.summary
     source = str(dataset) if dataset else f"synthetic(users={users}, items={items}, events={n_events}, seed={seed})"
     models_dir = models_dir or get_settings().index.models_dir

@@ -20,7 +20,9 @@ per sampled user.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +40,9 @@ SAMPLE = 10_000
 Z = 2.0
 
 _PURCHASE = EVENT_TYPES.index("purchase")
+#: The served model's class: built from (TrainParams, InterestParams), then fit, recommend, and
+#: the ``model_row``, ``recent`` and ``interest_params`` of :class:`streamrec.evaluation.served.ServedModel`.
+ModelClass = Callable[[TrainParams, InterestParams], Any]
 
 
 @dataclass
@@ -64,14 +69,13 @@ def held_out(log: EventLog) -> tuple[EventLog, np.ndarray, np.ndarray]:
     return log.take(keep), users, log.items[last]
 
 
-def choose_factor_weight(log: EventLog, train: TrainParams, interest: InterestParams, *,
+def choose_factor_weight(log: EventLog, train: TrainParams, interest: InterestParams, *, model: ModelClass,
                          grid: tuple[float, ...] = GRID, sample: int = SAMPLE, z: float = Z, k: int = 10,
                          seed: int = 0) -> FactorChoice:
-    """The rule of the module doc on ``log`` (a shop's training events)."""
-    from streamrec.evaluation.served import ServedModel
-
+    """The rule of the module doc on ``log`` (a shop's training events); ``model``: the served
+    model's class (:class:`streamrec.evaluation.served.ServedModel`, which serves as the worker does)."""
     rest, users, items = held_out(log)
-    model = ServedModel(train, replace(interest, factor_weight=max(grid)))
+    model = model(train, replace(interest, factor_weight=max(grid)))
     if not len(users) or not len(rest):
         return FactorChoice(0.0, [], 0)
     model.fit(rest)
@@ -116,12 +120,13 @@ def log_of(data: Interactions) -> EventLog:
 
 
 def choose_for(trained: TrainedModel, log: EventLog | Interactions, train: TrainParams,
-               interest: InterestParams) -> FactorChoice | None:
+               interest: InterestParams, *, model: ModelClass) -> FactorChoice | None:
     """With ``factor_weight = "auto"`` and a version with factors: the weight chosen on ``log``
-    (the version's training events), written into its summary (``factors.weight``, which the
-    worker reads, and ``factors.choice``); else None and nothing changes."""
+    (the version's training events) by :func:`choose_factor_weight`, written into its summary
+    (``factors.weight``, which the worker reads, and ``factors.choice``); else None and nothing
+    changes."""
     if interest.factor_weight != AUTO or trained.factors is None:
         return None
-    choice = choose_factor_weight(log if isinstance(log, EventLog) else log_of(log), train, interest)
+    choice = choose_factor_weight(log if isinstance(log, EventLog) else log_of(log), train, interest, model=model)
     trained.summary["factors"] = {**trained.summary["factors"], "weight": choice.weight, "choice": choice.summary()}
     return choice

@@ -9,6 +9,7 @@ from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.core.interest import InterestParams
 from streamrec.evaluation.choose import choose_factor_weight, choose_for, held_out, log_of
 from streamrec.evaluation.data import EventLog
+from streamrec.evaluation.served import ServedModel
 
 PARAMS = TrainParams(dim=16, refine_epochs=2)
 
@@ -44,13 +45,13 @@ def test_the_held_out_events_are_each_users_last():
 
 
 def test_a_shop_where_the_next_item_follows_the_last_keeps_the_step_off():
-    choice = choose_factor_weight(shop("sequence"), PARAMS, InterestParams(factor_weight="auto"))
+    choice = choose_factor_weight(shop("sequence"), PARAMS, InterestParams(factor_weight="auto"), model=ServedModel)
     assert choice.weight == 0.0
     assert choice.users > 300 and choice.rows[0]["weight"] == 0.0 and choice.rows[0]["HR"] > 0.8
 
 
 def test_a_shop_where_the_order_says_nothing_turns_it_on():
-    choice = choose_factor_weight(shop("taste"), PARAMS, InterestParams(factor_weight="auto"))
+    choice = choose_factor_weight(shop("taste"), PARAMS, InterestParams(factor_weight="auto"), model=ServedModel)
     assert choice.weight > 0, choice.rows
     best = max(choice.rows, key=lambda row: row["HR"])
     assert best["HR"] > choice.rows[0]["HR"] + 2 * best["se"]
@@ -64,11 +65,11 @@ def test_the_trainers_write_the_choice_into_the_version():
     interest = InterestParams(factor_weight="auto")
     trained = train_model(data, PARAMS, interest)
     assert trained.summary["factors"]["weight"] == 0.0  # until a chooser writes it
-    choice = choose_for(trained, data, PARAMS, interest)
+    choice = choose_for(trained, data, PARAMS, interest, model=ServedModel)
     assert trained.summary["factors"]["weight"] == choice.weight and trained.summary["factors"]["choice"]["users"] > 0
     # a fixed weight (or none) chooses nothing
     fixed = train_model(data, PARAMS, replace(interest, factor_weight=1.0))
-    assert choose_for(fixed, data, PARAMS, replace(interest, factor_weight=1.0)) is None
+    assert choose_for(fixed, data, PARAMS, replace(interest, factor_weight=1.0), model=ServedModel) is None
     assert train_model(data, PARAMS, InterestParams(factor_weight=0.0)).factors is None
 
 
