@@ -826,7 +826,7 @@ def factor_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, w
             mine = np.flatnonzero([row in excluded for row in range(n_model)])
         return np.concatenate([blocked, mine])
 
-    return factor_batch(rows, scores, width, recent_rows, model.factors, model.factor_gram(), reg=model.factor_reg,
+    return factor_batch(rows, scores, width, recent_rows, model.factors, model.factor_solved(),
                         confidence=model.factor_confidence, weight=factor_weight_of(prepared),
                         depth=prepared.factor_depth, banned=banned)
 

@@ -11,7 +11,9 @@ of their recent events ``H`` (the state's last ``history_size`` events), binary 
 
     x = (Y^T Y + reg I + (c - 1) Y_H^T Y_H)^-1  c sum_{h in H} y_h
 
-(O(|H| f^2 + f^3) per user, at most a few times the interest vector's O(d^2) query), its
+(O(|H|^2 f + |H|^3) per user by the Woodbury identity, with ``Y (Y^T Y + reg I)^-1`` computed
+once per version: :func:`fold_in`; |H| <= 32 against f = 128, so under the interest vector's
+O(d^2) query), its
 ``depth`` best items are an exact search over ``Y`` (O(n f); excluded and blocked items and the
 items of ``H`` left out: bringing recent items back is the repeat step's job), and the two lists
 are fused::
@@ -55,10 +57,12 @@ def resolve_weight(weight: float | str, chosen: float) -> float:
 OFFSET = 10.0
 
 
-def gram(factors: np.ndarray) -> np.ndarray:
-    """``Y^T Y`` of the item factors, float64 (the fold-in's fixed part)."""
+def solved(factors: np.ndarray, reg: float) -> np.ndarray:
+    """``Y (Y^T Y + reg I)^-1`` (float64, one row per item): the fold-in's fixed part, computed
+    once per model version (O(n f^2 + f^3))."""
     factors = np.asarray(factors, np.float64)
-    return factors.T @ factors
+    base = factors.T @ factors + reg * np.eye(factors.shape[1])
+    return np.linalg.solve(base, factors.T).T
 
 
 def known_rows(histories: Sequence[Sequence[int]], n: int) -> list[np.ndarray]:
@@ -66,25 +70,35 @@ def known_rows(histories: Sequence[Sequence[int]], n: int) -> list[np.ndarray]:
     return [np.unique(np.asarray([r for r in rows if 0 <= r < n], np.int64)) for rows in histories]
 
 
-def fold_in(histories: Sequence[Sequence[int]], factors: np.ndarray, gram: np.ndarray, *, reg: float,
-            confidence: float) -> np.ndarray:
+def fold_in(histories: Sequence[Sequence[int]], factors: np.ndarray, fixed: np.ndarray, *,
+            confidence: float, block: int = 1024) -> np.ndarray:
     """Each user's factor (float64 rows) from the model rows of their recent events
-    (``histories``; rows outside ``factors`` and repeats are ignored): the formula above.
-    ``gram`` is ``Y^T Y`` (float64). A user with no known row gets zeros."""
+    (``histories``; rows outside ``factors`` and repeats are ignored): the formula above, by the
+    Woodbury identity around ``B = Y^T Y + reg I`` (``fixed``: :func:`solved`), so a user costs
+    O(|H|^2 f + |H|^3) instead of a fresh f x f solve::
+
+        x = B^-1 b - (c - 1) M_H^T (I + (c - 1) Y_H M_H^T)^-1 Y_H B^-1 b,   B^-1 b = c sum_h M_h
+
+    with ``M = Y B^-1`` (rows of ``fixed``). A user with no known row gets zeros."""
     n, f = factors.shape
     out = np.zeros((len(histories), f))
     lists = known_rows(histories, n)
-    users = [slot for slot, rows in enumerate(lists) if len(rows)]
-    if not users:
-        return out
-    base = gram + reg * np.eye(f)
-    a = np.repeat(base[None], len(users), axis=0)
-    b = np.zeros((len(users), f))
-    for position, slot in enumerate(users):
-        y = factors[lists[slot]].astype(np.float64)
-        a[position] += (confidence - 1.0) * (y.T @ y)
-        b[position] = confidence * y.sum(axis=0)
-    out[users] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+    users = np.array([slot for slot, rows in enumerate(lists) if len(rows)], np.int64)
+    extra = confidence - 1.0
+    for start in range(0, len(users), block):
+        slots = users[start : start + block]
+        width = max(len(lists[slot]) for slot in slots)
+        rows = np.zeros((len(slots), width), np.int64)
+        present = np.zeros((len(slots), width), bool)
+        for position, slot in enumerate(slots.tolist()):
+            rows[position, : len(lists[slot])] = lists[slot]
+            present[position, : len(lists[slot])] = True
+        y = factors[rows].astype(np.float64) * present[:, :, None]  # (users, |H|, f), padding rows 0
+        m = fixed[rows] * present[:, :, None]
+        base = confidence * m.sum(axis=1)  # B^-1 b
+        inner = np.eye(width)[None] + extra * np.einsum("uhf,ugf->uhg", y, m)
+        z = np.linalg.solve(inner, np.einsum("uhf,uf->uh", y, base)[:, :, None])[:, :, 0]
+        out[slots] = base - extra * np.einsum("uhf,uh->uf", m, z)
     return out
 
 
@@ -96,23 +110,22 @@ def top_rows(users: np.ndarray, factors: np.ndarray, depth: int,
     out = np.full((len(users), depth), -1, np.int64)
     if not len(users) or not len(factors):
         return out
-    items = factors.astype(np.float64)
-    for start in range(0, len(users), 1024):
-        block = users[start : start + 1024]
+    items = np.asarray(factors, np.float64)
+    take = min(depth, len(factors))
+    for start in range(0, len(users), 256):  # (256 x n) float64 blocks stay cache- and memory-friendly
+        block = users[start : start + 256]
         scores = block @ items.T
-        for offset, row in enumerate(scores):
-            slot = start + offset
-            if not block[offset].any():
-                continue
-            excluded = banned(slot)
+        for offset in range(len(block)):
+            excluded = banned(start + offset)
             if excluded is not None and len(excluded):
-                row[excluded] = -np.inf
-            take = min(depth, int(np.isfinite(row).sum()))
-            if take <= 0:
-                continue
-            part = np.argpartition(-row, take - 1)[:take] if take < len(row) else np.arange(len(row))
-            order = np.lexsort((part, -row[part]))[:take]
-            out[slot, :take] = part[order]
+                scores[offset, excluded] = -np.inf
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < len(factors) else \
+            np.broadcast_to(np.arange(len(factors)), (len(block), len(factors))).copy()
+        best = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -best), axis=-1)
+        rows, best = np.take_along_axis(part, order, axis=1), np.take_along_axis(best, order, axis=1)
+        rows[~np.isfinite(best) | ~block.any(axis=1)[:, None]] = -1
+        out[start : start + len(block), :take] = rows
     return out
 
 
@@ -135,12 +148,12 @@ def fuse(first: np.ndarray, second: np.ndarray, k: int, *, weight: float,
 
 
 def factor_batch(rows: np.ndarray, scores: np.ndarray, width: int, histories: Sequence[Sequence[int]],
-                 factors: np.ndarray, gram: np.ndarray, *, reg: float, confidence: float, weight: float, depth: int,
+                 factors: np.ndarray, fixed: np.ndarray, *, confidence: float, weight: float, depth: int,
                  banned: Callable[[int], np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
     """The served lists (``rows``, ``scores``, best first) fused with the users' factor lists
     and cut to ``width``; a user without a known recent item keeps the served list. The factor
     list leaves out the items of ``histories`` (bringing those back is the repeat step's job)."""
-    users = fold_in(histories, factors, gram, reg=reg, confidence=confidence)
+    users = fold_in(histories, factors, fixed, confidence=confidence)
     seen = known_rows(histories, len(factors))
 
     def unseen(slot: int) -> np.ndarray:

@@ -50,7 +50,7 @@ import faiss
 import numpy as np
 
 from streamrec.contract import CatalogItem, ScoredItem
-from streamrec.core.factors import gram
+from streamrec.core.factors import solved
 from streamrec.core.neighbours import popular_items
 from streamrec.core.search import search
 
@@ -125,14 +125,14 @@ class ItemsModel:
     _popular: dict = field(default_factory=dict, repr=False, compare=False)
     #: :meth:`max_target_norm`'s answer, once computed.
     _max_norm: list = field(default_factory=list, repr=False, compare=False)
-    #: :meth:`factor_gram`'s answer, once computed.
-    _gram: list = field(default_factory=list, repr=False, compare=False)
+    #: :meth:`factor_solved`'s answer, once computed.
+    _solved: list = field(default_factory=list, repr=False, compare=False)
 
-    def factor_gram(self) -> np.ndarray:
-        """:func:`streamrec.core.factors.gram` of the factors, once computed."""
-        if not self._gram:
-            self._gram.append(gram(self.factors))
-        return self._gram[0]
+    def factor_solved(self) -> np.ndarray:
+        """:func:`streamrec.core.factors.solved` of the factors, once computed."""
+        if not self._solved:
+            self._solved.append(solved(self.factors, self.factor_reg))
+        return self._solved[0]
 
     def max_target_norm(self) -> float:
         """The largest Euclidean norm of a model item's target vector (0 without targets)."""

@@ -28,7 +28,7 @@ from indexing.train import Interactions, TrainedModel, TrainParams, interactions
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.batch import finishing_steps, search_depth, served_width, shown_width
 from streamrec.core.diversity import mmr
-from streamrec.core.factors import factor_batch, fits_factors, gram, resolve_weight
+from streamrec.core.factors import factor_batch, fits_factors, resolve_weight, solved
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.neighbours import neighbour_batch, popular_items
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
@@ -211,12 +211,11 @@ class ServedModel(Recommender):
                  banned: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
         """The worker's factor step (:func:`streamrec.core.batch.factor_step`) over the users'
         recent events, as model rows."""
-        p, factors = self.interest_params, self.trained.factors
-        if getattr(self, "_gram_of", None) is not factors:
-            self._gram_of, self._gram = factors, gram(factors)
+        p, factors, settings = self.interest_params, self.trained.factors, self.summary["factors"]
+        if getattr(self, "_solved_of", None) is not factors:
+            self._solved_of, self._solved = factors, solved(factors, settings["reg"])
         histories = [[int(self.model_row[item]) for item, _, _ in self.recent[user]] for user in users.tolist()]
-        settings = self.summary["factors"]
-        return factor_batch(rows, scores, width, histories, factors, self._gram, reg=settings["reg"],
+        return factor_batch(rows, scores, width, histories, factors, self._solved,
                             confidence=settings["confidence"], weight=self._factor_weight(), depth=p.factor_depth,
                             banned=lambda slot: np.fromiter(banned[slot], np.int64))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from streamrec.core.factors import factor_batch, fold_in, fuse, gram, top_rows
+from streamrec.core.factors import factor_batch, fold_in, fuse, solved, top_rows
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_the_fold_in_is_implicits_least_squares_for_one_user(als):
     users = np.arange(12)
     expected = np.asarray(model.recalculate_user(users, matrix[users]))
     histories = [matrix[u].indices.tolist() for u in users]
-    ours = fold_in(histories, factors, gram(factors), reg=2.0, confidence=5.0)
+    ours = fold_in(histories, factors, solved(factors, 2.0), confidence=5.0)
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -36,10 +36,11 @@ def test_the_fold_in_ignores_repeats_and_rows_it_does_not_know(als):
     model, matrix = als
     factors = np.asarray(model.item_factors, np.float32)
     history = matrix[3].indices.tolist()
-    plain = fold_in([history], factors, gram(factors), reg=2.0, confidence=5.0)
-    noisy = fold_in([[-1, *history, history[0], len(factors) + 7]], factors, gram(factors), reg=2.0, confidence=5.0)
+    plain = fold_in([history], factors, solved(factors, 2.0), confidence=5.0)
+    noisy = fold_in([[-1, *history, history[0], len(factors) + 7]], factors, solved(factors, 2.0),
+                    confidence=5.0)
     np.testing.assert_array_equal(plain, noisy)
-    assert not fold_in([[], [-1, 10_000]], factors, gram(factors), reg=2.0, confidence=5.0).any()
+    assert not fold_in([[], [-1, 10_000]], factors, solved(factors, 2.0), confidence=5.0).any()
 
 
 def test_the_factor_list_is_the_best_scores_with_exclusions():
@@ -86,9 +87,9 @@ def test_a_user_without_known_items_keeps_the_served_list():
     factors = rng.normal(size=(30, 3)).astype(np.float32)
     rows = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     scores = np.array([[4.0, 3.0, 2.0, 1.0], [9.0, 8.0, 7.0, 6.0]], np.float32)
-    out_rows, out_scores = factor_batch(rows, scores, 3, [[10, 11], [-1]], factors, gram(factors), reg=1.0,
+    out_rows, out_scores = factor_batch(rows, scores, 3, [[10, 11], [-1]], factors, solved(factors, 1.0),
                                         confidence=5.0, weight=1.0, depth=4, banned=lambda slot: None)
     assert out_rows[1].tolist() == [5, 6, 7] and out_scores[1].tolist() == [9.0, 8.0, 7.0]
-    x = fold_in([[10, 11]], factors, gram(factors), reg=1.0, confidence=5.0)
+    x = fold_in([[10, 11]], factors, solved(factors, 1.0), confidence=5.0)
     second = top_rows(x, factors, 4, lambda slot: np.array([10, 11]))  # the recent items are not listed again
     assert out_rows[0].tolist() == fuse(rows[:1], second, 3, weight=1.0)[0][0].tolist()
