@@ -104,17 +104,17 @@ def fold_in(histories: Sequence[Sequence[int]], factors: np.ndarray, fixed: np.n
 
 def top_rows(users: np.ndarray, factors: np.ndarray, depth: int,
              banned: Callable[[int], np.ndarray | None]) -> np.ndarray:
-    """Each row of ``users``' ``depth`` best model rows by ``x . y`` (float64; equal scores: the
-    lower row first), ``-1`` pads; ``banned(slot)``: that user's rows never listed (or None).
+    """Each row of ``users``' ``depth`` best model rows by ``x . y`` (float32 products, as the
+    FAISS search computes; equal scores: the lower row first), ``-1`` pads; ``banned(slot)``: that user's rows never listed (or None).
     A zero factor (no known item) lists nothing."""
     out = np.full((len(users), depth), -1, np.int64)
     if not len(users) or not len(factors):
         return out
-    items = np.asarray(factors, np.float64)
+    items = np.asarray(factors, np.float32)
     take = min(depth, len(factors))
     for start in range(0, len(users), 256):  # (256 x n) float64 blocks stay cache- and memory-friendly
         block = users[start : start + 256]
-        scores = block @ items.T
+        scores = (block.astype(np.float32) @ items.T).astype(np.float64)  # float32, as the FAISS search
         for offset in range(len(block)):
             excluded = banned(start + offset)
             if excluded is not None and len(excluded):
@@ -132,18 +132,34 @@ def top_rows(users: np.ndarray, factors: np.ndarray, depth: int,
 def fuse(first: np.ndarray, second: np.ndarray, k: int, *, weight: float,
          offset: float = OFFSET) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` rows of each pair of lists (``-1`` pads) by the fused total above, and the
-    totals (float32; ``-inf`` pads)."""
-    rows = np.full((len(first), k), -1, dtype=np.int64)
-    totals = np.full((len(first), k), -np.inf, dtype=np.float32)
-    for slot, (a, b) in enumerate(zip(first.tolist(), second.tolist())):
-        score: dict[int, float] = {}
-        for share, items in ((1.0, a), (weight, b)):
-            for rank, item in enumerate(items):
-                if item >= 0:
-                    score[item] = score.get(item, 0.0) + share / (offset + rank)
-        top = sorted(score, key=lambda item: -score[item])[:k]  # stable: first appearance breaks ties
-        rows[slot, : len(top)] = top
-        totals[slot, : len(top)] = [score[item] for item in top]
+    totals (float32; ``-inf`` pads). Vectorised over the users: each (user, item) pair's shares
+    are summed, then every user's pairs are ordered by total, first appearance breaking ties."""
+    users, depth_a = first.shape[0], first.shape[1] if first.ndim == 2 else 0
+    rows = np.full((users, k), -1, dtype=np.int64)
+    totals = np.full((users, k), -np.inf, dtype=np.float32)
+    items = np.concatenate([first.reshape(users, -1), second.reshape(users, -1)], axis=1).astype(np.int64)
+    if not items.size:
+        return rows, totals
+    ranks = np.concatenate([np.arange(depth_a), np.arange(items.shape[1] - depth_a)])
+    shares = np.concatenate([np.full(depth_a, 1.0), np.full(items.shape[1] - depth_a, float(weight))]) / (offset + ranks)
+    slot = np.repeat(np.arange(users), items.shape[1])
+    flat, share = items.ravel(), np.tile(shares, users)
+    keep = flat >= 0
+    slot, flat, share = slot[keep], flat[keep], share[keep]
+    if not len(flat):
+        return rows, totals
+    span = int(flat.max()) + 1
+    pairs, first_at, inverse = np.unique(slot * span + flat, return_index=True, return_inverse=True)
+    summed = np.zeros(len(pairs))
+    np.add.at(summed, inverse, share)  # in list order, as the rule written out adds them
+    pair_slot = pairs // span
+    order = np.lexsort((first_at, -summed, pair_slot))  # per user: best total, then first appearance
+    pair_slot, pair_item, summed = pair_slot[order], (pairs % span)[order], summed[order]
+    starts = np.searchsorted(pair_slot, np.arange(users))
+    place = np.arange(len(order)) - starts[pair_slot]
+    shown = place < k
+    rows[pair_slot[shown], place[shown]] = pair_item[shown]
+    totals[pair_slot[shown], place[shown]] = summed[shown]
     return rows, totals
 
 
