@@ -20,6 +20,7 @@ audited (docs/lifecycle.md has the numbers of a run):
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -92,11 +93,12 @@ def test_a_swap_under_load_loses_nothing_and_mixes_nothing(engine, rate, bootstr
     load_started = time.time()
     sender.start()
     # The new version: trained in its own process (as the trainer would) on a longer cut of the
-    # same shop's history, while the events flow; then published and promoted.
+    # same shop's history, while the events flow; then published and promoted. Without the factor
+    # step's choice (it trains the model twice): the swap must land while the load runs.
     trained = subprocess.run(
         [sys.executable, "-m", "streamrec.cli", "train", "--synthetic", "--items", str(ITEMS), "--users", str(USERS),
          "--events", str(2 * HISTORY), "--seed", str(SEED), "--dim", "32", "--models-dir", str(shop.models_dir)],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, env={**os.environ, "STREAMREC_RULES__FACTOR_WEIGHT": "0"})
     assert trained.returncode == 0, trained.stderr
     time.sleep(max(0.0, load_started + PUBLISH_AT_S - time.time()))
     published_at = time.time()
