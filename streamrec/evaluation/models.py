@@ -29,7 +29,8 @@ def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 -
         for params in (train, interest):
             field = next((f for f in fields(params) if f.name == name and f.name != "event_weights"), None)
             if field is not None:
-                value = AUTO if name == "factor_weight" and text == AUTO else _parse(text, type(getattr(params, name)), name)
+                kind = float if name == "factor_weight" else type(getattr(params, name))  # a number or "auto"
+                value = AUTO if name == "factor_weight" and text == AUTO else _parse(text, kind, name)
                 if params is train:
                     train = replace(train, **{name: value})
                 else:

@@ -68,3 +68,15 @@ def test_prequential_beats_random(name, toy_log):
         warnings.simplefilter("ignore")
         outcome = run_prequential(model(name), toy_log, pretrain=800, retrain_every=700)
     assert outcome.metrics["HR@10"] > 1.8 * 10 / toy_log.n_items, outcome.metrics
+
+
+def test_the_factor_weight_reads_a_number_or_auto():
+    from streamrec.evaluation.models import served_params
+
+    assert served_params({"factor_weight": "auto"})[1].factor_weight == "auto"
+    assert served_params({"factor_weight": "2"})[1].factor_weight == 2.0
+    assert served_params({"factor_weight": "0"})[1].factor_weight == 0.0
+    with pytest.raises(ValueError, match="factor_weight must be a float or 'auto'"):
+        served_params({"factor_weight": "sometimes"})
+    with pytest.raises(ValueError, match="factor_weight must be 'auto' or a number >= 0"):
+        served_params({"factor_weight": "-1"})
