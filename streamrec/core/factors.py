@@ -80,9 +80,13 @@ def fold_in(histories: Sequence[Sequence[int]], factors: np.ndarray, fixed: np.n
         x = B^-1 b - (c - 1) M_H^T (I + (c - 1) Y_H M_H^T)^-1 Y_H B^-1 b,   B^-1 b = c sum_h M_h
 
     with ``M = Y B^-1`` (rows of ``fixed``). A user with no known row gets zeros."""
-    n, f = factors.shape
-    out = np.zeros((len(histories), f))
-    lists = known_rows(histories, n)
+    return _fold_known(known_rows(histories, len(factors)), factors, fixed, confidence=confidence, block=block)
+
+
+def _fold_known(lists: list[np.ndarray], factors: np.ndarray, fixed: np.ndarray, *, confidence: float,
+                block: int = 1024) -> np.ndarray:
+    """:func:`fold_in` of histories already reduced by :func:`known_rows`."""
+    out = np.zeros((len(lists), factors.shape[1]))
     users = np.array([slot for slot, rows in enumerate(lists) if len(rows)], np.int64)
     extra = confidence - 1.0
     for start in range(0, len(users), block):
@@ -112,9 +116,9 @@ def top_rows(users: np.ndarray, factors: np.ndarray, depth: int,
         return out
     items = np.asarray(factors, np.float32)
     take = min(depth, len(factors))
-    for start in range(0, len(users), 256):  # (256 x n) float64 blocks stay cache- and memory-friendly
+    for start in range(0, len(users), 256):  # (256 x n) blocks stay cache- and memory-friendly
         block = users[start : start + 256]
-        scores = (block.astype(np.float32) @ items.T).astype(np.float64)  # float32, as the FAISS search
+        scores = block.astype(np.float32) @ items.T  # float32, as the FAISS search
         for offset in range(len(block)):
             excluded = banned(start + offset)
             if excluded is not None and len(excluded):
@@ -134,7 +138,7 @@ def fuse(first: np.ndarray, second: np.ndarray, k: int, *, weight: float,
     """The top ``k`` rows of each pair of lists (``-1`` pads) by the fused total above, and the
     totals (float32; ``-inf`` pads). Vectorised over the users: each (user, item) pair's shares
     are summed, then every user's pairs are ordered by total, first appearance breaking ties."""
-    users, depth_a = first.shape[0], first.shape[1] if first.ndim == 2 else 0
+    users, depth_a = first.shape
     rows = np.full((users, k), -1, dtype=np.int64)
     totals = np.full((users, k), -np.inf, dtype=np.float32)
     items = np.concatenate([first.reshape(users, -1), second.reshape(users, -1)], axis=1).astype(np.int64)
@@ -169,8 +173,8 @@ def factor_batch(rows: np.ndarray, scores: np.ndarray, width: int, histories: Se
     """The served lists (``rows``, ``scores``, best first) fused with the users' factor lists
     and cut to ``width``; a user without a known recent item keeps the served list. The factor
     list leaves out the items of ``histories`` (bringing those back is the repeat step's job)."""
-    users = fold_in(histories, factors, fixed, confidence=confidence)
     seen = known_rows(histories, len(factors))
+    users = _fold_known(seen, factors, fixed, confidence=confidence)
 
     def unseen(slot: int) -> np.ndarray:
         excluded = banned(slot)
