@@ -532,21 +532,29 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
 
 def fit_factors(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, params: TrainParams) -> np.ndarray:
     """The factor step's item factors (float32, ``n_items x params.factors``): implicit-feedback
-    ALS (the ``implicit`` library) of the binary user x item matrix, confidence
-    ``params.factor_alpha`` for a seen item (the fold-in of :func:`streamrec.core.factors.fold_in`
-    solves the same least squares for one user)."""
+    ALS (:func:`fit_als`) of the binary user x item matrix, confidence ``params.factor_alpha`` for
+    a seen item (the fold-in of :func:`streamrec.core.factors.fold_in` solves the same least
+    squares for one user)."""
+    matrix = sp.csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(n_users, n_items))
+    matrix.data[:] = 1.0  # seen or not
+    model = fit_als(matrix, factors=params.factors, regularization=params.factor_reg, alpha=params.factor_alpha,
+                    iterations=params.factor_iterations, seed=params.seed)
+    return np.ascontiguousarray(model.item_factors, dtype=np.float32)
+
+
+def fit_als(user_items: sp.csr_matrix, *, factors: int, regularization: float, alpha: float, iterations: int,
+            seed: int):  # noqa: ANN201 - implicit.cpu.als.AlternatingLeastSquares
+    """``implicit``'s CPU ALS fitted on ``user_items`` (users x items, float32 confidences), with
+    BLAS held to one thread (implicit runs its own): the factor step's items and the ALS baseline's."""
     import warnings
 
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    matrix = sp.csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(n_users, n_items))
-    matrix.data[:] = 1.0  # seen or not
     with threadpool_limits(1, "blas"), warnings.catch_warnings():
         # implicit runs its own threads and warns about BLAS threads even inside the limit.
         warnings.filterwarnings("ignore", message=".*threadpool.*", category=RuntimeWarning)
-        model = AlternatingLeastSquares(factors=params.factors, regularization=params.factor_reg,
-                                        alpha=params.factor_alpha, iterations=params.factor_iterations,
-                                        random_state=params.seed)
-        model.fit(matrix, show_progress=False)
-    return np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                        iterations=iterations, random_state=seed)
+        model.fit(user_items, show_progress=False)
+    return model

@@ -7,7 +7,6 @@ item factors, the "fold-in"), so events observed after the fit count immediately
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,22 +35,12 @@ class ALS(Recommender):
         return rows.astype(np.float32)
 
     def fit(self, log: EventLog) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
+        from indexing.train import fit_als
 
-        p = self.params
         self.n_items = log.n_items
         self.histories = Histories(log.n_users)
         self.histories.add(log)
-        user_items = self._matrix(np.arange(log.n_users))
-        with threadpool_limits(1, "blas"), warnings.catch_warnings():
-            # implicit runs its own threads and warns about BLAS threads even inside the limit.
-            warnings.filterwarnings("ignore", message=".*threadpool.*", category=RuntimeWarning)
-            self.model = AlternatingLeastSquares(
-                factors=p["factors"], regularization=p["regularization"], alpha=p["alpha"],
-                iterations=p["iterations"], random_state=p["seed"],
-            )
-            self.model.fit(user_items, show_progress=False)
+        self.model = fit_als(self._matrix(np.arange(log.n_users)), **self.params)
 
     def observe(self, log: EventLog) -> None:
         if self.histories is None:
