@@ -49,9 +49,9 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
 
     from indexing.train import TrainParams
     from indexing.trainer import Trainer, TrainerParams
-    from streamrec.core.interest import InterestParams
     from streamrec.evaluation.choose import choose_for
     from streamrec.evaluation.served import ServedModel
+    from streams.shell import interest_params
 
     if bootstrap_dataset is not None and fmt is None:
         raise click.UsageError(f"--format is required with --bootstrap-dataset; choose one of {', '.join(FORMATS)}")
@@ -60,8 +60,7 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     train = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
     params = TrainerParams(window_events=window_events, every_events=every_events, every_minutes=every_minutes,
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train,
-                           interest=InterestParams(taste_decay=settings.rules.taste_decay,
-                                                   factor_weight=settings.rules.factor_weight),
+                           interest=interest_params(settings),
                            choose=partial(choose_for, model=ServedModel),
                            target_recall=settings.index.target_recall)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,

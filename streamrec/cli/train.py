@@ -45,9 +45,9 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
     from dataclasses import replace
 
     from indexing.train import TrainParams, interactions_from_events, train_model
-    from streamrec.core.interest import InterestParams
     from streamrec.evaluation.choose import Z, choose_for
     from streamrec.evaluation.served import ServedModel
+    from streams.shell import interest_params
 
     if synthetic == (dataset is not None):
         raise click.UsageError("give exactly one source: --dataset PATH --format FORMAT, or --synthetic")
@@ -67,8 +67,7 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
         data = interactions_from_events(_events(dataset, fmt, synthetic, users, items, n_events, seed, limit))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    rules = get_settings().rules
-    interest = InterestParams(taste_decay=rules.taste_decay, factor_weight=rules.factor_weight)
+    interest = interest_params(get_settings())  # the worker's rules: its taste map, its factor step's choice
     trained = train_model(data, params, interest)
     choice = choose_for(trained, data, params, interest, model=ServedModel)  # "auto": the version's own weight
     summary = trained.summary
