@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamrec.contract import EVENT_TYPES
+from streamrec.core.factors import AUTO
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
@@ -73,11 +74,11 @@ class InterestParams:
     #: reciprocal-rank fusion with the served list, and both lists' length (weight 0: off).
     #: ``"auto"`` (the default): each model version's own weight, chosen at its training on the
     #: shop's held-out events (0 where the step does not clearly pay).
-    factor_weight: float | str = "auto"
+    factor_weight: float | str = AUTO
     factor_depth: int = 50
 
     def __post_init__(self) -> None:
-        if (self.factor_weight != "auto" and not (isinstance(self.factor_weight, (int, float)) and self.factor_weight >= 0)) \
+        if (self.factor_weight != AUTO and not (isinstance(self.factor_weight, (int, float)) and self.factor_weight >= 0)) \
                 or self.factor_depth < 1:
             raise ValueError(f"factor_weight must be 'auto' or a number >= 0 and factor_depth >= 1, got "
                              f"{self.factor_weight!r} and {self.factor_depth}")

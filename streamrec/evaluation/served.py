@@ -204,8 +204,7 @@ class ServedModel(Recommender):
 
     def _factor_weight(self) -> float:
         """The factor step's weight: the setting, or this version's chosen one for "auto"."""
-        chosen = self.summary.get("factors", {}).get("weight", 0.0) if isinstance(self.summary, dict) else 0.0
-        return resolve_weight(self.interest_params.factor_weight, chosen)
+        return resolve_weight(self.interest_params.factor_weight, self.summary.get("factors", {}).get("weight", 0.0))
 
     def _factors(self, users: np.ndarray, rows: np.ndarray, scores: np.ndarray, width: int,
                  banned: list[set[int]]) -> tuple[np.ndarray, np.ndarray]:
