@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Environment variable naming the folder that holds all local state.
@@ -331,3 +331,73 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def _field_path(loc: tuple[Any, ...], model: type[BaseModel]) -> tuple[tuple[str | int, ...], bool]:
+    """The leading part of an error's ``loc`` that names settings fields and tuple positions (the
+    rest are union members' tags), and whether the field holds a secret."""
+    path: list[str | int] = []
+    current: Any = model
+    secret = False
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if isinstance(part, int) and path:
+            path.append(part)  # an element of a tuple of parts (experiments, variants)
+            continue
+        if not isinstance(part, str) or fields is None or part not in fields:
+            break
+        path.append(part)
+        annotation = fields[part].annotation
+        secret = "SecretStr" in repr(annotation)
+        inner = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else (inner[0] if inner else None)
+    return tuple(path), secret
+
+
+def _names(path: tuple[str | int, ...]) -> tuple[str, str]:
+    """The environment variable that sets ``path`` and its dotted name (a path into a JSON list is set
+    by the list's variable)."""
+    named = path[:next((i for i, p in enumerate(path) if isinstance(p, int)), len(path))]
+    variable = "STREAMREC_" + "__".join(str(p).upper() for p in named)
+    dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return variable, dotted
+
+
+def explain_settings_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per bad setting, naming its environment variable and what it accepts.
+
+    >>> try:
+    ...     Settings(rules={"factor_weight": "sometimes", "knn_weight": -1})
+    ... except ValidationError as exc:
+    ...     print(explain_settings_error(exc))
+    invalid setting STREAMREC_RULES__KNN_WEIGHT (rules.knn_weight) = '-1': should be greater than or equal to 0
+    invalid setting STREAMREC_RULES__FACTOR_WEIGHT (rules.factor_weight) = 'sometimes': should be a valid number, unable to parse string as a number, or 'auto'
+    >>> try:
+    ...     Settings(experiments=[{"name": "a"}])
+    ... except ValidationError as exc:
+    ...     print(explain_settings_error(exc))
+    invalid setting STREAMREC_EXPERIMENTS (experiments[0].salt): is required
+    invalid setting STREAMREC_EXPERIMENTS (experiments[0].variants): is required
+    """
+    model = model or Settings
+    problems: dict[tuple[str | int, ...], list[str]] = {}
+    shown: dict[tuple[str | int, ...], str] = {}
+    for error in exc.errors():
+        path, secret = _field_path(tuple(error.get("loc", ())), model)
+        message = "is required" if error.get("type") == "missing" else str(error.get("msg", "is not valid"))
+        if message.startswith("Input should be "):
+            message = "should be " + message[len("Input should be "):]
+        message = message.removeprefix("Value error, ").strip()
+        problems.setdefault(path, []).append(message)
+        if "input" in error and not secret and not isinstance(error["input"], (dict, list, tuple)):
+            shown[path] = f" = {str(error['input'])!r}"
+    lines = []
+    for path, messages in problems.items():
+        unique = list(dict.fromkeys(messages))
+        said = unique[0] + "".join(", or " + m.removeprefix("should be ") for m in unique[1:])
+        if not path:
+            lines.append(f"invalid settings: {said}")
+            continue
+        variable, dotted = _names(path)
+        lines.append(f"invalid setting {variable} ({dotted}){shown.get(path, '')}: {said}")
+    return "\n".join(lines)

@@ -6,11 +6,29 @@ from __future__ import annotations
 import logging
 
 import click
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from streamrec import __version__
+from streamrec.config import Settings, explain_settings_error
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMREC"})
+class _Group(click.Group):
+    """Bad settings (an environment variable that does not parse) end a command with one sentence
+    per setting, not a traceback."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201 (click's own signature)
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != Settings.__name__:
+                raise
+            raise click.ClickException(explain_settings_error(exc)) from None
+        except SettingsError as exc:  # a value that is not even JSON where JSON is expected
+            raise click.ClickException(f"invalid settings: {exc} (a list or object setting takes JSON)") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMREC"})
 @click.version_option(__version__, prog_name="streamrec")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
