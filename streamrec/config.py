@@ -181,6 +181,11 @@ class RulesSettings(BaseModel):
     #: in docs/quality.md). The worker and the trainers read it: a model version trained with it
     #: carries the item factors.
     factor_weight: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
+    #: Whether the factor step's list may hold the user's recent items (false: bringing them back
+    #: is the repeat step's alone; "auto": each version's own answer, chosen with its weight).
+    factor_repeats: bool | Literal["auto"] = "auto"
+    #: How long the factor list and the served list it is fused with are (where the step runs).
+    factor_depth: int = Field(50, ge=1)
 
 
 class WorkerSettings(BaseModel):

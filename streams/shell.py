@@ -59,7 +59,8 @@ def interest_params(settings: Settings) -> InterestParams:
     neighbour and factor settings."""
     rules = settings.rules
     return InterestParams(repeat_weight=rules.repeat_weight, diversity=rules.diversity, taste_decay=rules.taste_decay,
-                          knn_weight=rules.knn_weight, pop_weight=rules.pop_weight, factor_weight=rules.factor_weight)
+                          knn_weight=rules.knn_weight, pop_weight=rules.pop_weight, factor_weight=rules.factor_weight,
+                          factor_repeats=rules.factor_repeats, factor_depth=rules.factor_depth)
 
 
 def running_experiment(settings: Settings) -> Experiment | None:

@@ -82,7 +82,7 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
             f"item vectors d={trained.context.shape[1]} in {summary['seconds']:.1f} s"
         )
         if choice is not None:
-            click.echo(f"   factor step: weight {choice.weight:g}, chosen on {choice.users:,} shoppers' held-out events "
+            click.echo(f"   factor step: {choice.chosen()}, chosen on {choice.users:,} shoppers' held-out events "
                        "(0: the order of their events says enough)")
         items_topic = f"demo-{run}-items"
         ensure_topics(launcher.bootstrap, {items_topic: settings.kafka.partitions},

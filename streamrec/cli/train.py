@@ -86,9 +86,8 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
             f"of {summary['users']} users, in {time.perf_counter() - started:.1f} s -> {folder}"
         )
         if choice is not None:
-            tried = ", ".join(f"{row['weight']:g}: {row['HR']:.4f}" for row in choice.rows)
-            click.echo(f"factor step: weight {choice.weight:g} chosen on {choice.users:,} held-out users "
-                       f"(HR@10 by weight {tried}; 0 unless a weight wins by {Z:g} standard errors)")
+            click.echo(f"factor step: {choice.chosen()}, chosen on {choice.users:,} held-out users "
+                       f"(HR@10 {choice.table()}; off unless a setting wins by {Z:g} standard errors)")
 
 
 def _save_and_publish(models_dir, trained, factory, source, bootstrap, models_topic) -> Path:  # noqa: ANN001

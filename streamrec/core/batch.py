@@ -39,7 +39,7 @@ from streamrec.contract import (
 )
 from streamrec.core.diversity import POOL, mmr
 from streamrec.core.experiments import Experiment, assign
-from streamrec.core.factors import factor_batch, resolve_weight
+from streamrec.core.factors import factor_batch, resolve_repeats, resolve_weight
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.items import ArtifactLike, ItemsModel, LiveItems, SearchView, largest_norm
 from streamrec.core.neighbours import neighbour_batch
@@ -212,6 +212,8 @@ class PreparedBatch:
     #: "auto": the version's own, :func:`factor_weight_of`).
     factor_weight: float | str = 0.0
     factor_depth: int = 50
+    #: ``InterestParams.factor_repeats`` ("auto": the version's own).
+    factor_repeats: bool | str = False
 
     @property
     def fetch(self) -> int:
@@ -261,7 +263,8 @@ def finishing_steps(params: InterestParams | None) -> dict[str, Any]:
         return {}
     return {"repeat_weight": params.repeat_weight, "diversity": params.diversity, "knn_weight": params.knn_weight,
             "knn_decay": params.knn_decay, "knn_events": params.knn_events, "pop_weight": params.pop_weight,
-            "pop_items": params.pop_items, "factor_weight": params.factor_weight, "factor_depth": params.factor_depth}
+            "pop_items": params.pop_items, "factor_weight": params.factor_weight, "factor_depth": params.factor_depth,
+            "factor_repeats": params.factor_repeats}
 
 
 def recommend_one(items: LiveItems, user_id: str, query: np.ndarray, trigger: Any, recent: Sequence[RecentEvent], *,
@@ -828,7 +831,8 @@ def factor_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray, w
 
     return factor_batch(rows, scores, width, recent_rows, model.factors, model.factor_solved(),
                         confidence=model.factor_confidence, weight=factor_weight_of(prepared),
-                        depth=prepared.factor_depth, banned=banned)
+                        depth=prepared.factor_depth, banned=banned,
+                        repeats=resolve_repeats(prepared.factor_repeats, model.factor_repeats))
 
 
 def diversity_step(prepared: PreparedBatch, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

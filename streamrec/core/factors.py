@@ -14,9 +14,10 @@ of their recent events ``H`` (the state's last ``history_size`` events), binary 
 (O(|H|^2 f + |H|^3) per user by the Woodbury identity, with ``Y (Y^T Y + reg I)^-1`` computed
 once per version: :func:`fold_in`; |H| <= 32 against f = 128, so under the interest vector's
 O(d^2) query), its
-``depth`` best items are an exact search over ``Y`` (O(n f); excluded and blocked items and the
-items of ``H`` left out: bringing recent items back is the repeat step's job), and the two lists
-are fused::
+``depth`` best items are an exact search over ``Y`` (O(n f); excluded and blocked items left
+out, and the items of ``H`` too unless ``repeats``: by default bringing recent items back is the
+repeat step's job, but on a shop whose shoppers buy again what they bought long ago the factor
+list's own re-visits pay, and the choice decides), and the two lists are fused::
 
     total_j = 1 / (offset + rank_served_j) + weight / (offset + rank_factor_j)
 
@@ -50,6 +51,16 @@ def fits_factors(weight: float | str) -> bool:
 def resolve_weight(weight: float | str, chosen: float) -> float:
     """The weight the step runs with: ``weight``, or the version's ``chosen`` one for AUTO."""
     return float(chosen) if weight == AUTO else float(weight)
+
+
+def resolve_repeats(repeats: bool | str, chosen: bool) -> bool:
+    """Whether the factor list may hold the user's recent items: ``repeats``, or the version's
+    ``chosen`` answer for AUTO.
+
+    >>> resolve_repeats(AUTO, True), resolve_repeats(False, True)
+    (True, False)
+    """
+    return bool(chosen) if repeats == AUTO else bool(repeats)
 
 
 #: The ranks' offset in the fused total: with it the first few ranks of either list weigh alike
@@ -169,15 +180,17 @@ def fuse(first: np.ndarray, second: np.ndarray, k: int, *, weight: float,
 
 def factor_batch(rows: np.ndarray, scores: np.ndarray, width: int, histories: Sequence[Sequence[int]],
                  factors: np.ndarray, fixed: np.ndarray, *, confidence: float, weight: float, depth: int,
-                 banned: Callable[[int], np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+                 banned: Callable[[int], np.ndarray | None], repeats: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The served lists (``rows``, ``scores``, best first) fused with the users' factor lists
     and cut to ``width``; a user without a known recent item keeps the served list. The factor
-    list leaves out the items of ``histories`` (bringing those back is the repeat step's job)."""
+    list leaves out the items of ``histories`` unless ``repeats`` (the module doc)."""
     seen = known_rows(histories, len(factors))
     users = _fold_known(seen, factors, fixed, confidence=confidence)
 
-    def unseen(slot: int) -> np.ndarray:
+    def unseen(slot: int) -> np.ndarray | None:
         excluded = banned(slot)
+        if repeats:
+            return excluded
         return seen[slot] if excluded is None else np.concatenate([np.asarray(excluded, np.int64), seen[slot]])
 
     second = top_rows(users, factors, depth, unseen)

@@ -76,12 +76,17 @@ class InterestParams:
     #: shop's held-out events (0 where the step does not clearly pay).
     factor_weight: float | str = AUTO
     factor_depth: int = 50
+    #: Whether the factor list may hold the user's recent items (False: they are the repeat step's
+    #: alone); ``"auto"``: each version's own answer, chosen with its weight.
+    factor_repeats: bool | str = AUTO
 
     def __post_init__(self) -> None:
         if (self.factor_weight != AUTO and not (isinstance(self.factor_weight, (int, float)) and self.factor_weight >= 0)) \
                 or self.factor_depth < 1:
             raise ValueError(f"factor_weight must be 'auto' or a number >= 0 and factor_depth >= 1, got "
                              f"{self.factor_weight!r} and {self.factor_depth}")
+        if self.factor_repeats not in (True, False, AUTO):
+            raise ValueError(f"factor_repeats must be true, false or 'auto', got {self.factor_repeats!r}")
         unknown = set(self.event_weights) - set(EVENT_TYPES)
         if unknown:
             raise ValueError(f"event_weights has unknown event types: {sorted(unknown)}")

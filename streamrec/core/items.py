@@ -119,8 +119,10 @@ class ItemsModel:
     factors: np.ndarray | None = None
     factor_reg: float = 20.0
     factor_confidence: float = 40.0
-    #: The weight chosen for this version at its training (``factor_weight = "auto"``).
+    #: The weight chosen for this version at its training (``factor_weight = "auto"``), and whether
+    #: its factor list may hold recent items (``factor_repeats = "auto"``).
     factor_weight: float = 0.0
+    factor_repeats: bool = False
     #: :meth:`popular`'s answers, by ``(top, weight)`` (derived from ``popularity``).
     _popular: dict = field(default_factory=dict, repr=False, compare=False)
     #: :meth:`max_target_norm`'s answer, once computed.
@@ -159,7 +161,7 @@ class ItemsModel:
                    None if "repeat_by_age" not in training else np.asarray(training["repeat_by_age"], np.float64),
                    model.extras.get("taste"), model.extras.get("neighbours"), model.extras.get("neighbour_sims"),
                    model.extras.get("factors"), float(factors.get("reg", 20.0)), float(factors.get("confidence", 40.0)),
-                   float(factors.get("weight", 0.0)))
+                   float(factors.get("weight", 0.0)), bool(factors.get("repeats", False)))
 
 
 def item_features(item: CatalogItem) -> list[tuple[str, str]]:

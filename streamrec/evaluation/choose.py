@@ -8,12 +8,14 @@ weight (:mod:`streamrec.core.factors`) on its own data:
 1. Each user's last event is held out; the served model (with its item factors) is trained on
    the rest, exactly as it will be served.
 2. Up to ``sample`` users whose held-out item that model knows are recommended ``k`` items with
-   the step off and with every weight of ``grid``, excluding what they bought (the worker's rule).
-3. The weight with the most hits wins if it beats the step switched off by more than ``z``
+   the step off and with every weight of ``grid``, each with the factor list leaving out the
+   user's recent items and with it allowed to hold them (``factor_repeats``), excluding what
+   they bought (the worker's rule).
+3. The setting with the most hits wins if it beats the step switched off by more than ``z``
    standard errors of the paired difference (per user: hit with it minus hit without); else the
    step stays off. A shop where it does not clearly pay keeps the served model as it was.
 
-It costs a second training of the model (on the held-out split) and ``1 + len(grid)`` lists
+It costs a second training of the model (on the held-out split) and ``1 + 2 len(grid)`` lists
 per sampled user.
 """
 
@@ -49,14 +51,39 @@ ModelClass = Callable[[TrainParams, InterestParams], Any]
 class FactorChoice:
     #: The chosen weight (0: the step stays off).
     weight: float
-    #: Per weight tried (0 first): its hit rate at ``k`` on the held-out events and the paired
-    #: difference's standard error against 0.
+    #: Per setting tried (weight 0 first): the weight, whether the factor list held recent items,
+    #: its hit rate at ``k`` on the held-out events and the paired difference's standard error against 0.
     rows: list[dict[str, float]]
     #: Held-out users scored.
     users: int
+    #: Whether the chosen factor list may hold the user's recent items.
+    repeats: bool = False
 
     def summary(self) -> dict[str, object]:
-        return {"weight": self.weight, "users": self.users, "grid": self.rows}
+        return {"weight": self.weight, "repeats": self.repeats, "users": self.users, "grid": self.rows}
+
+    def chosen(self) -> str:
+        """The choice in words.
+
+        >>> FactorChoice(2.0, [], 10, repeats=True).chosen()
+        'weight 2, its list holding recent items too'
+        >>> FactorChoice(0.0, [], 10).chosen()
+        'weight 0'
+        """
+        return f"weight {self.weight:g}" + (", its list holding recent items too" if self.weight and self.repeats else "")
+
+    def table(self) -> str:
+        """HR@k per setting tried, as one line.
+
+        >>> FactorChoice(1.0, [{"weight": 0.0, "repeats": False, "HR": 0.1}, {"weight": 1.0, "repeats": False, "HR": 0.2},
+        ...                    {"weight": 1.0, "repeats": True, "HR": 0.15}], 10).table()
+        'off 0.1000; weight 1: 0.2000; with recent items, weight 1: 0.1500'
+        """
+        off = [f"off {row['HR']:.4f}" for row in self.rows if not row["weight"]]
+        plain = [f"{row['weight']:g}: {row['HR']:.4f}" for row in self.rows if row["weight"] and not row.get("repeats")]
+        again = [f"{row['weight']:g}: {row['HR']:.4f}" for row in self.rows if row["weight"] and row.get("repeats")]
+        return "; ".join(off + (["weight " + ", ".join(plain)] if plain else [])
+                         + (["with recent items, weight " + ", ".join(again)] if again else []))
 
 
 def held_out(log: EventLog) -> tuple[EventLog, np.ndarray, np.ndarray]:
@@ -93,22 +120,23 @@ def choose_factor_weight(log: EventLog, train: TrainParams, interest: InterestPa
         by_user.setdefault(user, []).append(item)
     exclude = [np.unique(np.asarray(by_user.get(u, []), np.int64)) for u in users.tolist()]
 
-    def hits(weight: float) -> np.ndarray:
-        model.interest_params = replace(interest, factor_weight=weight)
+    def hits(weight: float, repeats: bool) -> np.ndarray:
+        model.interest_params = replace(interest, factor_weight=weight, factor_repeats=repeats)
         lists = model.recommend(users, k, exclude)
         return (lists == items[:, None]).any(axis=1).astype(np.float64)
 
-    base = hits(0.0)
-    rows = [{"weight": 0.0, "HR": float(base.mean()), "se": 0.0}]
-    best, best_gain = 0.0, 0.0
-    for weight in grid:
-        difference = hits(weight) - base
-        se = float(difference.std(ddof=1) / math.sqrt(len(difference))) if len(difference) > 1 else math.inf
-        gain = float(difference.mean())
-        rows.append({"weight": float(weight), "HR": float(base.mean() + gain), "se": se})
-        if gain > z * se and gain > best_gain:
-            best, best_gain = float(weight), gain
-    return FactorChoice(best, rows, int(len(users)))
+    base = hits(0.0, False)
+    rows = [{"weight": 0.0, "repeats": False, "HR": float(base.mean()), "se": 0.0}]
+    best, best_gain = (0.0, False), 0.0
+    for repeats in (False, True):
+        for weight in grid:
+            difference = hits(weight, repeats) - base
+            se = float(difference.std(ddof=1) / math.sqrt(len(difference))) if len(difference) > 1 else math.inf
+            gain = float(difference.mean())
+            rows.append({"weight": float(weight), "repeats": repeats, "HR": float(base.mean() + gain), "se": se})
+            if gain > z * se and gain > best_gain:
+                best, best_gain = (float(weight), repeats), gain
+    return FactorChoice(best[0], rows, int(len(users)), repeats=best[1])
 
 
 def log_of(data: Interactions) -> EventLog:
@@ -128,5 +156,6 @@ def choose_for(trained: TrainedModel, log: EventLog | Interactions, train: Train
     if interest.factor_weight != AUTO or trained.factors is None:
         return None
     choice = choose_factor_weight(log if isinstance(log, EventLog) else log_of(log), train, interest, model=model)
-    trained.summary["factors"] = {**trained.summary["factors"], "weight": choice.weight, "choice": choice.summary()}
+    trained.summary["factors"] = {**trained.summary["factors"], "weight": choice.weight, "repeats": choice.repeats,
+                                  "choice": choice.summary()}
     return choice

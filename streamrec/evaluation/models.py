@@ -29,8 +29,9 @@ def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 -
         for params in (train, interest):
             field = next((f for f in fields(params) if f.name == name and f.name != "event_weights"), None)
             if field is not None:
-                kind = float if name == "factor_weight" else type(getattr(params, name))  # a number or "auto"
-                value = AUTO if name == "factor_weight" and text == AUTO else _parse(text, kind, name)
+                # The factor step's settings take "auto" too (the default: each version's own).
+                kind = {"factor_weight": float, "factor_repeats": bool}.get(name) or type(getattr(params, name))
+                value = AUTO if name in _AUTO_SETTINGS and text == AUTO else _parse(text, kind, name)
                 if params is train:
                     train = replace(train, **{name: value})
                 else:
@@ -42,17 +43,22 @@ def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 -
     return train, interest
 
 
+#: Served-model settings that also take "auto".
+_AUTO_SETTINGS = ("factor_weight", "factor_repeats")
+
+
 def _parse(text: str, kind: type, name: str) -> object:
     if kind is bool:
         if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ValueError(f"{name} must be true or false, got {text!r}")
+            also = " or 'auto'" if name in _AUTO_SETTINGS else ""
+            raise ValueError(f"{name} must be true or false{also}, got {text!r}")
         return text.lower() in ("true", "1", "yes", "on")
     try:
         if kind is int and text.strip().endswith(".0"):  # a grid's value (--tune-grid knn_events=5,10)
             return int(float(text))
         return kind(text)
     except ValueError:
-        also = " or 'auto'" if name == "factor_weight" else ""
+        also = " or 'auto'" if name in _AUTO_SETTINGS else ""
         raise ValueError(f"{name} must be a {kind.__name__}{also}, got {text!r}") from None
 
 

@@ -28,7 +28,7 @@ from indexing.train import Interactions, TrainedModel, TrainParams, interactions
 from streamrec.contract import EVENT_TYPES
 from streamrec.core.batch import finishing_steps, search_depth, served_width, shown_width
 from streamrec.core.diversity import mmr
-from streamrec.core.factors import factor_batch, fits_factors, resolve_weight, solved
+from streamrec.core.factors import factor_batch, fits_factors, resolve_repeats, resolve_weight, solved
 from streamrec.core.interest import InterestParams, fold_events, update_batch
 from streamrec.core.neighbours import neighbour_batch, popular_items
 from streamrec.core.repeat import REPEAT_EVENTS, recent_matrix, repeat_batch
@@ -216,7 +216,8 @@ class ServedModel(Recommender):
         histories = [[int(self.model_row[item]) for item, _, _ in self.recent[user]] for user in users.tolist()]
         return factor_batch(rows, scores, width, histories, factors, self._solved,
                             confidence=settings["confidence"], weight=self._factor_weight(), depth=p.factor_depth,
-                            banned=lambda slot: np.fromiter(banned[slot], np.int64))
+                            banned=lambda slot: np.fromiter(banned[slot], np.int64),
+                            repeats=resolve_repeats(p.factor_repeats, settings.get("repeats", False)))
 
     def _knn_on(self) -> bool:
         p = self.interest_params

@@ -93,3 +93,21 @@ def test_a_user_without_known_items_keeps_the_served_list():
     x = fold_in([[10, 11]], factors, solved(factors, 1.0), confidence=5.0)
     second = top_rows(x, factors, 4, lambda slot: np.array([10, 11]))  # the recent items are not listed again
     assert out_rows[0].tolist() == fuse(rows[:1], second, 3, weight=1.0)[0][0].tolist()
+
+
+def test_with_repeats_the_factor_list_may_hold_recent_items_but_never_banned_ones():
+    rng = np.random.default_rng(2)
+    factors = rng.normal(size=(40, 3)).astype(np.float32)
+    factors[[10, 11]] *= 6.0  # the user's recent items are the factor model's favourites
+    rows = np.array([[1, 2, 3, 4, 5, 6]])
+    scores = np.linspace(6, 1, 6, dtype=np.float32)[None]
+    history = [[10, 11, 12]]
+    x = fold_in(history, factors, solved(factors, 1.0), confidence=5.0)
+    for repeats, banned in ((False, np.array([], np.int64)), (True, np.array([], np.int64)), (True, np.array([11]))):
+        out_rows, _ = factor_batch(rows, scores, 6, history, factors, solved(factors, 1.0), confidence=5.0,
+                                   weight=3.0, depth=6, banned=lambda slot: banned, repeats=repeats)
+        left_out = np.concatenate([banned, [] if repeats else [10, 11, 12]]).astype(np.int64)
+        second = [r for r in np.argsort(-(x[0] @ factors.astype(np.float64).T), kind="stable") if r not in left_out][:6]
+        assert out_rows[0].tolist() == fuse(rows, np.array([second]), 6, weight=3.0)[0][0].tolist()
+        assert not set(banned.tolist()) & set(out_rows[0].tolist())
+        assert bool({10, 11, 12} & set(out_rows[0].tolist()) - set(banned.tolist())) == repeats

@@ -19,7 +19,8 @@ def shop(kind: str, n_users: int = 400, seed: int = 0) -> EventLog:
     is the last one's successor). ``taste``: every shopper likes one of 20 groups of 20 items;
     half of their 16 events are on items of that group, half on random items of all 400, in a
     random order, and the last is on the group: the last few events say little, the whole
-    history says which group."""
+    history says which group. ``taste-again``: as ``taste``, but the last event comes back to the
+    group's item the shopper saw first (nobody comes back to an item before that)."""
     rng = np.random.default_rng(seed)
     users, items, ts = [], [], []
     for user in range(n_users):
@@ -29,7 +30,8 @@ def shop(kind: str, n_users: int = 400, seed: int = 0) -> EventLog:
         else:
             liked = rng.permutation(20) + 20 * int(rng.integers(20))
             noise = [int(i) for i in rng.choice(400, 8, replace=False) if i not in liked][:7]
-            mine = [int(i) for i in rng.permutation(np.concatenate([liked[:8], noise]))] + [int(liked[8])]
+            mine = [int(i) for i in rng.permutation(np.concatenate([liked[:8], noise]))]
+            mine.append(int(liked[8]) if kind == "taste" else next(i for i in mine if i in liked[:8]))
         users += [f"u{user}"] * len(mine)
         items += [f"i{item}" for item in mine]
         ts += (1.6e9 + user * 1000 + np.arange(len(mine)) * 60.0).tolist()
@@ -55,6 +57,16 @@ def test_a_shop_where_the_order_says_nothing_turns_it_on():
     assert choice.weight > 0, choice.rows
     best = max(choice.rows, key=lambda row: row["HR"])
     assert best["HR"] > choice.rows[0]["HR"] + 2 * best["se"]
+    assert not choice.repeats and not best["repeats"]  # the next item is an unseen one of the group
+    assert len(choice.rows) == 1 + 2 * 4  # off, and every weight without and with recent items
+
+
+def test_a_shop_whose_shoppers_come_back_to_what_they_liked_lets_the_factor_list_repeat():
+    choice = choose_factor_weight(shop("taste-again"), PARAMS, InterestParams(factor_weight="auto"), model=ServedModel)
+    assert choice.weight > 0 and choice.repeats, choice.rows
+    plain = max(row["HR"] for row in choice.rows if not row["repeats"])
+    again = max(row["HR"] for row in choice.rows if row["repeats"])
+    assert again > plain + 0.1, choice.rows
 
 
 def test_the_trainers_write_the_choice_into_the_version():
@@ -67,6 +79,7 @@ def test_the_trainers_write_the_choice_into_the_version():
     assert trained.summary["factors"]["weight"] == 0.0  # until a chooser writes it
     choice = choose_for(trained, data, PARAMS, interest, model=ServedModel)
     assert trained.summary["factors"]["weight"] == choice.weight and trained.summary["factors"]["choice"]["users"] > 0
+    assert trained.summary["factors"]["repeats"] == choice.repeats
     # a fixed weight (or none) chooses nothing
     fixed = train_model(data, PARAMS, replace(interest, factor_weight=1.0))
     assert choose_for(fixed, data, PARAMS, replace(interest, factor_weight=1.0), model=ServedModel) is None

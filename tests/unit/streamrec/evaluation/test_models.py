@@ -80,3 +80,14 @@ def test_the_factor_weight_reads_a_number_or_auto():
         served_params({"factor_weight": "sometimes"})
     with pytest.raises(ValueError, match="factor_weight must be 'auto' or a number >= 0"):
         served_params({"factor_weight": "-1"})
+
+
+def test_the_factor_repeats_read_true_false_or_auto():
+    from streamrec.evaluation.models import served_params
+
+    assert served_params({})[1].factor_repeats == "auto"
+    assert served_params({"factor_repeats": "auto"})[1].factor_repeats == "auto"
+    assert served_params({"factor_repeats": "true"})[1].factor_repeats is True
+    assert served_params({"factor_repeats": "0"})[1].factor_repeats is False
+    with pytest.raises(ValueError, match="factor_repeats must be true or false or 'auto'"):
+        served_params({"factor_repeats": "sometimes"})

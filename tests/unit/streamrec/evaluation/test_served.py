@@ -93,14 +93,14 @@ def test_user_vectors_are_the_pure_update_rule_over_each_history(mixed_log):
         np.testing.assert_allclose(served.user_vector(user), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("taste_decay", "knn_weight", "factor_weight"),
-                         [(0.0, 0.0, 0.0), (0.9, 0.0, 0.0), (0.0, 0.5, 0.0), (0.9, 0.5, 0.0), (0.0, 0.0, 1.0),
-                          (0.0, 0.5, 2.0)])
+@pytest.mark.parametrize(("taste_decay", "knn_weight", "factor_weight", "factor_repeats"),
+                         [(0.0, 0.0, 0.0, False), (0.9, 0.0, 0.0, False), (0.0, 0.5, 0.0, False), (0.9, 0.5, 0.0, False),
+                          (0.0, 0.0, 1.0, False), (0.0, 0.5, 2.0, False), (0.0, 0.5, 2.0, True)])
 def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed_log, taste_decay, knn_weight,
-                                                                 factor_weight):
+                                                                 factor_weight, factor_repeats):
     log = mixed_log
     params = InterestParams(k=10, taste_decay=taste_decay, knn_weight=knn_weight, factor_weight=factor_weight,
-                            factor_depth=20)
+                            factor_depth=20, factor_repeats=factor_repeats)
     a, b = len(log) // 3, 2 * len(log) // 3
     served = ServedModel(replace(PARAMS, factors=6, factor_iterations=5), params)
     served.fit(log.take(slice(0, a)))
@@ -121,9 +121,9 @@ def test_recommendations_equal_the_worker_including_a_model_swap(tmp_path, mixed
         assert latest[log.user_ids[user]] == [log.item_ids[r] for r in rows if r >= 0]
         compared += 1
     assert compared > 80
-    for name in ("knn_weight", "factor_weight"):  # each step changes lists, so the equality above covers it
+    for name in ("knn_weight", "factor_weight", "factor_repeats"):  # each changes lists: the equality covers it
         if getattr(params, name):
-            served.interest_params = replace(params, **{name: 0.0})
+            served.interest_params = replace(params, **{name: False if name == "factor_repeats" else 0.0})
             plain = served.recommend(users, 10, [purchased(log.take(slice(0, b)), u) for u in users])
             served.interest_params = params
             assert (plain != ours).any(axis=1).sum() > 10
@@ -204,10 +204,12 @@ def test_auto_serves_the_weight_each_version_carries(tmp_path, mixed_log):
     users = np.array(sorted({int(u) for u in log.users[:b]}))
     exclude = [purchased(log.take(slice(0, b)), u) for u in users]
     lists = {}
-    for weight in (0.0, 1.0):  # as if the choice had been each: the worker reads the version's
-        served.summary = {**served.summary, "factors": {**served.summary["factors"], "weight": weight}}
-        version = artifact(tmp_path / f"models-{weight}", served)
+    for weight, repeats in ((0.0, False), (1.0, False), (1.0, True)):  # as if the choice had been each: the
+        served.summary = {**served.summary,  # worker reads the version's own
+                          "factors": {**served.summary["factors"], "weight": weight, "repeats": repeats}}
+        version = artifact(tmp_path / f"models-{weight}-{repeats}", served)
         latest = worker_run(Store(), log.take(slice(0, b)), version, params)
-        lists[weight] = served.recommend(users, 10, exclude)
-        assert same_lists(log, latest, users, lists[weight]) > 80
-    assert (lists[0.0] != lists[1.0]).any(axis=1).sum() > 10
+        lists[weight, repeats] = served.recommend(users, 10, exclude)
+        assert same_lists(log, latest, users, lists[weight, repeats]) > 80
+    assert (lists[0.0, False] != lists[1.0, False]).any(axis=1).sum() > 10
+    assert (lists[1.0, True] != lists[1.0, False]).any(axis=1).sum() > 10
