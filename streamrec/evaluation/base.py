@@ -30,6 +30,10 @@ class Recommender(ABC):
     #: Batch models are refitted every N events in the prequential protocol; incremental
     #: ones only ever observe events after the first fit.
     retrains: bool = True
+    #: Whether the lists asked of the model leave out what each user purchased (the protocol sets
+    #: it; a model that chooses its settings on held-out events, as the served model's factor
+    #: step does, chooses under the same rule).
+    exclude_purchased: bool = True
 
     @abstractmethod
     def fit(self, log: EventLog) -> None:

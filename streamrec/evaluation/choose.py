@@ -98,9 +98,11 @@ def held_out(log: EventLog) -> tuple[EventLog, np.ndarray, np.ndarray]:
 
 def choose_factor_weight(log: EventLog, train: TrainParams, interest: InterestParams, *, model: ModelClass,
                          grid: tuple[float, ...] = GRID, sample: int = SAMPLE, z: float = Z, k: int = 10,
-                         seed: int = 0) -> FactorChoice:
+                         seed: int = 0, exclude_purchased: bool = True) -> FactorChoice:
     """The rule of the module doc on ``log`` (a shop's training events); ``model``: the served
-    model's class (:class:`streamrec.evaluation.served.ServedModel`, which serves as the worker does)."""
+    model's class (:class:`streamrec.evaluation.served.ServedModel`, which serves as the worker does);
+    ``exclude_purchased=False``: nothing is left out of the lists (a shop whose every category is a
+    repeat-purchase one, as ``evaluate --repeat-purchases``)."""
     rest, users, items = held_out(log)
     model = model(train, replace(interest, factor_weight=max(grid)))
     if not len(users) or not len(rest):
@@ -114,7 +116,7 @@ def choose_factor_weight(log: EventLog, train: TrainParams, interest: InterestPa
         users, items = users[pick], items[pick]
     if not len(users):
         return FactorChoice(0.0, [], 0)
-    bought = rest.types == _PURCHASE
+    bought = (rest.types == _PURCHASE) & exclude_purchased
     by_user: dict[int, list[int]] = {}
     for user, item in zip(rest.users[bought].tolist(), rest.items[bought].tolist(), strict=True):
         by_user.setdefault(user, []).append(item)
@@ -148,14 +150,15 @@ def log_of(data: Interactions) -> EventLog:
 
 
 def choose_for(trained: TrainedModel, log: EventLog | Interactions, train: TrainParams,
-               interest: InterestParams, *, model: ModelClass) -> FactorChoice | None:
+               interest: InterestParams, *, model: ModelClass, exclude_purchased: bool = True) -> FactorChoice | None:
     """With ``factor_weight = "auto"`` and a version with factors: the weight chosen on ``log``
     (the version's training events) by :func:`choose_factor_weight`, written into its summary
     (``factors.weight``, which the worker reads, and ``factors.choice``); else None and nothing
     changes."""
     if interest.factor_weight != AUTO or trained.factors is None:
         return None
-    choice = choose_factor_weight(log if isinstance(log, EventLog) else log_of(log), train, interest, model=model)
+    choice = choose_factor_weight(log if isinstance(log, EventLog) else log_of(log), train, interest, model=model,
+                                  exclude_purchased=exclude_purchased)
     trained.summary["factors"] = {**trained.summary["factors"], "weight": choice.weight, "repeats": choice.repeats,
                                   "choice": choice.summary()}
     return choice

@@ -133,6 +133,7 @@ def run_prequential(
     started = time.perf_counter()
     log = _without_ids(log)  # models never need the ids; taking slices is cheaper without
     depth = max(ks)
+    model.exclude_purchased = exclude_purchased
     model.fit(log.take(slice(0, pretrain)))
     fit_seconds = time.perf_counter() - started
 

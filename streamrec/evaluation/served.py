@@ -111,7 +111,8 @@ class ServedModel(Recommender):
         self.trained = trained_once(data, self.train_params, self.interest_params)
         # As every training of the worker's versions: with "auto", the factor step's weight chosen
         # on the log's held-out events.
-        self.factor_choice = choose_for(self.trained, log, self.train_params, self.interest_params, model=type(self))
+        self.factor_choice = choose_for(self.trained, log, self.train_params, self.interest_params, model=type(self),
+                                        exclude_purchased=self.exclude_purchased)
         self.context, self.target, self.summary = self.trained.context, self.trained.target, self.trained.summary
         self.index, self.calibration = build_served_index(self.target, self.factory, context=self.context)
         self.model_item_ids = data.item_ids

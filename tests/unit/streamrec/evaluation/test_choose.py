@@ -91,3 +91,17 @@ def test_a_bad_weight_is_refused():
         InterestParams(factor_weight="sometimes")
     with pytest.raises(ValueError, match="factor_weight"):
         InterestParams(factor_weight=-1.0)
+
+
+def test_the_choice_excludes_purchases_only_where_the_lists_do():
+    """A shop where shoppers buy again what they liked: with purchases excluded (the worker's
+    default) the factor list cannot bring them back; where repeat purchases are allowed
+    (``evaluate --repeat-purchases``) the choice scores lists that may hold them."""
+    log = shop("taste-again")
+    bought = EventLog.from_arrays(np.asarray(log.user_ids)[log.users], np.asarray(log.item_ids)[log.items],
+                                  ["purchase"] * len(log), log.ts)
+    excluded = choose_factor_weight(bought, PARAMS, InterestParams(factor_weight="auto"), model=ServedModel)
+    allowed = choose_factor_weight(bought, PARAMS, InterestParams(factor_weight="auto"), model=ServedModel,
+                                   exclude_purchased=False)
+    assert excluded.rows[0]["HR"] == 0.0  # every held-out item was bought before: never listed
+    assert allowed.repeats and allowed.weight > 0, allowed.rows

@@ -105,3 +105,13 @@ def test_prequential_rejects_bad_arguments(toy_log):
         run_prequential(ItemKNN(), toy_log, pretrain=0, retrain_every=10)
     with pytest.raises(ValueError, match="retrain_every"):
         run_prequential(ItemKNN(), toy_log, pretrain=10, retrain_every=0)
+
+
+def test_prequential_tells_the_model_whether_purchases_are_left_out():
+    log = stream_log()
+    for exclude_purchased in (True, False):
+        model = Recorder(log)
+        run_prequential(model, log, pretrain=2, retrain_every=3, exclude_purchased=exclude_purchased)
+        assert model.exclude_purchased is exclude_purchased  # a model that chooses on held-out events follows it
+        recommended = [c for c in model.calls if c[0] == "recommend"]
+        assert any(c[2] for c in recommended) is exclude_purchased
