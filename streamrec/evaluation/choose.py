@@ -153,8 +153,8 @@ def choose_for(trained: TrainedModel, log: EventLog | Interactions, train: Train
                interest: InterestParams, *, model: ModelClass, exclude_purchased: bool = True) -> FactorChoice | None:
     """With ``factor_weight = "auto"`` and a version with factors: the weight chosen on ``log``
     (the version's training events) by :func:`choose_factor_weight`, written into its summary
-    (``factors.weight``, which the worker reads, and ``factors.choice``); else None and nothing
-    changes."""
+    (``factors.weight`` and ``factors.repeats``, which the worker reads, and ``factors.choice``);
+    else None and nothing changes."""
     if interest.factor_weight != AUTO or trained.factors is None:
         return None
     choice = choose_factor_weight(log if isinstance(log, EventLog) else log_of(log), train, interest, model=model,
