@@ -131,10 +131,11 @@ def test_an_answer_with_the_taste_vector_equals_the_workers_list() -> None:
     assert changed >= 3  # the map moved the query: the lists are not those without it
 
 
-def test_an_answer_with_the_factor_step_equals_the_workers_list() -> None:
+@pytest.mark.parametrize("repeats", [False, True])
+def test_an_answer_with_the_factor_step_equals_the_workers_list(repeats: bool) -> None:
     factors = np.random.default_rng(4).standard_normal((N_ITEMS, 5)).astype(np.float32)
     items, plain = tiny_items(factors=factors), tiny_items()
-    params = InterestParams(factor_weight=2.0, factor_depth=20)
+    params = InterestParams(factor_weight=2.0, factor_depth=20, factor_repeats=repeats)
     states, lists = drive(items, some_events(), params)
     _, without = drive(plain, some_events(), params)
     changed = 0
