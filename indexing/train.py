@@ -436,6 +436,18 @@ class TrainedModel:
     #: ALS item factors of the factor step (:mod:`streamrec.core.factors`; None: no step).
     factors: np.ndarray | None = None
 
+    @classmethod
+    def from_artifact(cls, model: Any) -> TrainedModel:
+        """A saved version loaded back (an :class:`indexing.artifact.ModelArtifact`): its vectors,
+        training summary and extras, as the training left them. Raises ValueError for a version
+        saved without its target vectors."""
+        extras, n = model.extras, len(model.item_ids)
+        if extras.get("target") is None:
+            raise ValueError(f"model {model.version} has no target vectors (target.npy)")
+        return cls(list(model.item_ids), model.context, extras["target"], dict(model.meta.get("training", {})),
+                   extras.get("fold_in"), extras.get("popularity", np.zeros(n)), extras.get("repeat"),
+                   extras.get("taste"), extras.get("neighbours"), extras.get("neighbour_sims"), extras.get("factors"))
+
     def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
              extra_meta: dict[str, Any] | None = None, target_recall: float | None = None,
              queries: np.ndarray | None = None) -> Path:

@@ -7,7 +7,9 @@ new events or ``every_minutes`` minutes, whichever comes first, runs one cycle:
 
 1. hold out the newest ``holdout`` fraction of the window by time; train a candidate on the rest;
 2. score the candidate and the serving model on the held-out events (next-item HR@10,
-   :mod:`indexing.gate`);
+   :mod:`indexing.gate`; with ``TrainerParams.score``, as ``streamrec trainer`` runs, on the lists
+   the worker would publish, every step after the search included:
+   :func:`streamrec.evaluation.gate.served_hits`);
 3. save the candidate as a new version with ``meta["gate"]`` (both scores, the decision);
 4. publish it to the models topic whatever the decision (``streamrec model list`` shows
    rejected ones), and promote it only when the gate passed.
@@ -74,6 +76,11 @@ class TrainerParams:
     #: window's held-out events, into a trained version (``streamrec trainer`` passes
     #: :func:`streamrec.evaluation.choose.choose_for`; None: such versions keep weight 0).
     choose: Callable[[TrainedModel, Interactions, TrainParams, InterestParams], object] | None = None
+    #: Scores a version on the gate's cases: ``score(trained, window, holdout_rows, cases, k)`` -> a
+    #: hit per case. ``streamrec trainer`` passes :func:`streamrec.evaluation.gate.served_hits`,
+    #: the lists the worker would publish (every step after the search); None: the search alone
+    #: (:func:`indexing.gate.next_item_hits`).
+    score: Callable[[TrainedModel, WindowArrays, np.ndarray, np.ndarray, int], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.window_events < 1 or self.every_events < 1 or self.gate_cases < 1:
@@ -333,7 +340,10 @@ class Trainer:
         candidate = train_candidate(window, np.sort(train_rows), params)
         cases = gate_cases(window.users, window.items, window.ts, holdout_rows, max_cases=params.gate_cases)
         row_of = {item: row for row, item in enumerate(candidate["item_ids"])}
-        candidate_hits = score(candidate["context"], candidate["index"], row_of, window, cases, params.k)
+        if params.score is not None:
+            candidate_hits = params.score(candidate["trained"], window, holdout_rows, cases, params.k)
+        else:
+            candidate_hits = score(candidate["context"], candidate["index"], row_of, window, cases, params.k)
         self.feed.catch_up(30.0)
         serving_version = self.feed.serving
         serving_hits = None
@@ -343,12 +353,17 @@ class Trainer:
                 logger.warning("cannot score serving model %s: %s", serving_version, self.feed.problem(serving_version))
             else:
                 serving = load_artifact(folder, use_gpu=False)
-                serving_hits = score(serving.context, serving.index, serving.row_of, window, cases, params.k)
+                if params.score is not None:
+                    serving_hits = params.score(TrainedModel.from_artifact(serving), window, holdout_rows, cases,
+                                                params.k)
+                else:
+                    serving_hits = score(serving.context, serving.index, serving.row_of, window, cases, params.k)
         candidate_score = float(candidate_hits.mean()) if len(cases) else 0.0
         serving_score = float(serving_hits.mean()) if serving_hits is not None and len(cases) else None
         decision = decide(candidate_score, serving_score, params.margin)
         gate = {
-            "metric": f"HR@{params.k}", "candidate": round(candidate_score, 4),
+            "metric": f"HR@{params.k}", "lists": "served" if params.score is not None else "search",
+            "candidate": round(candidate_score, 4),
             "serving": None if serving_score is None else round(serving_score, 4),
             "serving_version": serving_version if serving_hits is not None else None, "margin": params.margin,
             "cases": int(len(cases)), "holdout_events": int(len(holdout_rows)),

@@ -50,6 +50,7 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     from indexing.train import TrainParams
     from indexing.trainer import Trainer, TrainerParams
     from streamrec.evaluation.choose import choose_for
+    from streamrec.evaluation.gate import served_hits
     from streamrec.evaluation.served import ServedModel
     from streams.shell import interest_params
 
@@ -62,6 +63,7 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train,
                            interest=interest_params(settings),
                            choose=partial(choose_for, model=ServedModel),
+                           score=partial(served_hits, interest=interest_params(settings)),
                            target_recall=settings.index.target_recall)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params,

@@ -103,23 +103,32 @@ class ServedModel(Recommender):
         the worker had processed them with this model; a later fit rebuilds every user's
         vector from their recent accepted events, as the worker does on a model swap.
         """
-        first = self.index is None
         item_names = np.asarray(log.item_ids)
         data = interactions_from_arrays(
             np.asarray(log.user_ids)[log.users], item_names[log.items], log.types, log.ts
         )
-        self.trained = trained_once(data, self.train_params, self.interest_params)
+        trained = trained_once(data, self.train_params, self.interest_params)
         # As every training of the worker's versions: with "auto", the factor step's weight chosen
         # on the log's held-out events.
-        self.factor_choice = choose_for(self.trained, log, self.train_params, self.interest_params, model=type(self),
+        self.factor_choice = choose_for(trained, log, self.train_params, self.interest_params, model=type(self),
                                         exclude_purchased=self.exclude_purchased)
-        self.context, self.target, self.summary = self.trained.context, self.trained.target, self.trained.summary
+        self.serve_version(trained, log)
+
+    def serve_version(self, trained: TrainedModel, log: EventLog) -> None:
+        """Serve ``trained`` from now on and move every user's state to it (:meth:`fit`'s second
+        half: the first call applies all of ``log``'s events, a later one rebuilds each user's
+        vector from their recent events). ``log``'s items the version does not know are never
+        recommended; the version's items ``log`` lacks are listed as -1."""
+        first = self.index is None
+        self.trained = trained
+        self.context, self.target, self.summary = trained.context, trained.target, trained.summary
         self.index, self.calibration = build_served_index(self.target, self.factory, context=self.context)
-        self.model_item_ids = data.item_ids
+        self.model_item_ids = list(trained.item_ids)
         row_of = {item: row for row, item in enumerate(log.item_ids)}
-        self.log_row = np.array([row_of[i] for i in data.item_ids], dtype=np.int64)
+        self.log_row = np.array([row_of.get(i, -1) for i in self.model_item_ids], dtype=np.int64)
         self.model_row = np.full(log.n_items, -1, dtype=np.int64)
-        self.model_row[self.log_row] = np.arange(len(self.log_row))
+        known = self.log_row >= 0
+        self.model_row[self.log_row[known]] = np.flatnonzero(known)
 
         self.vectors = np.zeros((log.n_users, self.context.shape[1]), np.float32)
         self.taste = np.zeros_like(self.vectors)

@@ -93,6 +93,7 @@ def test_trainer_once_publishes_a_version_that_two_workers_adopt(
     gate = cycle["gate"]
     assert cycle["version"] == "v000002" and gate["decision"] == "publish" and gate["serving_version"] == "v000001"
     assert 0 <= gate["candidate"] <= 1 and 0 <= gate["serving"] <= 1 and gate["cases"] > 0
+    assert gate["lists"] == "served"  # both versions scored on the lists the worker would publish
     meta = json.loads((shop.models_dir / "v000002" / "meta.json").read_text())
     assert meta["gate"] == gate
 
