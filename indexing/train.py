@@ -448,15 +448,9 @@ class TrainedModel:
                    extras.get("fold_in"), extras.get("popularity", np.zeros(n)), extras.get("repeat"),
                    extras.get("taste"), extras.get("neighbours"), extras.get("neighbour_sims"), extras.get("factors"))
 
-    def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
-             extra_meta: dict[str, Any] | None = None, target_recall: float | None = None,
-             queries: np.ndarray | None = None) -> Path:
-        """Save as a new model version (:func:`indexing.artifact.save_artifact`; an approximate
-        index is calibrated to ``target_recall``, default 0.95, on ``queries``: user vectors
-        where the caller has them); the folder."""
-        from indexing.artifact import save_artifact
-
-        summary = self.summary if source is None else {**self.summary, "source": source}
+    def extras(self) -> dict[str, np.ndarray]:
+        """The arrays saved beside the vectors (:data:`indexing.artifact.EXTRAS`), those it has
+        (the target vectors are saved by :func:`indexing.artifact.save_artifact` itself)."""
         extras = {"popularity": self.popularity}
         if self.repeat is not None:
             extras["repeat"] = self.repeat
@@ -468,8 +462,19 @@ class TrainedModel:
             extras["neighbours"], extras["neighbour_sims"] = self.neighbours, self.neighbour_sims
         if self.factors is not None:
             extras["factors"] = self.factors
+        return extras
+
+    def save(self, models_dir: Path, *, factory: str = "Flat", source: str | None = None, number: int | None = None,
+             extra_meta: dict[str, Any] | None = None, target_recall: float | None = None,
+             queries: np.ndarray | None = None) -> Path:
+        """Save as a new model version (:func:`indexing.artifact.save_artifact`; an approximate
+        index is calibrated to ``target_recall``, default 0.95, on ``queries``: user vectors
+        where the caller has them); the folder."""
+        from indexing.artifact import save_artifact
+
+        summary = self.summary if source is None else {**self.summary, "source": source}
         return save_artifact(models_dir, self.item_ids, self.context, self.target, factory=factory,
-                             training=summary, extras=extras, number=number, extra_meta=extra_meta,
+                             training=summary, extras=self.extras(), number=number, extra_meta=extra_meta,
                              queries=queries if queries is not None and len(queries) else None,
                              **({} if target_recall is None else {"target_recall": target_recall}))
 

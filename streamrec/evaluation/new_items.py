@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -140,14 +141,21 @@ def _events(log: EventLog, end: int) -> list[Event]:
 
 
 def train_items_model(log: EventLog, cut: int, params: TrainParams, interest: InterestParams) -> ItemsModel:
-    """Train on the events before ``cut``; the live side's view of it (what
-    :meth:`ItemsModel.from_artifact` gives for the saved model, without the disk)."""
+    """Train on the events before ``cut`` as a version is trained (with ``factor_weight = "auto"``,
+    the factor step's setting chosen on those events); the live side's view of it, what
+    :meth:`ItemsModel.from_artifact` gives for the saved version (every array the worker's
+    steps read), without the disk."""
+    from streamrec.evaluation.choose import choose_for
+    from streamrec.evaluation.served import ServedModel
+
     data = interactions_from_arrays(np.asarray(log.users[:cut]), np.asarray(log.items[:cut]),
                                     log.types[:cut], log.ts[:cut])
     model = train_model(data, params, interest)
-    item_ids = [log.item_ids[int(row)] for row in model.item_ids]
-    return ItemsModel("eval", item_ids, model.context, model.target, build_index(model.target, "Flat"),
-                      model.fold_in, params.popularity_beta, model.popularity)
+    choose_for(model, data, params, interest, model=ServedModel)
+    version = SimpleNamespace(version="eval", item_ids=[log.item_ids[int(row)] for row in model.item_ids],
+                              context=model.context, index=build_index(model.target, "Flat"),
+                              meta={"training": model.summary}, extras={"target": model.target, **model.extras()})
+    return ItemsModel.from_artifact(version)
 
 
 def run_new_items(

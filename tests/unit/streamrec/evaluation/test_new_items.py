@@ -142,3 +142,27 @@ def test_cli_new_items_json(tmp_path):
     assert [r["variant"] for r in records] == ["frozen", "fold-in"]
     assert records[0]["HR@10_new_items"] == 0.0 and records[1]["HR@10_new_items"] > 0.8
     assert records[1]["protocol"] == "new-items" and records[1]["dataset"] == "shop"
+
+
+def test_the_replayed_version_carries_what_a_saved_version_carries(tmp_path):
+    """The replay's item side is the worker's view of a whole version: the repeat, neighbour and
+    factor steps' arrays and the factor step's choice, as loaded from disk."""
+    from indexing.artifact import load_artifact
+    from indexing.train import interactions_from_arrays, train_model
+    from streamrec.core.interest import InterestParams
+    from streamrec.core.items import ItemsModel
+    from streamrec.evaluation.new_items import train_items_model
+
+    log, params = shop(), TrainParams(dim=8, factors=4, factor_iterations=3)
+    replayed = train_items_model(log, CUT, params, InterestParams())
+    data = interactions_from_arrays(np.asarray(log.users[:CUT]), np.asarray(log.items[:CUT]), log.types[:CUT],
+                                    log.ts[:CUT])
+    saved = train_model(data, params, InterestParams())
+    saved.summary["factors"]["weight"] = replayed.factor_weight  # the choice, as a trainer writes it
+    loaded = ItemsModel.from_artifact(load_artifact(saved.save(tmp_path), use_gpu=False))
+    assert replayed.item_ids == [log.item_ids[int(i)] for i in loaded.item_ids]
+    for name in ("context", "target", "popularity", "repeat", "repeat_by_age", "neighbours", "neighbour_sims",
+                 "factors"):
+        assert getattr(replayed, name) is not None, name
+        np.testing.assert_array_equal(getattr(replayed, name), getattr(loaded, name))
+    assert (replayed.factor_weight, replayed.factor_repeats) == (loaded.factor_weight, loaded.factor_repeats)
