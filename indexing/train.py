@@ -511,12 +511,8 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
                          average=params.refine_average, pull=params.refine_pull, mask=params.refine_mask,
                          smoothing=params.refine_smoothing,
                          keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
-        if solve is not None:  # new items fold in through the refined contexts' Gram matrix
-            gram = np.zeros((params.dim, params.dim))
-            for start in range(0, len(samples), 8192):
-                queries = samples.queries(context, slice(start, start + 8192)).astype(np.float64)
-                gram += queries.T @ queries
-            solve = ridge_inverse(gram, params.ridge)
+        if solve is not None:  # new items fold in through the refined contexts, mapped onto the refined targets
+            solve = refined_fold_in(samples, context, target, params)
     users = data.user_of_event()
     repeat, repeat_by_age = repeat_rates(users, data.items, data.n_items, prior=params.repeat_prior)
     neighbours = sims = None
@@ -545,6 +541,41 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
     popularity = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
     return TrainedModel(data.item_ids, context, target, summary, solve, popularity, repeat, taste, neighbours, sims,
                         factors)
+
+
+#: Ridge of :func:`refined_fold_in`'s map, relative to the mean eigenvalue of its Gram matrix.
+FOLD_IN_MAP_RIDGE = 1e-3
+
+
+def refined_fold_in(samples: Samples, context: np.ndarray, target: np.ndarray, params: TrainParams) -> np.ndarray:
+    """The matrix a new item's target is folded in with after the refinement
+    (:meth:`streamrec.core.items.LiveItems.fold_in`: ``(sum of z) @ solve / n ** popularity_beta``
+    over the item's ``n`` samples).
+
+    The regression's ``(Z^T Z + r I)^-1`` over the refined contexts' queries gives targets on the
+    regression's scale, but the refinement sharpens the model items' targets (their scores spread
+    about three times wider), so folded-in items never reached a list (docs/lifecycle.md, ninth
+    session). The rule is applied to every model item's own samples, ``F``, and the least-squares
+    map ``M`` from ``F`` to the refined targets (ridge :data:`FOLD_IN_MAP_RIDGE` times the mean
+    eigenvalue of ``F^T F``) is folded into the matrix: ``solve = (Z^T Z + r I)^-1 M``, the same
+    shape, read by the live side as before."""
+    n_items, dim = target.shape
+    gram, sums = np.zeros((dim, dim)), np.zeros((n_items, dim))
+    for start in range(0, len(samples), 8192):
+        chosen = slice(start, start + 8192)
+        queries = samples.queries(context, chosen).astype(np.float64)
+        gram += queries.T @ queries
+        answers = samples.answers[chosen]
+        sums += sp.csr_matrix((np.ones(len(answers)), (answers, np.arange(len(answers)))),
+                              shape=(n_items, len(answers))) @ queries
+    solve = ridge_inverse(gram, params.ridge)
+    counts = np.bincount(samples.answers, minlength=n_items)
+    seen = counts > 0
+    folded = (sums[seen] @ solve) * counts[seen, None].astype(np.float64) ** -params.popularity_beta
+    outer = folded.T @ folded
+    ridge = FOLD_IN_MAP_RIDGE * max(np.trace(outer) / dim, 1e-300)
+    mapping = np.linalg.solve(outer + ridge * np.eye(dim), folded.T @ target[seen].astype(np.float64))
+    return solve @ mapping
 
 
 def fit_factors(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, params: TrainParams) -> np.ndarray:

@@ -171,7 +171,7 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], fusion_we
     started = time.perf_counter()
     if protocol == "new-items":
         _new_items(dataset, fmt, n_users, seed, dim, catalog_path, train_fraction, end_fraction, batch_size, limit,
-                   prior_events, variants, as_json, console)
+                   prior_events, variants, as_json, console, served_param)
         return
     try:
         log = load_log(dataset, fmt, limit=limit)
@@ -258,11 +258,12 @@ def _tune(log, name: str, protocol: str, dim: int | None, overrides: dict[str, s
 
 def _new_items(dataset: Path, fmt: str, n_users: int | None, seed: int, dim: int | None, catalog_path: Path | None,
                train_fraction: float, end_fraction: float, batch_size: int, limit: int | None,
-               prior_events: float | None, variants: str, as_json: bool, console) -> None:  # noqa: ANN001
+               prior_events: float | None, variants: str, as_json: bool, console,  # noqa: ANN001
+               overrides: dict[str, str] | None = None) -> None:
     from dataclasses import replace
 
-    from indexing.train import TrainParams
     from streamrec.core.items import ItemRules
+    from streamrec.evaluation.models import served_params
     from streamrec.evaluation.data import load_log, sample_users
     from streamrec.evaluation.new_items import VARIANTS, catalog_for, run_new_items
 
@@ -281,11 +282,12 @@ def _new_items(dataset: Path, fmt: str, n_users: int | None, seed: int, dim: int
         log = sample_users(log, n_users, seed=seed)
     console.log(f"{dataset.name}: {len(log):,} events, {log.n_users:,} users, {log.n_items:,} items, "
                 f"catalog {len(catalog) if catalog else 0:,} records (read in {time.perf_counter() - started:.1f} s)")
-    params = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
+    params, interest = served_params(overrides)  # --served-param: the replayed version's settings
+    params = params if dim is None else replace(params, dim=dim)
     rules = ItemRules() if prior_events is None else ItemRules(new_item_prior_events=prior_events)
     outcome = run_new_items(log, catalog=catalog, variants=chosen, train_fraction=train_fraction,
-                            end_fraction=end_fraction, batch_size=batch_size, train_params=params, rules=rules,
-                            progress=console.log)
+                            end_fraction=end_fraction, batch_size=batch_size, train_params=params, interest=interest,
+                            rules=rules, progress=console.log)
     records = outcome.records(dataset.stem)
     if as_json:
         click.echo(json.dumps(records))

@@ -88,11 +88,23 @@ def test_trained_model_with_refinement():
     refined = train_model(data, TrainParams(dim=8, refine_epochs=2))
     assert "refine" not in plain.summary and len(refined.summary["refine"]["losses"]) == 2
     assert not np.allclose(refined.target, plain.target)
-    # New items fold in through the refined contexts: (Q^T Q + r I)^-1 of the refined queries.
-    queries = next_item_samples(data, InterestParams()).queries(refined.context).astype(np.float64)
+    # New items fold in through the refined contexts, (Q^T Q + r I)^-1 of the refined queries, mapped
+    # onto the refined targets: the least-squares map from what that rule gives each model item
+    # (from its own samples) to its refined target, written out here.
+    samples = next_item_samples(data, InterestParams())
+    queries = samples.queries(refined.context).astype(np.float64)
     gram = queries.T @ queries
-    expected = np.linalg.inv(gram + 0.1 * np.trace(gram) / 8 * np.eye(8))
-    np.testing.assert_allclose(refined.fold_in, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+    solve = np.linalg.inv(gram + 0.1 * np.trace(gram) / 8 * np.eye(8))
+    items = np.unique(samples.answers)
+    folded = np.array([queries[samples.answers == j].sum(axis=0) @ solve * (samples.answers == j).sum() ** -0.3
+                       for j in items])
+    outer = folded.T @ folded
+    mapping = np.linalg.solve(outer + 1e-3 * np.trace(outer) / 8 * np.eye(8), folded.T @ refined.target[items])
+    np.testing.assert_allclose(refined.fold_in, solve @ mapping, rtol=1e-5, atol=1e-7 * np.abs(solve @ mapping).max())
+    # and so an item folded in from its samples lands near its refined target, where the plain rule did not
+    plain_error = np.linalg.norm(folded - refined.target[items])
+    mapped_error = np.linalg.norm(folded @ mapping - refined.target[items])
+    assert mapped_error < 0.9 * plain_error, (mapped_error, plain_error)
 
 
 @pytest.mark.parametrize("match_scale", [True, False])
