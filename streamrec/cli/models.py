@@ -59,11 +59,12 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
     settings = get_settings()
     bootstrap, models_topic = _kafka(bootstrap, models_topic)
     train = TrainParams() if dim is None else replace(TrainParams(), dim=dim)
+    interest = interest_params(settings)
     params = TrainerParams(window_events=window_events, every_events=every_events, every_minutes=every_minutes,
                            holdout=holdout, margin=margin, gate_cases=gate_cases, min_events=min_events, train=train,
-                           interest=interest_params(settings),
+                           interest=interest,
                            choose=partial(choose_for, model=ServedModel),
-                           score=partial(served_hits, interest=interest_params(settings)),
+                           score=partial(served_hits, interest=interest),
                            target_recall=settings.index.target_recall)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params,

@@ -33,6 +33,7 @@ from streamrec.contract import EVENT_TYPES
 from streamrec.core.factors import AUTO
 from streamrec.core.interest import InterestParams
 from streamrec.evaluation.data import EventLog, user_sequences
+from streamrec.evaluation.protocols import Exclusions
 
 #: The weights tried (the step off is always the baseline).
 GRID = (0.5, 1.0, 2.0, 4.0)
@@ -41,7 +42,6 @@ SAMPLE = 10_000
 #: How many standard errors a weight must win by.
 Z = 2.0
 
-_PURCHASE = EVENT_TYPES.index("purchase")
 #: The served model's class: built from (TrainParams, InterestParams), then fit, recommend, and
 #: the ``model_row``, ``recent`` and ``interest_params`` of :class:`streamrec.evaluation.served.ServedModel`.
 ModelClass = Callable[[TrainParams, InterestParams], Any]
@@ -116,11 +116,9 @@ def choose_factor_weight(log: EventLog, train: TrainParams, interest: InterestPa
         users, items = users[pick], items[pick]
     if not len(users):
         return FactorChoice(0.0, [], 0)
-    bought = (rest.types == _PURCHASE) & exclude_purchased
-    by_user: dict[int, list[int]] = {}
-    for user, item in zip(rest.users[bought].tolist(), rest.items[bought].tolist(), strict=True):
-        by_user.setdefault(user, []).append(item)
-    exclude = [np.unique(np.asarray(by_user.get(u, []), np.int64)) for u in users.tolist()]
+    bought = Exclusions(rest.n_users, enabled=exclude_purchased)  # the protocols' own rule
+    bought.add(rest)
+    exclude = bought.of(users)
 
     def hits(weight: float, repeats: bool) -> np.ndarray:
         model.interest_params = replace(interest, factor_weight=weight, factor_repeats=repeats)

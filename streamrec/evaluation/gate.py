@@ -28,7 +28,7 @@ import numpy as np
 from indexing.train import TrainedModel, TrainParams
 from streamrec.core.interest import InterestParams
 from streamrec.evaluation.data import EventLog
-from streamrec.evaluation.protocols import _Exclusions, _waves
+from streamrec.evaluation.protocols import Exclusions, waves
 from streamrec.evaluation.served import ServedModel
 
 
@@ -59,14 +59,15 @@ def served_hits(trained: TrainedModel, window: Any, holdout: np.ndarray, cases: 
     start = len(log) - len(holdout)
     if not np.array_equal(np.sort(position[holdout]), np.arange(start, len(log))):
         raise ValueError("the held-out events must be the window's newest by time")
+    before = log.take(slice(0, start))
     model = ServedModel(TrainParams(dim=trained.context.shape[1]), interest)
-    model.serve_version(trained, log.take(slice(0, start)))
-    bought = _Exclusions(log.n_users)
-    bought.add(log.take(slice(0, start)))
+    model.serve_version(trained, before)
+    bought = Exclusions(log.n_users)
+    bought.add(before)
     is_case = np.zeros(len(log), bool)
     is_case[position[cases]] = True
     hit = np.zeros(len(log), bool)
-    for wave in _waves(log.users[start:]):
+    for wave in waves(log.users[start:]):
         index = start + wave
         scored = index[is_case[index]]
         if len(scored):

@@ -30,7 +30,7 @@ def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 -
             field = next((f for f in fields(params) if f.name == name and f.name != "event_weights"), None)
             if field is not None:
                 # The factor step's settings take "auto" too (the default: each version's own).
-                kind = {"factor_weight": float, "factor_repeats": bool}.get(name) or type(getattr(params, name))
+                kind = _AUTO_SETTINGS.get(name) or type(getattr(params, name))
                 value = AUTO if name in _AUTO_SETTINGS and text == AUTO else _parse(text, kind, name)
                 if params is train:
                     train = replace(train, **{name: value})
@@ -43,8 +43,8 @@ def served_params(overrides: Mapping[str, str] | None = None):  # noqa: ANN201 -
     return train, interest
 
 
-#: Served-model settings that also take "auto".
-_AUTO_SETTINGS = ("factor_weight", "factor_repeats")
+#: Served-model settings that also take "auto", and the type of their other values.
+_AUTO_SETTINGS: dict[str, type] = {"factor_weight": float, "factor_repeats": bool}
 
 
 def _parse(text: str, kind: type, name: str) -> object:

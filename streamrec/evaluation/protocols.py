@@ -92,24 +92,22 @@ def run_leave_one_out(
     )
 
 
-class _Exclusions:
+class Exclusions:
     """Items each user purchased so far (what the worker never recommends)."""
 
     def __init__(self, n_users: int, *, enabled: bool = True) -> None:
-        self.items: list[list[int]] = [[] for _ in range(n_users)]
+        self.items: list[dict[int, None]] = [{} for _ in range(n_users)]  # insertion-ordered sets
         self.enabled = enabled
 
     def add(self, log: EventLog) -> None:
         if not self.enabled:
             return
-        for n in np.flatnonzero(log.types == PURCHASE):
-            items = self.items[log.users[n]]
-            item = int(log.items[n])
-            if item not in items:
-                items.append(item)
+        bought = log.types == PURCHASE
+        for user, item in zip(log.users[bought].tolist(), log.items[bought].tolist(), strict=True):
+            self.items[user][item] = None
 
     def of(self, users: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(self.items[u], dtype=np.int64) for u in users.tolist()]
+        return [np.fromiter(self.items[u], np.int64, count=len(self.items[u])) for u in users.tolist()]
 
 
 def run_prequential(
@@ -140,7 +138,7 @@ def run_prequential(
     known = np.zeros(log.n_users, dtype=bool)
     known[log.users[:pretrain]] = True
     seen = set((log.users[:pretrain] * log.n_items + log.items[:pretrain]).tolist())
-    exclusions = _Exclusions(log.n_users, enabled=exclude_purchased)
+    exclusions = Exclusions(log.n_users, enabled=exclude_purchased)
     exclusions.add(log.take(slice(0, pretrain)))
     positions = np.full(len(log), -1, dtype=np.int64)
     lists = np.full((len(log), 10), -1, dtype=np.int64)
@@ -152,7 +150,7 @@ def run_prequential(
             began = time.perf_counter()
             model.fit(log.take(slice(0, a)))
             fit_seconds += time.perf_counter() - began
-        for wave in _waves(log.users[a:b]) if model.user_local else ([i] for i in range(b - a)):
+        for wave in waves(log.users[a:b]) if model.user_local else ([i] for i in range(b - a)):
             index = a + np.asarray(wave, dtype=np.int64)
             users = log.users[index]
             scored = index[known[users]]
@@ -186,10 +184,10 @@ def _without_ids(log: EventLog) -> EventLog:
     return EventLog(log.user_ids, log.item_ids, log.users, log.items, log.types, log.ts, None)
 
 
-def _waves(users: np.ndarray) -> list[np.ndarray]:
+def waves(users: np.ndarray) -> list[np.ndarray]:
     """Positions grouped by their rank among the same user's positions (in order).
 
-    >>> [w.tolist() for w in _waves(np.array([7, 7, 3, 7, 3]))]
+    >>> [w.tolist() for w in waves(np.array([7, 7, 3, 7, 3]))]
     [[0, 2], [1, 4], [3]]
     """
     rank = rank_within_groups(users)

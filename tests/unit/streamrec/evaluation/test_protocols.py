@@ -6,7 +6,7 @@ import pytest
 from streamrec.evaluation.base import Recommender
 from streamrec.evaluation.baselines import ItemKNN
 from streamrec.evaluation.data import EventLog, leave_one_out
-from streamrec.evaluation.protocols import _waves, run_leave_one_out, run_prequential
+from streamrec.evaluation.protocols import waves, run_leave_one_out, run_prequential
 
 
 class Recorder(Recommender):
@@ -85,9 +85,9 @@ def test_prequential_tests_each_event_before_learning_it(user_local):
 
 def test_waves_hold_one_event_per_user_in_order():
     users = np.array([4, 4, 1, 4, 2, 1, 1])
-    waves = _waves(users)
-    assert [w.tolist() for w in waves] == [[0, 2, 4], [1, 5], [3, 6]]
-    for wave in waves:
+    grouped = waves(users)
+    assert [w.tolist() for w in grouped] == [[0, 2, 4], [1, 5], [3, 6]]
+    for wave in grouped:
         assert len(set(users[wave].tolist())) == len(wave)
 
 
