@@ -32,6 +32,7 @@ times; on Amazon Beauty (153k samples, 12k items, d = 256) about 40-60 s on two 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,7 +155,7 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
            candidates: int, keep_last: bool, per_epoch: int | None = None, batch: int = 512,
            seed: int = 0, match_scale: bool = False, schedule: str = "constant",
            dropout: float = 0.0, average: float = 0.0, pull: float = 0.0, mask: bool = False,
-           smoothing: float = 0.0) -> dict[str, object]:
+           smoothing: float = 0.0, features: sparse.csr_matrix | None = None) -> dict[str, object]:
     """Train ``context`` and ``target`` (float32, in place) for ``epochs`` passes over
     ``samples`` (see the module doc); ``keep_last``: the context's last dimension stays;
     ``per_epoch``: each pass over at most this many samples (a fresh random subset each time);
@@ -166,7 +167,11 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
     ``lr * pull`` of the way back to the regression's vectors (a weight decay towards the start);
     ``mask``: each sample's softmax leaves out its ``samples.excluded`` items (the full softmax
     only; the sampled one ignores it); ``smoothing``: label smoothing, the share of each
-    sample's target spread evenly over the items of its softmax (Szegedy et al. 2016).
+    sample's target spread evenly over the items of its softmax (Szegedy et al. 2016);
+    ``features``: an items x features matrix (each row the item's share of each catalog feature,
+    :func:`feature_matrix`): every feature then has a context and a target vector of its own,
+    trained with the items' and added to each item's by its row (a brand's items learn together),
+    and folded into the items' vectors at the end, so what is served keeps its form.
     Returns what happened: the temperature, each epoch's mean loss (nats), the seconds."""
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -181,6 +186,15 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
     rms = [float(np.sqrt(np.mean(context**2))) or 1.0, float(np.sqrt(np.mean(target**2))) or 1.0]
     on_context, on_target = _Adam(context, lr * rms[0], pull=lr * pull), _Adam(target, lr * rms[1], pull=lr * pull)
     sampled = n_items > candidates
+    shared = features is not None and features.shape[1] > 0
+    if shared:
+        if features.shape[0] != n_items:
+            raise ValueError(f"features has {features.shape[0]} rows for {n_items} items")
+        features = sparse.csr_matrix(features, dtype=np.float32)
+        by_feature = features.T.tocsr()
+        shared_context, shared_target = (np.zeros((features.shape[1], dim), np.float32) for _ in range(2))
+        on_shared = (_Adam(shared_context, lr * rms[0], pull=lr * pull), _Adam(shared_target, lr * rms[1], pull=lr * pull))
+        info["features"] = int(features.shape[1])
     if schedule not in ("constant", "linear"):
         raise ValueError(f"schedule must be 'constant' or 'linear', got {schedule!r}")
     if not 0 <= average <= 1:
@@ -195,7 +209,13 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
         for start in range(0, len(order), batch):
             chosen = order[start : start + batch]
             rows, coef, answers = samples.items[chosen], samples.coef[chosen], samples.answers[chosen]
-            query = np.einsum("bl,bld->bd", coef, context[rows])
+            used = coef.ravel() != 0  # padding has no gradient (and no Adam step)
+            touched, where = np.unique(rows.ravel()[used], return_inverse=True)
+            if shared:  # each touched item's context with its features' added
+                own = context[touched] + features[touched] @ shared_context
+                query = np.einsum("bl,bld->bd", coef, own[np.minimum(np.searchsorted(touched, rows), len(touched) - 1)])
+            else:
+                query = np.einsum("bl,bld->bd", coef, context[rows])
             if dropout > 0:  # inverted dropout on the query's coordinates
                 keep = (rng.random(query.shape) >= dropout).astype(np.float32) / np.float32(1 - dropout)
                 query = query * keep
@@ -203,6 +223,8 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 pool = rng.choice(n_items, candidates, replace=False)
                 columns = np.concatenate([answers, pool])
                 scored = target[columns]
+                if shared:
+                    scored = scored + features[columns] @ shared_target
                 logits = query @ scored.T
                 # Row i's softmax: its own answer and the pool, not the other answers, and an
                 # answer drawn into the pool again counts once (the pool has no repeats).
@@ -216,7 +238,7 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 logits[again, len(chosen) + at[again]] = -np.inf
                 truth = own  # each row's own answer is its column
             else:
-                columns, scored = None, target
+                columns, scored = None, (target + features @ shared_target if shared else target)
                 logits = query @ target.T
                 truth = answers
                 if mask and samples.excluded is not None:  # the worker would not show them
@@ -229,8 +251,6 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
             if dropout > 0:
                 grad_query *= keep
             grad_target = probs.T @ query
-            used = coef.ravel() != 0  # padding has no gradient (and no Adam step)
-            touched, where = np.unique(rows.ravel()[used], return_inverse=True)
             grad_context = _sum_rows((coef[:, :, None] * grad_query[:, None, :]).reshape(-1, dim)[used], where,
                                      len(touched))
             if keep_last:
@@ -243,17 +263,26 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 unique, back = np.unique(columns, return_inverse=True)
                 on_target.step(unique, _sum_rows(grad_target, back, len(unique)), scale)
             on_context.step(touched, grad_context, scale)
+            if shared:
+                on_shared[0].step(slice(None), features[touched].T @ grad_context, scale)
+                on_shared[1].step(slice(None), (by_feature if columns is None else features[columns].T) @ grad_target,
+                                  scale)
             if done > first_averaged and (steps - done) % AVERAGE_EVERY == 0:
                 averaged += 1
+                now_context, now_target = ((context + features @ shared_context, target + features @ shared_target)
+                                           if shared else (context, target))
                 if mean_context is None:
-                    mean_context, mean_target = context.copy(), target.copy()
+                    mean_context, mean_target = now_context.copy(), now_target.copy()
                 else:  # the running mean of the iterates so far
-                    mean_context += (context - mean_context) / np.float32(averaged)
-                    mean_target += (target - mean_target) / np.float32(averaged)
+                    mean_context += (now_context - mean_context) / np.float32(averaged)
+                    mean_target += (now_target - mean_target) / np.float32(averaged)
         info["losses"].append(round(total / len(order), 4))
     if mean_context is not None:
         context[:], target[:] = mean_context, mean_target
         info["averaged"] = averaged
+    elif shared:  # the features' vectors folded into their items'
+        context += features @ shared_context
+        target += features @ shared_target
     target /= np.float32(tau)
     # How much wider the scores spread than the regression's (the repeat and neighbour bonuses are
     # absolute, so they weigh that much less); match_scale brings them back to the regression's.
@@ -263,3 +292,31 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
     info["spread_ratio"] = round(widened, 3)
     info.update(tau=tau, seconds=round(time.perf_counter() - started, 1))
     return info
+
+
+def feature_matrix(item_ids: Sequence[str], features: Mapping[str, Iterable[object]], min_items: int = 2
+                   ) -> sparse.csr_matrix:
+    """The items x features matrix of :func:`refine`'s ``features``: row ``i`` spreads 1 evenly
+    over the features of ``item_ids[i]`` (``features[item_id]``: any hashable names, such as
+    :func:`streamrec.core.items.item_features`' pairs) that at least ``min_items`` of the items
+    share (a feature of one item would only be a second vector of that item); an item without
+    any has a zero row. Columns in order of first appearance.
+
+    >>> m = feature_matrix(["a", "b", "c"], {"a": ["red", "big"], "b": ["red"], "c": ["big", "odd"]})
+    >>> m.toarray().tolist()
+    [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]
+    """
+    counts: dict[object, int] = {}
+    for item_id in item_ids:
+        for name in set(features.get(item_id, ())):
+            counts[name] = counts.get(name, 0) + 1
+    column: dict[object, int] = {}
+    rows, columns = [], []
+    for row, item_id in enumerate(item_ids):
+        for name in dict.fromkeys(features.get(item_id, ())):
+            if counts[name] >= min_items:
+                rows.append(row)
+                columns.append(column.setdefault(name, len(column)))
+    per_row = np.bincount(np.asarray(rows, np.int64), minlength=len(item_ids))
+    values = 1.0 / per_row[rows] if rows else np.zeros(0)
+    return sparse.csr_matrix((values.astype(np.float32), (rows, columns)), shape=(len(item_ids), len(column)))

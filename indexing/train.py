@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from indexing.refine import Samples, refine
+from indexing.refine import Samples, feature_matrix, refine
 from streamrec.contract import EVENT_TYPE_CODES, PURCHASE, Event
 from streamrec.core.factors import fits_factors
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
@@ -105,6 +105,13 @@ class TrainParams:
     #: Label smoothing of the refinement's softmax: each sample's target puts this share evenly
     #: on every item of its softmax and the rest on its answer (0: none).
     refine_smoothing: float = 0.0
+    #: Where the training data has the catalog's features (``Interactions.item_features``:
+    #: category path, brand, attributes, title words), the refinement gives each feature shared
+    #: by at least ``refine_feature_items`` items its own vectors, added to its items' and folded
+    #: into them at the end (:func:`indexing.refine.refine`'s ``features``): a brand's items learn
+    #: together. Without a catalog it changes nothing.
+    refine_features: bool = True
+    refine_feature_items: int = 2
     #: The factor step's item factors (:mod:`streamrec.core.factors`), fitted only when the
     #: serving ``InterestParams.factor_weight`` is > 0 or "auto" (the summary's ``factors.weight``
     #: is then the weight chosen for the version, 0 until a chooser sets it): implicit-feedback ALS with this many factors,
@@ -134,6 +141,8 @@ class TrainParams:
             raise ValueError(f"refine_pull must be >= 0 and refine_lr * refine_pull < 1, got {self.refine_pull}")
         if not 0 <= self.refine_average <= 1:
             raise ValueError(f"refine_average must be in [0, 1], got {self.refine_average}")
+        if self.refine_feature_items < 1:
+            raise ValueError(f"refine_feature_items must be >= 1, got {self.refine_feature_items}")
         if not 0 <= self.refine_smoothing < 1:
             raise ValueError(f"refine_smoothing must be in [0, 1), got {self.refine_smoothing}")
         if not 0 <= self.refine_dropout < 1:
@@ -160,6 +169,10 @@ class Interactions:
     items: np.ndarray
     types: np.ndarray
     ts: np.ndarray
+    #: The catalog's features of the items (item id -> feature names,
+    #: :func:`streamrec.core.items.catalog_features`; None: no catalog). With
+    #: ``TrainParams.refine_features`` the refinement lets items that share a feature learn together.
+    item_features: Mapping[str, tuple[Hashable, ...]] | None = None
 
     @property
     def n_items(self) -> int:
@@ -170,7 +183,8 @@ class Interactions:
 
 
 def interactions_from_arrays(
-    user_keys: np.ndarray, item_keys: np.ndarray, type_codes: np.ndarray, ts: np.ndarray
+    user_keys: np.ndarray, item_keys: np.ndarray, type_codes: np.ndarray, ts: np.ndarray,
+    item_features: Mapping[str, tuple[Hashable, ...]] | None = None,
 ) -> Interactions:
     """Group parallel arrays of events (in arrival order) by user, stable-sorted by time."""
     item_ids, item_rows = np.unique(item_keys, return_inverse=True)
@@ -184,6 +198,7 @@ def interactions_from_arrays(
         items=item_rows[order].astype(np.int64),
         types=np.asarray(type_codes, dtype=np.int8)[order],
         ts=np.asarray(ts, dtype=np.float64)[order],
+        item_features=item_features,
     )
 
 
@@ -487,6 +502,14 @@ def train_item_vectors(
     return model.context, model.target, model.summary
 
 
+def features_of(data: Interactions, params: TrainParams) -> sp.csr_matrix | None:
+    """The refinement's items x features matrix (:func:`indexing.refine.feature_matrix`) of
+    ``data``'s catalog features, or None without them or with ``refine_features`` off."""
+    if not params.refine_features or not data.item_features:
+        return None
+    return feature_matrix(data.item_ids, data.item_features, params.refine_feature_items)
+
+
 def train_model(data: Interactions, params: TrainParams, interest: InterestParams | None = None) -> TrainedModel:
     """Train item vectors from grouped interactions.
 
@@ -509,7 +532,7 @@ def train_model(data: Interactions, params: TrainParams, interest: InterestParam
                          candidates=params.refine_candidates, per_epoch=params.refine_samples,
                          schedule=params.refine_schedule, dropout=params.refine_dropout,
                          average=params.refine_average, pull=params.refine_pull, mask=params.refine_mask,
-                         smoothing=params.refine_smoothing,
+                         smoothing=params.refine_smoothing, features=features_of(data, params),
                          keep_last=params.item_bias and params.targets == "regression", seed=params.seed)
         if solve is not None:  # new items fold in through the refined contexts, mapped onto the refined targets
             solve = refined_fold_in(samples, context, target, params)

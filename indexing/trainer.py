@@ -34,7 +34,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,10 +181,12 @@ class EventWindow:
                             self.ts[order].copy(), np.array(self._item_keys, dtype=object))
 
 
-def train_candidate(window: WindowArrays, rows: np.ndarray, params: TrainerParams) -> dict[str, Any]:
-    """Item vectors and an index from the window's events ``rows`` (in memory, not saved)."""
+def train_candidate(window: WindowArrays, rows: np.ndarray, params: TrainerParams,
+                    item_features: Mapping[str, tuple[Hashable, ...]] | None = None) -> dict[str, Any]:
+    """Item vectors and an index from the window's events ``rows`` (in memory, not saved);
+    ``item_features``: the catalog's (``Interactions.item_features``)."""
     data = interactions_from_arrays(window.users[rows], window.item_keys[window.items[rows]].astype(str),
-                                    window.types[rows], window.ts[rows])
+                                    window.types[rows], window.ts[rows], item_features)
     trained = train_model(data, params.train, params.interest)
     if params.choose is not None:
         params.choose(trained, data, params.train, params.interest)
@@ -251,10 +253,12 @@ class Trainer:
     """The service: events topic in, gated model versions out to the models topic."""
 
     def __init__(self, *, bootstrap: str, events_topic: str, models_topic: str, models_dir: Path, group: str,
-                 params: TrainerParams, erasures_topic: str | None = None) -> None:
+                 params: TrainerParams, erasures_topic: str | None = None, items_topic: str | None = None) -> None:
         self.bootstrap, self.events_topic, self.models_dir, self.group = bootstrap, events_topic, Path(models_dir), group
         self.params = params
         self.erasures_topic = erasures_topic
+        #: The catalog topic, read whole before each training (its features: TrainParams.refine_features).
+        self.items_topic = items_topic
         self.window = EventWindow(params.window_events)
         self.feed = ModelFeed(bootstrap, models_topic, self.models_dir)
         self.publisher = ModelPublisher(bootstrap, models_topic)
@@ -337,7 +341,8 @@ class Trainer:
         started = time.perf_counter()
         window = self.window.snapshot()
         train_rows, holdout_rows = split_holdout(window.ts, params.holdout)
-        candidate = train_candidate(window, np.sort(train_rows), params)
+        catalog = self._catalog_features()
+        candidate = train_candidate(window, np.sort(train_rows), params, catalog)
         cases = gate_cases(window.users, window.items, window.ts, holdout_rows, max_cases=params.gate_cases)
         row_of = {item: row for row, item in enumerate(candidate["item_ids"])}
         if params.score is not None:
@@ -373,7 +378,7 @@ class Trainer:
         }
         number = max(newest_number(self.models_dir), self.feed.state.newest_number()) + 1
         summary = {**candidate["summary"], "source": f"trainer: window of {len(window.ts)} events on {self.events_topic}",
-                   "window_events": int(len(window.ts))}
+                   "window_events": int(len(window.ts)), "catalog_items": len(catalog or ())}
         trained = candidate["trained"]
         trained.summary = summary
         folder = trained.save(self.models_dir, factory=candidate["factory"], number=number, extra_meta={"gate": gate},
@@ -394,6 +399,21 @@ class Trainer:
         metrics.last_version.labels(folder.name, gate["decision"]).set(1)
         metrics.last_cycle.set(time.time())
         return {"version": folder.name, "gate": gate, "seconds": round(time.perf_counter() - started, 2)}
+
+    def _catalog_features(self) -> dict[str, tuple[Hashable, ...]] | None:
+        """The features of the catalog on the items topic now (None: no topic, no records, or it
+        could not be read, which is logged: the version is then trained on the events alone)."""
+        if self.items_topic is None or not self.params.train.refine_features:
+            return None
+        from streamrec.core.items import catalog_features
+        from streamrec.kafka.catalog import read_catalog_topic
+
+        try:
+            catalog = read_catalog_topic(self.bootstrap, self.items_topic)
+        except Exception as exc:  # noqa: BLE001 - a cycle trains without the catalog rather than not at all
+            logger.warning("cannot read the catalog on %s (%s): training on the events alone", self.items_topic, exc)
+            return None
+        return catalog_features(catalog) or None
 
     # ----------------------------------------------------------------- the loop
 

@@ -396,3 +396,23 @@ def read_catalog(
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     return reader(path, limit=limit, skip_bad=skip_bad, stats=stats)
+
+
+def catalog_for(dataset: Path, fmt: str, catalog: Path | None = None) -> dict[str, CatalogItem] | None:
+    """The catalog of a dataset: ``catalog`` if given (an Amazon ``*_item2attributes.json``),
+    else found beside it (Online Retail: its own log; Amazon: ``<name>_item2attributes.json``),
+    else the categories its events carry (Taobao's ``category_id``), else None."""
+    from producers.readers import read_events
+
+    if catalog is None:
+        if fmt == "online-retail":
+            catalog = dataset
+        elif fmt == "amazon-seq" and dataset.with_name(f"{dataset.stem}_item2attributes.json").is_file():
+            catalog = dataset.with_name(f"{dataset.stem}_item2attributes.json")
+        else:  # each item's latest category in the events, where they name one
+            categories = {event.item_id: event.category for event in read_events(dataset, fmt) if event.category}
+            return {item_id: CatalogItem(item_id, category=(category,)) for item_id, category in categories.items()} or None
+    catalog_format = catalog_format_from_name(catalog) or ("online-retail" if fmt == "online-retail" else None)
+    if catalog_format is None:
+        raise ValueError(f"cannot tell the catalog format of {catalog}")
+    return {item.item_id: item for item in read_catalog(catalog, catalog_format, skip_bad=True)}

@@ -48,6 +48,7 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
     from producers.publisher import EventPublisher
     from producers.synthetic import SyntheticShop
     from streamrec.contract import encode_catalog_item
+    from streamrec.core.items import catalog_features
     from streamrec.harness.topics import last_event_per_user, read_topic, wait_for_answers
     from streamrec.harness.worker import WorkerConfig, WorkerProcess
     from streamrec.kafka import KafkaLauncher
@@ -71,6 +72,7 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
         stream = list(shop.events(history + live, start_ts=start_ts))
         past, future = stream[:history], stream[history:]
         data = interactions_from_events(past)
+        data.item_features = catalog_features({item.item_id: item for item in shop.catalog()})  # brands learn together
         interest = interest_params(settings)  # the worker's rules (the factor step's "auto" chooses here)
         trained = train_model(data, TrainParams(), interest)
         choice = choose_for(trained, data, TrainParams(), interest, model=ServedModel)
@@ -79,7 +81,8 @@ def demo(users: int, items: int, history: int, live: int, rate: float, show: int
         trained.save(models_dir, factory="auto")
         click.echo(
             f"   {summary['events']} events of {summary['users']} shoppers over {summary['items']} items -> "
-            f"item vectors d={trained.context.shape[1]} in {summary['seconds']:.1f} s"
+            f"item vectors d={trained.context.shape[1]} in {summary['seconds']:.1f} s; "
+            f"{summary.get('refine', {}).get('features', 0)} catalog features (categories, brands) learnt with their items"
         )
         if choice is not None:
             click.echo(f"   factor step: {choice.chosen()}, chosen on {choice.users:,} shoppers' held-out events "

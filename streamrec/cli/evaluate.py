@@ -103,8 +103,10 @@ def _grid(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) 
               help="Leave-one-out: also replay the histories through a real broker and worker and score its messages.")
 @click.option("--bootstrap", help="Kafka for --through-kafka [default: the local broker, started if needed].")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="New-items: the catalog [default: Online Retail's own log; <name>_item2attributes.json beside an "
-                   "Amazon sequence file; none otherwise].")
+              help="The catalog, whose features (category, brand, attributes, title words) the served model's "
+                   "training shares between items, and new-items' priors [default: Online Retail's own log; "
+                   "<name>_item2attributes.json beside an Amazon sequence file; else the categories the events "
+                   "carry (Taobao)].")
 @click.option("--train-fraction", default=0.5, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="New-items: the model is trained on this share of the events (by time); later items are new.")
@@ -179,6 +181,7 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], fusion_we
         raise click.ClickException(f"cannot read {dataset} as {fmt}: {exc}") from None
     if n_users is not None:
         log = sample_users(log, n_users, seed=seed)
+    log = _with_catalog(log, dataset, fmt, catalog_path, console)
     order = "each user's in a random order " if shuffle else ""
     if shuffle:
         log = shuffle_within_users(log, seed=seed)
@@ -219,6 +222,25 @@ def evaluate(dataset: Path, fmt: str, protocol: str, names: list[str], fusion_we
         click.echo(json.dumps(results))
     else:
         _print_table(results)
+
+
+def _with_catalog(log, dataset: Path, fmt: str, catalog_path: Path | None, console):  # noqa: ANN001, ANN202
+    """``log`` with the features of its catalog (:func:`producers.catalog.catalog_for`),
+    which the served model's training reads (``TrainParams.refine_features``)."""
+    from dataclasses import replace
+
+    from producers.catalog import catalog_for
+    from streamrec.core.items import catalog_features
+
+    try:
+        catalog = catalog_for(dataset, fmt, catalog_path)
+    except ValueError as exc:
+        raise click.ClickException(f"cannot read the catalog of {dataset}: {exc}") from None
+    if not catalog:
+        return log
+    known = sum(item_id in catalog for item_id in log.item_ids)
+    console.log(f"catalog: {len(catalog):,} records, {known:,} of the log's {log.n_items:,} items")
+    return replace(log, item_features=catalog_features(catalog))
 
 
 def _tune(log, name: str, protocol: str, dim: int | None, overrides: dict[str, str], pretrain: float,  # noqa: ANN001
@@ -265,7 +287,8 @@ def _new_items(dataset: Path, fmt: str, n_users: int | None, seed: int, dim: int
     from streamrec.core.items import ItemRules
     from streamrec.evaluation.models import served_params
     from streamrec.evaluation.data import load_log, sample_users
-    from streamrec.evaluation.new_items import VARIANTS, catalog_for, run_new_items
+    from producers.catalog import catalog_for
+    from streamrec.evaluation.new_items import VARIANTS, run_new_items
 
     chosen = [v.strip() for v in variants.split(",") if v.strip()]
     if not chosen or any(v not in VARIANTS for v in chosen):

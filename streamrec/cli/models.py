@@ -25,6 +25,8 @@ def _kafka(bootstrap: str | None, models_topic: str | None) -> tuple[str, str]:
 @click.command()
 @_bootstrap
 @click.option("--events-topic", help="Events topic to learn from [default: from settings].")
+@click.option("--items-topic", help="Catalog topic, read whole before each training: items that share a category, "
+                                    "brand, attribute or title word learn together [default: from settings].")
 @_topic
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the trainer saves versions [default: from settings].")
 @click.option("--group", default="streamrec-trainer", show_default=True, help="Consumer group that records how far the trainer has read.")
@@ -42,7 +44,7 @@ def _kafka(bootstrap: str | None, models_topic: str | None) -> tuple[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Print each cycle's result as a JSON line.")
 @click.option("--metrics-port", default=9109, show_default=True, type=click.IntRange(0, 65535),
               help="Serve the trainer's Prometheus /metrics on this port (0: none; docs/operations.md).")
-def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_events, every_events, every_minutes, holdout,  # noqa: ANN001
+def trainer(bootstrap, events_topic, items_topic, models_topic, models_dir, group, window_events, every_events, every_minutes, holdout,  # noqa: ANN001
             margin, gate_cases, min_events, dim, bootstrap_dataset, fmt, once, as_json, metrics_port) -> None:
     """Retrain from the events topic, gate each candidate against the serving model, publish and promote."""
     from functools import partial
@@ -68,7 +70,7 @@ def trainer(bootstrap, events_topic, models_topic, models_dir, group, window_eve
                            target_recall=settings.index.target_recall)
     service = Trainer(bootstrap=bootstrap, events_topic=events_topic or settings.kafka.events_topic, models_topic=models_topic,
                       models_dir=models_dir or settings.index.models_dir, group=group, params=params,
-                      erasures_topic=settings.kafka.erasures_topic)
+                      erasures_topic=settings.kafka.erasures_topic, items_topic=items_topic or settings.kafka.items_topic)
     from streams.metrics import serve
 
     serve(service.metrics.registry, metrics_port, what="trainer")

@@ -22,6 +22,22 @@ def _events(dataset: Path | None, fmt: str | None, synthetic: bool, users: int, 
     return read_events(dataset, fmt, limit=limit)
 
 
+def _catalog(dataset: Path | None, fmt: str | None, catalog_path: Path | None, synthetic: bool, users: int,  # noqa: ANN001, ANN202
+             items: int, seed: int):
+    """The shop's catalog records by item id: the synthetic shop's own, ``--catalog``, or the one
+    found beside (or in) ``--dataset`` (:func:`producers.catalog.catalog_for`); None without one."""
+    if synthetic and catalog_path is None:
+        from producers.synthetic import SyntheticShop
+
+        return {item.item_id: item for item in SyntheticShop(items=items, users=users, seed=seed).catalog()}
+    from producers.catalog import catalog_for
+
+    try:  # with --catalog the dataset only says which format an unnamed Online Retail file is
+        return catalog_for(dataset or catalog_path, fmt or "", catalog_path)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(f"cannot read the catalog of {catalog_path or dataset}: {exc}") from None
+
+
 @click.command()
 @click.option("--dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Event file to train on.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Format of --dataset.")
@@ -31,6 +47,11 @@ def _events(dataset: Path | None, fmt: str | None, synthetic: bool, users: int, 
 @click.option("--events", "n_events", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--limit", type=click.IntRange(min=1), help="Read at most this many events.")
+@click.option("--catalog", "catalog_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The shop's catalog (JSON lines, an Amazon *_item2attributes.json or the Online Retail log): items "
+                   "that share a category, brand, attribute or title word learn together [default: found beside or "
+                   "in --dataset, as streamrec evaluate finds it; --synthetic: the shop's own].")
+@click.option("--no-catalog", is_flag=True, help="Train on the events alone, without the catalog's features.")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), help="Where versions go [default: from settings].")
 @click.option("--dim", type=click.IntRange(min=1), help="Vector dimension [default: TrainParams.dim].")
 @click.option("--factory", default="auto", show_default=True, help="FAISS factory string, or auto by catalog size.")
@@ -38,8 +59,8 @@ def _events(dataset: Path | None, fmt: str | None, synthetic: bool, users: int, 
 @click.option("--publish", is_flag=True, help="Publish the new version to the models topic and make every worker serve it.")
 @click.option("--bootstrap", help="Kafka bootstrap servers, with --publish [default: from settings].")
 @click.option("--models-topic", help="Models topic, with --publish [default: from settings].")
-def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_dir, dim, factory, as_json,  # noqa: ANN001
-          publish, bootstrap, models_topic) -> None:
+def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, catalog_path, no_catalog, models_dir, dim,  # noqa: ANN001
+          factory, as_json, publish, bootstrap, models_topic) -> None:
 
     """Train item vectors and save them, with their FAISS index, as a new model version."""
     from dataclasses import replace
@@ -67,6 +88,13 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
         data = interactions_from_events(_events(dataset, fmt, synthetic, users, items, n_events, seed, limit))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    if catalog_path is not None and no_catalog:
+        raise click.UsageError("--catalog and --no-catalog contradict each other; give one")
+    catalog = None if no_catalog else _catalog(dataset, fmt, catalog_path, synthetic, users, items, seed)
+    if catalog:
+        from streamrec.core.items import catalog_features
+
+        data.item_features = catalog_features(catalog)
     interest = interest_params(get_settings())  # the worker's rules: its taste map, its factor step's choice
     trained = train_model(data, params, interest)
     choice = choose_for(trained, data, params, interest, model=ServedModel)  # "auto": the version's own weight
@@ -85,6 +113,10 @@ def train(dataset, fmt, synthetic, users, items, n_events, seed, limit, models_d
             f"model {meta['version']}: {summary['items']} items x d={meta['dimension']} from {summary['events']} events "
             f"of {summary['users']} users, in {time.perf_counter() - started:.1f} s -> {folder}"
         )
+        if catalog:
+            shared = summary.get("refine", {}).get("features", 0)
+            click.echo(f"catalog: {len(catalog):,} records; {shared:,} features shared by two or more items learnt "
+                       "with their items")
         if choice is not None:
             click.echo(f"factor step: {choice.chosen()}, chosen on {choice.users:,} held-out users "
                        f"(HR@10 {choice.table()}; off unless a setting wins by {Z:g} standard errors)")

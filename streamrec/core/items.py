@@ -178,6 +178,16 @@ def item_features(item: CatalogItem) -> list[tuple[str, str]]:
     return features
 
 
+def catalog_features(catalog: Mapping[str, CatalogItem]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The :func:`item_features` of every record of a catalog, by item id (what training reads:
+    ``indexing.train.Interactions.item_features``).
+
+    >>> catalog_features({"x": CatalogItem("x", brand="Acme")})
+    {'x': (('brand', 'acme'),)}
+    """
+    return {item_id: tuple(item_features(item)) for item_id, item in catalog.items()}
+
+
 class _FeatureSums:
     """Sums of the model items' vectors per feature, for new items' priors."""
 

@@ -144,7 +144,8 @@ def log_of(data: Interactions) -> EventLog:
     users = data.user_of_event()
     return EventLog.from_arrays(np.asarray(data.user_ids, dtype=object)[users],
                                 np.asarray(data.item_ids, dtype=object)[data.items],
-                                np.asarray(EVENT_TYPES, dtype=object)[data.types.astype(np.int64)], data.ts)
+                                np.asarray(EVENT_TYPES, dtype=object)[data.types.astype(np.int64)], data.ts,
+                                item_features=data.item_features)
 
 
 def choose_for(trained: TrainedModel, log: EventLog | Interactions, train: TrainParams,

@@ -12,7 +12,7 @@ and protocol works on these rows; ``user_ids``/``item_ids`` map them back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +32,10 @@ class EventLog:
     types: np.ndarray  # int8 codes of streamrec.contract.EVENT_TYPES
     ts: np.ndarray  # float64 event time, non-decreasing
     event_ids: tuple[str, ...] | None = None
+    #: The catalog's features of the items (:func:`streamrec.core.items.catalog_features`), where
+    #: the shop has a catalog: the refinement lets items that share one learn together
+    #: (``TrainParams.refine_features``).
+    item_features: Mapping[str, tuple[Hashable, ...]] | None = None
 
     @property
     def n_users(self) -> int:
@@ -52,6 +56,7 @@ class EventLog:
         types: Sequence[str],
         ts: Sequence[float],
         event_ids: Sequence[str] | None = None,
+        item_features: Mapping[str, tuple[Hashable, ...]] | None = None,
     ) -> EventLog:
         """Number users and items in order of first appearance; sort by time (stable)."""
         ts_array = np.asarray(ts, dtype=np.float64)
@@ -62,7 +67,7 @@ class EventLog:
         item_ids, items = _number([item_keys[i] for i in order])
         codes = np.array([EVENT_TYPE_CODES[types[i]] for i in order], dtype=np.int8)
         ids = None if event_ids is None else tuple(event_ids[i] for i in order)
-        return cls(user_ids, item_ids, users, items, codes, ts_array[order], ids)
+        return cls(user_ids, item_ids, users, items, codes, ts_array[order], ids, item_features)
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> EventLog:
@@ -81,9 +86,8 @@ class EventLog:
         if self.event_ids is not None:
             picked = np.arange(len(self))[index]
             ids = tuple(self.event_ids[i] for i in picked)
-        return EventLog(
-            self.user_ids, self.item_ids, self.users[index], self.items[index], self.types[index], self.ts[index], ids
-        )
+        return EventLog(self.user_ids, self.item_ids, self.users[index], self.items[index], self.types[index],
+                        self.ts[index], ids, self.item_features)
 
     def events(self) -> Iterable[Event]:
         """Back to contract events (ids must be known)."""
@@ -177,6 +181,7 @@ def sample_users(log: EventLog, n_users: int, *, seed: int = 0) -> EventLog:
         [_type_name(t) for t in sub.types],
         sub.ts,
         sub.event_ids,
+        log.item_features,
     )
 
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,7 +57,7 @@ from indexing.train import TrainParams, interactions_from_arrays, train_model
 from streamrec.contract import EVENT_TYPES, CatalogItem, Event, encode_event
 from streamrec.core.batch import Message, process_batch
 from streamrec.core.interest import InterestParams
-from streamrec.core.items import ItemRules, ItemsModel, LiveItems
+from streamrec.core.items import ItemRules, ItemsModel, LiveItems, catalog_features
 from streamrec.core.state import UserState
 from streamrec.evaluation.data import EventLog
 
@@ -148,8 +147,10 @@ def train_items_model(log: EventLog, cut: int, params: TrainParams, interest: In
     from streamrec.evaluation.choose import choose_for
     from streamrec.evaluation.served import ServedModel
 
+    features = None if log.item_features is None else {  # the data names items by their rows
+        str(row): log.item_features[item_id] for row, item_id in enumerate(log.item_ids) if item_id in log.item_features}
     data = interactions_from_arrays(np.asarray(log.users[:cut]), np.asarray(log.items[:cut]),
-                                    log.types[:cut], log.ts[:cut])
+                                    log.types[:cut], log.ts[:cut], features)
     model = train_model(data, params, interest)
     choose_for(model, data, params, interest, model=ServedModel)
     version = SimpleNamespace(version="eval", item_ids=[log.item_ids[int(row)] for row in model.item_ids],
@@ -185,6 +186,8 @@ def run_new_items(
     end = max(2, int(round(end_fraction * len(log))))
     cut = min(end - 1, max(1, int(round(train_fraction * len(log)))))
     started = time.perf_counter()
+    if catalog and log.item_features is None:  # a version is trained with the shop's catalog
+        log = replace(log, item_features=catalog_features(catalog))
     model = train_items_model(log, cut, train_params, interest)
     train_seconds = time.perf_counter() - started
     if progress:
@@ -295,25 +298,4 @@ def _replay(name: str, live: LiveItems, events: list[Event], messages: list[Mess
     return result
 
 
-# --------------------------------------------------------------------------- catalogs
-
-
-def catalog_for(dataset: Path, fmt: str, catalog: Path | None = None) -> dict[str, CatalogItem] | None:
-    """The catalog of a dataset: ``catalog`` if given (an Amazon ``*_item2attributes.json``),
-    else found beside it (Online Retail: its own log; Amazon: ``<name>_item2attributes.json``)."""
-    from producers.catalog import catalog_format_from_name, read_catalog
-
-    if catalog is None:
-        if fmt == "online-retail":
-            catalog = dataset
-        elif fmt == "amazon-seq" and dataset.with_name(f"{dataset.stem}_item2attributes.json").is_file():
-            catalog = dataset.with_name(f"{dataset.stem}_item2attributes.json")
-        else:
-            return None
-    catalog_format = catalog_format_from_name(catalog) or ("online-retail" if fmt == "online-retail" else None)
-    if catalog_format is None:
-        raise ValueError(f"cannot tell the catalog format of {catalog}")
-    return {item.item_id: item for item in read_catalog(catalog, catalog_format, skip_bad=True)}
-
-
-__all__ = ["VARIANTS", "NewItemsOutcome", "VariantResult", "catalog_for", "run_new_items", "train_items_model"]
+__all__ = ["VARIANTS", "NewItemsOutcome", "VariantResult", "run_new_items", "train_items_model"]

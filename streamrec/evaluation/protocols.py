@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -181,7 +181,7 @@ def run_prequential(
 
 
 def _without_ids(log: EventLog) -> EventLog:
-    return EventLog(log.user_ids, log.item_ids, log.users, log.items, log.types, log.ts, None)
+    return replace(log, event_ids=None)
 
 
 def waves(users: np.ndarray) -> list[np.ndarray]:

@@ -56,6 +56,8 @@ def trained_once(data: Interactions, train: TrainParams, interest: InterestParam
     for array in (data.user_ptr, data.items, data.types, data.ts):
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(" ".join(data.item_ids).encode())
+    if data.item_features:  # the catalog's features of the items the version knows
+        digest.update(repr([data.item_features.get(item_id) for item_id in data.item_ids]).encode())
     # The factor step's weight is a serving setting, but a version has factors only if it was on.
     key = (digest.hexdigest(), repr(train), repr(replace(interest, **SERVING_ONLY)), fits_factors(interest.factor_weight))
     if key in _TRAINED:
@@ -105,7 +107,7 @@ class ServedModel(Recommender):
         """
         item_names = np.asarray(log.item_ids)
         data = interactions_from_arrays(
-            np.asarray(log.user_ids)[log.users], item_names[log.items], log.types, log.ts
+            np.asarray(log.user_ids)[log.users], item_names[log.items], log.types, log.ts, log.item_features
         )
         trained = trained_once(data, self.train_params, self.interest_params)
         # As every training of the worker's versions: with "auto", the factor step's weight chosen
@@ -293,5 +295,7 @@ class ServedModel(Recommender):
         train = {k: v for k, v in asdict(self.train_params).items()}
         interest = {k: v for k, v in asdict(self.interest_params).items() if k not in ("k",)}
         choice = getattr(self, "factor_choice", None)
+        features = self.summary.get("refine", {}).get("features")
         return {"train": train, "interest": interest, "factory": self.factory,
-                **({"factor_choice": choice.summary()} if choice is not None else {})}
+                **({"factor_choice": choice.summary()} if choice is not None else {}),
+                **({"catalog_features": features} if features else {})}

@@ -353,9 +353,10 @@ def acl_rules(kafka: KafkaSettings, app_id: str) -> list[AclRule]:
     # The catalog feed: writes catalog records (and tombstones).
     allow("catalog", "topic", (kafka.items_topic,), ("WRITE",))
     # The trainer: reads events under its group, reads and publishes model versions.
-    allow("trainer", "topic", (kafka.events_topic, kafka.erasures_topic), ("READ",))
+    allow("trainer", "topic", (kafka.events_topic, kafka.erasures_topic, kafka.items_topic), ("READ",))
     allow("trainer", "topic", (kafka.models_topic,), ("CREATE", "READ", "WRITE", "DESCRIBE_CONFIGS"))
-    allow("trainer", "group", (TRAINER_GROUP, "models-reader-", "streamrec-erasures-reader"), read_groups, prefixed=True)
+    allow("trainer", "group", (TRAINER_GROUP, "models-reader-", "streamrec-erasures-reader", "streamrec-catalog-reader"),
+          read_groups, prefixed=True)
     # serve: a read replica of the worker's states (its changelog), the catalog, the models and
     # the recent events (trending counts).
     allow("serve", "topic", (kafka.events_topic, kafka.items_topic, kafka.models_topic), ("READ",))

@@ -12,13 +12,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from indexing.artifact import load_artifact
 from indexing.distribute import SERVING_KEY, ModelPublisher, Serving, read_version_files, version_records
-from streamrec.contract import Event
+from producers.publisher import EventPublisher
+from producers.synthetic import SyntheticShop
+from streamrec.contract import Event, encode_catalog_item
+from streamrec.core.items import item_features
 
 from .helpers import publish, trained_shop, wait_for_recommendations
 
@@ -85,9 +89,14 @@ def test_trainer_once_publishes_a_version_that_two_workers_adopt(
     publish(bootstrap, topics.events, first)
     assert served_versions(bootstrap, topics.recommendations, first) == {"v000001"}
 
-    result = cli("trainer", "--bootstrap", bootstrap, "--events-topic", topics.events, "--models-topic", models_topic,
-                 "--models-dir", str(shop.models_dir), "--group", f"trainer-{topics.app_id}", "--min-events", "100",
-                 "--margin", "1", "--dim", "32", "--once", "--json")
+    items_topic = f"items-{topics.app_id}"  # the shop's catalog, which the trainer reads whole before training
+    catalog = SyntheticShop(items=300, users=200, seed=21).catalog()
+    with EventPublisher(bootstrap, items_topic) as publisher:
+        for item in catalog:
+            publisher.publish_raw(item.item_id.encode(), encode_catalog_item(item))
+    result = cli("trainer", "--bootstrap", bootstrap, "--events-topic", topics.events, "--items-topic", items_topic,
+                 "--models-topic", models_topic, "--models-dir", str(shop.models_dir), "--group", f"trainer-{topics.app_id}",
+                 "--min-events", "100", "--margin", "1", "--dim", "32", "--once", "--json")
     assert result.returncode == 0, result.stderr
     cycle = json.loads(result.stdout.strip().splitlines()[-1])
     gate = cycle["gate"]
@@ -96,6 +105,11 @@ def test_trainer_once_publishes_a_version_that_two_workers_adopt(
     assert gate["lists"] == "served"  # both versions scored on the lists the worker would publish
     meta = json.loads((shop.models_dir / "v000002" / "meta.json").read_text())
     assert meta["gate"] == gate
+    # every record read; each category level and brand shared by two or more of the window's items learnt with them
+    known = set(load_artifact(shop.models_dir / "v000002", use_gpu=False).row_of)
+    shared = Counter(f for item in catalog if item.item_id in known for f in item_features(item))
+    assert meta["training"]["catalog_items"] == len(catalog)
+    assert meta["training"]["refine"]["features"] == sum(n >= 2 for n in shared.values()) > 0
 
     wait_for_log(workers, "swapping model v000001 -> v000002")
     for n, worker in enumerate(workers):  # each worker wrote its own verified copy

@@ -1,5 +1,7 @@
 """The softmax refinement of the item vectors (indexing/refine.py)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -265,3 +267,84 @@ def test_the_mask_leaves_the_items_the_worker_would_not_show_out_of_the_softmax(
         assert info["losses"][-1] < info["losses"][0]
         moved[mask] = float(np.abs(target[x] - base.target[x]).max() / np.abs(base.target).max())
     assert moved[True] < 1e-6 < 1e-3 < moved[False]
+
+
+def brand_walks(n_users: int = 60, length: int = 6, per_brand: int = 6, seed: int = 0):
+    """Two brands of ``per_brand`` items; every user browses one brand, item after item at random
+    within it; the catalog names each item's brand."""
+    rng = np.random.default_rng(seed)
+    users, items, ts = [], [], []
+    for user in range(n_users):
+        for n in range(length):
+            users.append(f"u{user}")
+            items.append(f"{'ab'[user % 2]}{int(rng.integers(per_brand))}")
+            ts.append(float(user * 100 + n))
+    features = {f"{b}{i}": (("brand", b), ("size", str(i % 2))) for b in "ab" for i in range(per_brand)}
+    return interactions_from_arrays(np.array(users), np.array(items), np.zeros(len(items), np.int8), np.array(ts),
+                                    features)
+
+
+def test_the_shared_vectors_gradients_are_the_cross_entropys(monkeypatch):
+    """One full-batch step: the gradients the refinement gives the features' own context and
+    target vectors against central differences of the mean cross-entropy written out here, with
+    each item's vectors its own plus its row of the feature matrix times the features'."""
+    from indexing.train import features_of
+
+    data = brand_walks(n_users=16, length=4)
+    base = train_model(data, TrainParams(dim=5, refine_epochs=0, knn_neighbours=0))
+    samples = next_item_samples(data, InterestParams())
+    shares = features_of(data, TrainParams())
+    assert shares.shape == (12, 4)  # two brands, two sizes
+    steps = []
+    step = refine_module._Adam.step
+
+    def record(self, rows, grad, scale=1.0):
+        steps.append(grad.copy())
+        return step(self, rows, grad, scale)
+
+    monkeypatch.setattr(refine_module._Adam, "step", record)
+    info = refine(base.context.copy(), base.target.copy(), samples, epochs=1, lr=1e-3, candidates=10_000,
+                  keep_last=True, batch=len(samples), features=shares)
+    assert info["features"] == 4 and len(steps) == 4  # the items' target and context, then the features'
+    shared_context_grad, shared_target_grad = steps[2], steps[3]
+    context0, target0 = base.context.astype(np.float64), base.target.astype(np.float64) * info["tau"]
+    dense = shares.toarray().astype(np.float64)
+
+    def loss(shared_context, shared_target):
+        queries = samples.queries(context0 + dense @ shared_context)
+        logits = queries @ (target0 + dense @ shared_target).T
+        top = logits.max(axis=1)
+        return float(np.mean(np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top
+                             - logits[np.arange(len(logits)), samples.answers]))
+
+    rng, zero, eps = np.random.default_rng(3), np.zeros((4, 5)), 1e-5
+    for grad, which in ((shared_context_grad, 0), (shared_target_grad, 1)):
+        direction = rng.standard_normal((4, 5))
+        if which == 0:
+            direction[:, -1] = 0.0  # the intercept dimension of the contexts stays
+            plus, minus = loss(eps * direction, zero), loss(-eps * direction, zero)
+        else:
+            plus, minus = loss(zero, eps * direction), loss(zero, -eps * direction)
+        assert np.sum(grad * direction) == pytest.approx((plus - minus) / (2 * eps), rel=2e-3)
+
+
+def test_no_shared_features_change_nothing():
+    data = brand_walks(n_users=60)
+    params = TrainParams(dim=8, refine_epochs=2, knn_neighbours=0)
+    plain = train_model(replace(data, item_features=None), params)
+    off = train_model(data, replace(params, refine_features=False))
+    lone = train_model(replace(data, item_features={"a00": ("only-mine",)}), params)  # shared by no other item
+    for model in (off, lone):
+        np.testing.assert_array_equal(model.context, plain.context)
+        np.testing.assert_array_equal(model.target, plain.target)
+
+
+def test_the_feature_matrix_spreads_each_item_over_its_shared_features():
+    from indexing.refine import feature_matrix
+
+    ids = ["a", "b", "c", "d"]
+    features = {"a": ["red", "big", "red"], "b": ["red"], "c": ["big", "odd"], "x": ["red"]}
+    np.testing.assert_array_equal(feature_matrix(ids, features).toarray(),
+                                  [[0.5, 0.5], [1, 0], [0, 1], [0, 0]])  # "odd" and "x" are nobody's to share
+    assert feature_matrix(ids, features, min_items=1).shape == (4, 3)
+    assert feature_matrix(ids, {}).shape == (4, 0)

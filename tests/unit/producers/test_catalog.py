@@ -13,6 +13,7 @@ from producers.catalog import (
     BadCatalogFile,
     BadItem,
     CatalogStats,
+    catalog_for,
     catalog_format_from_name,
     read_catalog,
 )
@@ -226,3 +227,25 @@ def test_online_retail_catalog(datasets: Path) -> None:
     assert sum(item.title is None for item in items) == 113 and sum(item.price is None for item in items) == 126
     # the log ends 2011-10-14 17:23 BST
     assert max(item.updated_at for item in items) == online_retail_timestamp("2011-10-14 17:23:00") == 1318609380.0
+
+
+def test_the_catalog_of_a_dataset_is_found_beside_it_or_in_it(tmp_path):
+    sequences = tmp_path / "Toy.txt"
+    sequences.write_text("u1 4 83\n")
+    (tmp_path / "Toy_item2attributes.json").write_text('{"4": [1, 2], "83": [2, 1, 2]}')
+    catalog = catalog_for(sequences, "amazon-seq")
+    assert catalog["83"].attributes == {"attr:2": "1", "attr:1": "1"}  # shared whatever the order
+    retail = tmp_path / "or.csv.gz"
+    with gzip.open(retail, "wt") as handle:
+        handle.write("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+                     '1,A,"RED MUG, LARGE",1,2010-12-01 08:00:00,2.5,1.0,UK\n'
+                     "2,A,RED MUG,1,2010-12-02 08:00:00,0,,UK\n"
+                     "3,A,RED MUG,1,2010-12-03 08:00:00,3.0,2.0,UK\n")
+    assert catalog_for(retail, "online-retail")["A"].title in ("RED MUG", "RED MUG, LARGE")
+    clicks = tmp_path / "clicks.txt"
+    clicks.write_text("SessionId\tItemId\tTime\n1\t214\t1396310400.0\n1\t215\t1396310460.0\n")
+    assert catalog_for(clicks, "yoochoose") is None  # no catalog beside it, no categories in its events
+    taobao = tmp_path / "UserBehavior.csv"
+    taobao.write_text("1,10,7,pv,1511658000\n2,11,7,pv,1511658001\n2,10,9,buy,1511658002\n3,12,,pv,1511658003\n")
+    catalog = catalog_for(taobao, "taobao")  # the categories its events carry, the latest per item
+    assert {item_id: item.category for item_id, item in catalog.items()} == {"10": ("9",), "11": ("7",)}

@@ -89,3 +89,18 @@ def test_the_taste_only_proxy_runs_and_says_so(beauty_like):
         runs[bool(extra)] = json.loads(result.stdout)[0]
     assert runs[True]["dataset"] == runs[False]["dataset"] + "-shuffled"
     assert runs[True]["users"] == runs[False]["users"]
+
+
+def test_the_catalog_beside_the_dataset_reaches_the_served_models_training(beauty_like, toy_log):
+    # every item's brand: its id's first character (Amazon's item2attributes: attribute ids per item)
+    brands = sorted({item_id[:1] for item_id in toy_log.item_ids})
+    (beauty_like.parent / "Toy_item2attributes.json").write_text(
+        json.dumps({item_id: [brands.index(item_id[:1])] for item_id in toy_log.item_ids}))
+    args = ["--dataset", str(beauty_like), "--format", "amazon-seq", "--models", "served", "--dim", "16", "--json"]
+    shared = sum(sum(item_id[:1] == b for item_id in toy_log.item_ids) >= 2 for b in brands)
+    result = CliRunner().invoke(evaluate, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["params"]["catalog_features"] == shared > 0
+    result = CliRunner().invoke(evaluate, [*args, "--served-param", "refine_features=false"])
+    assert result.exit_code == 0, result.output
+    assert "catalog_features" not in json.loads(result.stdout)[0]["params"]

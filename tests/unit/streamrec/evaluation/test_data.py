@@ -65,3 +65,16 @@ def test_shuffled_event_ids_stay_with_their_events():
     own = {"ex": ("x", "view"), "ey": ("y", "click"), "ez": ("z", "purchase"), "bx": ("x", "view")}
     for event in shuffled.events():
         assert own[event.event_id] == (event.item_id, event.type)
+
+
+def test_the_catalogs_features_travel_with_the_log(toy_log):
+    from dataclasses import replace
+
+    from streamrec.evaluation.protocols import _without_ids
+    from streamrec.evaluation.tune import without_last_events
+
+    features = {item_id: (("cat", "x"),) for item_id in toy_log.item_ids}
+    log = replace(toy_log, item_features=features)
+    for derived in (log.take(np.arange(3)), sample_users(log, 2), shuffle_within_users(log), without_last_events(log),
+                    _without_ids(log)):
+        assert derived.item_features is features

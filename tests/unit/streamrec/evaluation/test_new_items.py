@@ -7,7 +7,6 @@ list it. N's catalog record shares its brand with Y only, so with the catalog pr
 listed (as Y is) before anyone buys it: even its first buyer is a hit.
 """
 
-import gzip
 import json
 
 import numpy as np
@@ -18,7 +17,7 @@ from indexing.train import TrainParams
 from streamrec.cli.evaluate import evaluate
 from streamrec.contract import CatalogItem
 from streamrec.evaluation.data import EventLog
-from streamrec.evaluation.new_items import catalog_for, run_new_items
+from streamrec.evaluation.new_items import run_new_items
 
 N_TRAIN_USERS, N_TEST_USERS = 120, 40
 CUT = 480  # 60 users buy X, Y and 3 fillers; 60 buy 3 fillers
@@ -108,22 +107,6 @@ def test_bad_arguments():
         run_new_items(log, variants=["nope"])
     with pytest.raises(ValueError, match="train_fraction < end_fraction"):
         run_new_items(log, train_fraction=0.6, end_fraction=0.5)
-
-
-def test_the_catalog_of_a_dataset_is_found_beside_it_or_in_it(tmp_path):
-    sequences = tmp_path / "Toy.txt"
-    sequences.write_text("u1 4 83\n")
-    (tmp_path / "Toy_item2attributes.json").write_text('{"4": [1, 2], "83": [2, 1, 2]}')
-    catalog = catalog_for(sequences, "amazon-seq")
-    assert catalog["83"].attributes == {"attr:2": "1", "attr:1": "1"}  # shared whatever the order
-    retail = tmp_path / "or.csv.gz"
-    with gzip.open(retail, "wt") as handle:
-        handle.write("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
-                     '1,A,"RED MUG, LARGE",1,2010-12-01 08:00:00,2.5,1.0,UK\n'
-                     "2,A,RED MUG,1,2010-12-02 08:00:00,0,,UK\n"
-                     "3,A,RED MUG,1,2010-12-03 08:00:00,3.0,2.0,UK\n")
-    assert catalog_for(retail, "online-retail")["A"].title in ("RED MUG", "RED MUG, LARGE")
-    assert catalog_for(tmp_path / "clicks.txt", "yoochoose") is None
 
 
 def test_cli_new_items_json(tmp_path):

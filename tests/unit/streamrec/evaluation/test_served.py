@@ -192,6 +192,8 @@ def test_a_grid_over_serving_settings_trains_each_version_once(mixed_log):
                                      np.asarray(mixed_log.item_ids)[mixed_log.items][:-1], mixed_log.types[:-1],
                                      mixed_log.ts[:-1])
     assert trained_once(fewer, PARAMS, InterestParams()) is not first
+    branded = {item_id: (("brand", item_id[:1]),) for item_id in data.item_ids}  # the catalog's features count too
+    assert trained_once(replace(data, item_features=branded), PARAMS, InterestParams()) is not first
 
 
 def test_auto_serves_the_weight_each_version_carries(tmp_path, mixed_log):
