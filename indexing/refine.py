@@ -239,7 +239,7 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
                 truth = own  # each row's own answer is its column
             else:
                 columns, scored = None, (target + features @ shared_target if shared else target)
-                logits = query @ target.T
+                logits = query @ scored.T
                 truth = answers
                 if mask and samples.excluded is not None:  # the worker would not show them
                     row, age = np.nonzero(samples.excluded[chosen])

@@ -285,9 +285,10 @@ def brand_walks(n_users: int = 60, length: int = 6, per_brand: int = 6, seed: in
 
 
 def test_the_shared_vectors_gradients_are_the_cross_entropys(monkeypatch):
-    """One full-batch step: the gradients the refinement gives the features' own context and
-    target vectors against central differences of the mean cross-entropy written out here, with
-    each item's vectors its own plus its row of the feature matrix times the features'."""
+    """Two full-batch steps; at the second (the features' vectors no longer zero) the gradients
+    the refinement gives the items' targets and the features' own context and target vectors,
+    against central differences of the mean cross-entropy written out here, with each item's
+    vectors its own plus its row of the feature matrix times the features'."""
     from indexing.train import features_of
 
     data = brand_walks(n_users=16, length=4)
@@ -299,33 +300,35 @@ def test_the_shared_vectors_gradients_are_the_cross_entropys(monkeypatch):
     step = refine_module._Adam.step
 
     def record(self, rows, grad, scale=1.0):
-        steps.append(grad.copy())
+        steps.append((self.param.astype(np.float64), grad.astype(np.float64)))  # the point, then its gradient
         return step(self, rows, grad, scale)
 
     monkeypatch.setattr(refine_module._Adam, "step", record)
-    info = refine(base.context.copy(), base.target.copy(), samples, epochs=1, lr=1e-3, candidates=10_000,
+    info = refine(base.context.copy(), base.target.copy(), samples, epochs=2, lr=0.05, candidates=10_000,
                   keep_last=True, batch=len(samples), features=shares)
-    assert info["features"] == 4 and len(steps) == 4  # the items' target and context, then the features'
-    shared_context_grad, shared_target_grad = steps[2], steps[3]
-    context0, target0 = base.context.astype(np.float64), base.target.astype(np.float64) * info["tau"]
+    assert info["features"] == 4 and len(steps) == 8  # per step: the items' target and context, the features'
+    (target, target_grad), (context, _), (shared_context, shared_context_grad), (shared_target, shared_target_grad) = (
+        steps[4:])
+    assert np.abs(shared_target).max() > 0 and np.abs(shared_context).max() > 0
     dense = shares.toarray().astype(np.float64)
 
-    def loss(shared_context, shared_target):
-        queries = samples.queries(context0 + dense @ shared_context)
-        logits = queries @ (target0 + dense @ shared_target).T
+    def loss(d_target, d_shared_context, d_shared_target):
+        queries = samples.queries(context + dense @ (shared_context + d_shared_context))
+        logits = queries @ (target + d_target + dense @ (shared_target + d_shared_target)).T
         top = logits.max(axis=1)
         return float(np.mean(np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top
                              - logits[np.arange(len(logits)), samples.answers]))
 
-    rng, zero, eps = np.random.default_rng(3), np.zeros((4, 5)), 1e-5
-    for grad, which in ((shared_context_grad, 0), (shared_target_grad, 1)):
-        direction = rng.standard_normal((4, 5))
-        if which == 0:
+    rng, eps = np.random.default_rng(3), 1e-5
+    for n, grad in enumerate((target_grad, shared_context_grad, shared_target_grad)):
+        direction = rng.standard_normal(grad.shape)
+        if n == 1:
             direction[:, -1] = 0.0  # the intercept dimension of the contexts stays
-            plus, minus = loss(eps * direction, zero), loss(-eps * direction, zero)
-        else:
-            plus, minus = loss(zero, eps * direction), loss(zero, -eps * direction)
-        assert np.sum(grad * direction) == pytest.approx((plus - minus) / (2 * eps), rel=2e-3)
+        moves = [np.zeros_like(target), np.zeros_like(shared_context), np.zeros_like(shared_target)]
+        moves[n] = eps * direction
+        plus = loss(*moves)
+        moves[n] = -eps * direction
+        assert np.sum(grad * direction) == pytest.approx((plus - loss(*moves)) / (2 * eps), rel=2e-3), n
 
 
 def test_no_shared_features_change_nothing():
