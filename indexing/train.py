@@ -36,6 +36,7 @@ from indexing.refine import Samples, feature_matrix, refine
 from streamrec.contract import EVENT_TYPE_CODES, PURCHASE, Event
 from streamrec.core.factors import fits_factors
 from streamrec.core.interest import DEFAULT_EVENT_WEIGHTS, InterestParams, update_batch
+from streamrec.core.items import FEATURE_GROUPS
 from streamrec.core.neighbours import cooccurrence, top_neighbours
 from streamrec.core.repeat import repeat_rates
 from streamrec.core.taste import TasteStats, direction, fit_transform, ridge_inverse, update_taste
@@ -105,12 +106,16 @@ class TrainParams:
     #: Label smoothing of the refinement's softmax: each sample's target puts this share evenly
     #: on every item of its softmax and the rest on its answer (0: none).
     refine_smoothing: float = 0.0
-    #: Where the training data has the catalog's features (``Interactions.item_features``:
-    #: category path, brand, attributes, title words), the refinement gives each feature shared
-    #: by at least ``refine_feature_items`` items its own vectors, added to its items' and folded
-    #: into them at the end (:func:`indexing.refine.refine`'s ``features``): a brand's items learn
-    #: together. Without a catalog it changes nothing.
+    #: Where the training data has the catalog's features (``Interactions.item_features``), the
+    #: refinement gives each feature of ``refine_feature_groups`` shared by at least
+    #: ``refine_feature_items`` items its own vectors, added to its items' and folded into them at
+    #: the end (:func:`indexing.refine.refine`'s ``features``): a brand's items learn together.
+    #: Without a catalog it changes nothing. The groups are those of
+    #: :func:`streamrec.core.items.item_features`, comma-separated: ``cat`` (every level of the
+    #: category path), ``brand``, ``attr`` (attributes) and ``word`` (title words; not a default:
+    #: on Online Retail, whose catalog has titles only, they lowered validation HR@10, docs/quality.md).
     refine_features: bool = True
+    refine_feature_groups: str = "cat,brand,attr"
     refine_feature_items: int = 2
     #: The factor step's item factors (:mod:`streamrec.core.factors`), fitted only when the
     #: serving ``InterestParams.factor_weight`` is > 0 or "auto" (the summary's ``factors.weight``
@@ -143,6 +148,10 @@ class TrainParams:
             raise ValueError(f"refine_average must be in [0, 1], got {self.refine_average}")
         if self.refine_feature_items < 1:
             raise ValueError(f"refine_feature_items must be >= 1, got {self.refine_feature_items}")
+        unknown = set(self.feature_groups()) - set(FEATURE_GROUPS)
+        if unknown or not self.feature_groups():
+            raise ValueError(f"refine_feature_groups must name some of {', '.join(FEATURE_GROUPS)} (comma-separated), "
+                             f"got {self.refine_feature_groups!r}")
         if not 0 <= self.refine_smoothing < 1:
             raise ValueError(f"refine_smoothing must be in [0, 1), got {self.refine_smoothing}")
         if not 0 <= self.refine_dropout < 1:
@@ -153,6 +162,10 @@ class TrainParams:
             raise ValueError(f"taste_map must be 'full' or 'scalar', got {self.taste_map!r}")
         if not self.ridge > 0 or not self.taste_ridge >= 0:
             raise ValueError(f"ridge must be > 0 and taste_ridge >= 0, got {self.ridge} and {self.taste_ridge}")
+
+    def feature_groups(self) -> tuple[str, ...]:
+        """The catalog feature groups the refinement shares (``refine_feature_groups``, split)."""
+        return tuple(group.strip() for group in self.refine_feature_groups.split(",") if group.strip())
 
 
 @dataclass
@@ -169,7 +182,7 @@ class Interactions:
     items: np.ndarray
     types: np.ndarray
     ts: np.ndarray
-    #: The catalog's features of the items (item id -> feature names,
+    #: The catalog's features of the items (item id -> ``(group, name)`` pairs,
     #: :func:`streamrec.core.items.catalog_features`; None: no catalog). With
     #: ``TrainParams.refine_features`` the refinement lets items that share a feature learn together.
     item_features: Mapping[str, tuple[Hashable, ...]] | None = None
@@ -507,7 +520,10 @@ def features_of(data: Interactions, params: TrainParams) -> sp.csr_matrix | None
     ``data``'s catalog features, or None without them or with ``refine_features`` off."""
     if not params.refine_features or not data.item_features:
         return None
-    return feature_matrix(data.item_ids, data.item_features, params.refine_feature_items)
+    groups = set(params.feature_groups())
+    chosen = {item_id: [feature for feature in features if feature[0] in groups]
+              for item_id, features in data.item_features.items()}
+    return feature_matrix(data.item_ids, chosen, params.refine_feature_items)
 
 
 def train_model(data: Interactions, params: TrainParams, interest: InterestParams | None = None) -> TrainedModel:

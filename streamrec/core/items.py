@@ -56,6 +56,8 @@ from streamrec.core.search import search
 
 #: Weight of each feature group in a new item's catalog prior.
 FEATURE_GROUP_WEIGHTS = {"cat": 4.0, "brand": 3.0, "attr": 2.0, "word": 1.0}
+#: The groups of :func:`item_features`: category levels, brand, attributes, title words.
+FEATURE_GROUPS: tuple[str, ...] = tuple(FEATURE_GROUP_WEIGHTS)
 #: How the features of one group are combined in a prior: ``"idf"`` averages the per-feature
 #: means weighted by ``log(1 + items / items with the feature)`` (a rare feature, a brand or an
 #: unusual title word, says more than one most items share); ``"pooled"`` is the plain mean of

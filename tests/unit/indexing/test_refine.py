@@ -279,7 +279,7 @@ def brand_walks(n_users: int = 60, length: int = 6, per_brand: int = 6, seed: in
             users.append(f"u{user}")
             items.append(f"{'ab'[user % 2]}{int(rng.integers(per_brand))}")
             ts.append(float(user * 100 + n))
-    features = {f"{b}{i}": (("brand", b), ("size", str(i % 2))) for b in "ab" for i in range(per_brand)}
+    features = {f"{b}{i}": (("brand", b), ("attr", f"size={i % 2}")) for b in "ab" for i in range(per_brand)}
     return interactions_from_arrays(np.array(users), np.array(items), np.zeros(len(items), np.int8), np.array(ts),
                                     features)
 
@@ -296,6 +296,7 @@ def test_the_shared_vectors_gradients_are_the_cross_entropys(monkeypatch):
     samples = next_item_samples(data, InterestParams())
     shares = features_of(data, TrainParams())
     assert shares.shape == (12, 4)  # two brands, two sizes
+    assert features_of(data, TrainParams(refine_feature_groups="brand")).shape == (12, 2)
     steps = []
     step = refine_module._Adam.step
 
@@ -336,8 +337,9 @@ def test_no_shared_features_change_nothing():
     params = TrainParams(dim=8, refine_epochs=2, knn_neighbours=0)
     plain = train_model(replace(data, item_features=None), params)
     off = train_model(data, replace(params, refine_features=False))
-    lone = train_model(replace(data, item_features={"a00": ("only-mine",)}), params)  # shared by no other item
-    for model in (off, lone):
+    lone = train_model(replace(data, item_features={"a0": (("brand", "only-mine"),)}), params)  # shared by no other item
+    words = train_model(data, replace(params, refine_feature_groups="word"))  # the log's features are brands and sizes
+    for model in (off, lone, words):
         np.testing.assert_array_equal(model.context, plain.context)
         np.testing.assert_array_equal(model.target, plain.target)
 
@@ -351,3 +353,10 @@ def test_the_feature_matrix_spreads_each_item_over_its_shared_features():
                                   [[0.5, 0.5], [1, 0], [0, 1], [0, 0]])  # "odd" and "x" are nobody's to share
     assert feature_matrix(ids, features, min_items=1).shape == (4, 3)
     assert feature_matrix(ids, {}).shape == (4, 0)
+
+
+def test_unknown_feature_groups_are_refused():
+    with pytest.raises(ValueError, match="refine_feature_groups must name some of cat, brand, attr, word"):
+        TrainParams(refine_feature_groups="brand,colour")
+    with pytest.raises(ValueError, match="refine_feature_groups"):
+        TrainParams(refine_feature_groups=" , ")

@@ -17,7 +17,8 @@ SHOP = ["--synthetic", "--users", "60", "--items", "80", "--events", "1500", "--
 
 def shared_features(catalog, item_ids) -> int:
     """Features (category levels, brands...) that two or more of the version's items have."""
-    counts = Counter(f for item in catalog if item.item_id in item_ids for f in item_features(item))
+    counts = Counter(f for item in catalog if item.item_id in item_ids for f in item_features(item)
+                     if f[0] != "word")  # title words are not shared by default
     return sum(n >= 2 for n in counts.values())
 
 
