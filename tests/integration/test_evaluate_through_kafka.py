@@ -14,7 +14,9 @@ import pytest
 
 from indexing.train import TrainParams
 from streamrec.core.interest import InterestParams
+from producers.catalog import catalog_for
 from producers.synthetic import SyntheticShop
+from streamrec.core.items import catalog_features
 from streamrec.evaluation.data import EventLog, leave_one_out, load_log, sample_users
 from streamrec.evaluation.protocols import run_leave_one_out
 from streamrec.evaluation.served import ServedModel
@@ -38,8 +40,11 @@ def check_agreement(outcome, tolerance: float = 0.002) -> None:
 @pytest.mark.parametrize(("taste_decay", "factor_weight"), [(0.0, 0.0), (0.9, 0.0), (0.0, 2.0)],
                          ids=["default", "long-term-taste", "factor-step"])
 def test_synthetic_shop_through_kafka_matches_in_process(bootstrap, tmp_path, taste_decay, factor_weight):
-    events = list(SyntheticShop(items=600, users=250, seed=5).events(9_000, start_ts=1_700_000_000.0))
-    log = EventLog.from_events(events)
+    shop = SyntheticShop(items=600, users=250, seed=5)
+    events = list(shop.events(9_000, start_ts=1_700_000_000.0))
+    # with the shop's catalog: the version the worker serves was trained with its categories and brands
+    log = replace(EventLog.from_events(events),
+                  item_features=catalog_features({item.item_id: item for item in shop.catalog()}))
     outcome = run_through_kafka(log, bootstrap=bootstrap, train_params=replace(TrainParams(), dim=32, factors=16),
                                 partitions=2, workdir=tmp_path, taste_decay=taste_decay, factor_weight=factor_weight)
     check_agreement(outcome)
@@ -57,6 +62,7 @@ def test_synthetic_shop_through_kafka_matches_in_process(bootstrap, tmp_path, ta
 def test_beauty_sample_through_kafka_equals_the_harness(bootstrap, tmp_path, shared_dataset):
     path = shared_dataset("amazon-beauty", "Beauty.txt")
     log = sample_users(load_log(path, "amazon-seq"), BEAUTY_USERS, seed=0)
+    log = replace(log, item_features=catalog_features(catalog_for(path, "amazon-seq")))  # its attributes, as evaluate
     outcome = run_through_kafka(log, bootstrap=bootstrap, partitions=2, workdir=tmp_path)
     check_agreement(outcome)
     # The in-process side of the comparison is the harness itself: leave-one-out with the
