@@ -211,9 +211,11 @@ def refine(context: np.ndarray, target: np.ndarray, samples: Samples, *, epochs:
             rows, coef, answers = samples.items[chosen], samples.coef[chosen], samples.answers[chosen]
             used = coef.ravel() != 0  # padding has no gradient (and no Adam step)
             touched, where = np.unique(rows.ravel()[used], return_inverse=True)
-            if shared:  # each touched item's context with its features' added
+            if shared:  # each touched item's context with its features' added (padding reads row 0: coefficient 0)
                 own = context[touched] + features[touched] @ shared_context
-                query = np.einsum("bl,bld->bd", coef, own[np.minimum(np.searchsorted(touched, rows), len(touched) - 1)])
+                slot = np.zeros(rows.size, np.int64)
+                slot[used] = where
+                query = np.einsum("bl,bld->bd", coef, own[slot.reshape(rows.shape)])
             else:
                 query = np.einsum("bl,bld->bd", coef, context[rows])
             if dropout > 0:  # inverted dropout on the query's coordinates

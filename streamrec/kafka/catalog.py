@@ -27,8 +27,8 @@ def read_catalog_topic(bootstrap: str, topic: str, *, timeout: float = 30.0) -> 
                 logger.warning("%s[%d]@%d: not a catalog item: %s", topic, message.partition(), message.offset(),
                                exc.detail)
                 continue
-            if item is None:  # a tombstone: the item was removed
-                found.pop((message.key() or b"").decode("utf-8", errors="replace"), None)
+            if item is None:  # a tombstone (its key checked as a UTF-8 item id): the item was removed
+                found.pop(message.key().decode(), None)
             else:
                 found[item.item_id] = item
     except NoSuchTopic:
